@@ -1,0 +1,5 @@
+"""smartertrack-provider: a SmarterTrack External Provider service."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,24 @@
+"""Builds the domain :class:`~provider.calls.Provider` from settings (one per process)."""
+
+from __future__ import annotations
+
+from provider.auth import build_authenticator
+from provider.calls import Provider
+from provider.db.session import Database
+from provider.events import build_sink
+from provider.rules import build_evaluator
+from provider.settings import Settings
+
+
+def build_provider(settings: Settings, database: Database) -> Provider:
+    """Wire the configured authenticator, rules and event sink into a Provider.
+
+    Raises ConfigError when the Web Service Password is not set.
+    """
+    return Provider(
+        settings.require_password(),
+        previous_password=settings.previous_web_service_password,
+        authenticator=build_authenticator(settings, database),
+        rules=build_evaluator(settings, database),
+        events=build_sink(settings, database),
+    )

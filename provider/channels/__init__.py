@@ -1,0 +1,1 @@
+"""Outbound channels: one module per partner API (SMS, SmartCOMM, SmartConnect, webhook, email)."""

@@ -1,0 +1,119 @@
+"""The ``st-provider`` command line: the only place that reads the environment.
+
+Settings come from ``ST_PROVIDER_*`` environment variables, over an optional TOML
+file named by ``--config`` or ``ST_PROVIDER_CONFIG`` (flat keys like
+``web_service_password``, or tables like ``[ldap] url`` for ``ldap_url``).
+Each capability registers its own sub-commands (``register(subparsers)``); a
+handler takes ``(args, settings)`` and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from provider import __version__
+from provider.errors import ConfigError, ProviderError
+from provider.logging import configure_logging
+from provider.settings import ENV_PREFIX, Settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}".lower()
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "_"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def settings_values(environ: Mapping[str, str], config_file: str | None) -> dict[str, Any]:
+    """Plain setting names -> raw values: the TOML file first, the environment over it."""
+    values: dict[str, Any] = {}
+    path = config_file or environ.get(f"{ENV_PREFIX}CONFIG")
+    if path:
+        try:
+            values.update(_flatten(tomllib.loads(Path(path).read_text(encoding="utf-8"))))
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and key != f"{ENV_PREFIX}CONFIG":
+            values[key[len(ENV_PREFIX) :].lower()] = value
+    return values
+
+
+def load_settings(environ: Mapping[str, str], config_file: str | None = None) -> Settings:
+    return Settings.from_mapping(settings_values(environ, config_file))
+
+
+def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from provider.db.migrate import upgrade
+
+    upgrade(settings.database_url, args.revision)
+    print(f"database at {args.revision}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="st-provider", description="SmarterTrack External Provider")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--config", help="TOML configuration file (else $ST_PROVIDER_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = db_sub.add_parser("upgrade", help="apply pending migrations")
+    up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(handler=_cmd_db_upgrade)
+
+    from provider.auth import commands as auth_commands
+    from provider.events import commands as event_commands
+    from provider.rules import commands as rule_commands
+    from provider.soap import commands as soap_commands
+
+    for module in (soap_commands, rule_commands, auth_commands, event_commands):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run one command; returns the exit status (0 ok, 1 failure, 2 usage or configuration)."""
+    env = os.environ if environ is None else environ
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(env, args.config)
+    except ConfigError as exc:
+        print(f"st-provider: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log_level, settings.log_format)
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except ConfigError as exc:
+        print(f"st-provider: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ProviderError as exc:
+        print(f"st-provider: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

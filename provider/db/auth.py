@@ -1,0 +1,3 @@
+"""SQLAlchemy models for auth (filled in by the auth capability)."""
+
+from __future__ import annotations

@@ -1,0 +1,53 @@
+"""Apply the Alembic migrations in ``migrations/`` programmatically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.exc import SQLAlchemyError
+
+from provider.db.session import create_db_engine, normalize_url
+from provider.errors import StorageError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # Alembic's Config uses ConfigParser interpolation: escape '%' in passwords.
+    config.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database at ``url`` to ``revision``. Safe to run repeatedly."""
+    try:
+        command.upgrade(alembic_config(url), revision)
+    except SQLAlchemyError as exc:
+        raise StorageError(f"migration failed: {type(exc).__name__}: {exc.__class__.__doc__ or ''}".strip()) from exc
+
+
+def downgrade(url: str, revision: str) -> None:
+    try:
+        command.downgrade(alembic_config(url), revision)
+    except SQLAlchemyError as exc:
+        raise StorageError(f"downgrade failed: {type(exc).__name__}") from exc
+
+
+def pending(url: str) -> bool:
+    """Whether the database is behind the newest migration."""
+    script = ScriptDirectory.from_config(alembic_config(url))
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    except SQLAlchemyError as exc:
+        raise StorageError(f"database error: {type(exc).__name__}") from exc
+    finally:
+        engine.dispose()
+    return current != set(script.get_heads())

@@ -1,0 +1,180 @@
+"""Domain types shared by the call layer and its plug-ins.
+
+Nothing here knows SOAP, LDAP, SQL or HTTP. The plug-in protocols are deliberately
+small: an :class:`Authenticator` (two methods), a :class:`RuleEvaluator` (one), an
+:class:`EventSink` (one). Each has a real in-tree implementation.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from provider.variables import InputVariables, OutputVariables
+
+
+class Operation(enum.StrEnum):
+    """The seven operations of SmarterTrack's External Provider interfaces."""
+
+    AUTHENTICATE = "Authenticate"
+    GET_SIGN_IN_COOKIE_INFO = "GetSignInCookieInfo"
+    GET_CUSTOM_FIELD_OPTIONS = "GetCustomFieldOptions"
+    START_TICKET = "StartTicket"
+    START_CHAT = "StartChat"
+    GET_USER_DETAILS = "GetUserDetails"
+    NOTIFY_EVENT_FIRED = "NotifyEventFired"
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """One SmarterTrack call, decoded."""
+
+    operation: Operation
+    variables: InputVariables
+    client_address: str | None = None
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class CustomFieldData:
+    """What SmarterTrack should change about one custom field (ExternalCustomFieldData)."""
+
+    name: str
+    display_with_information_lookup: bool = False
+    change_list_options: bool = False
+    list_options: tuple[str, ...] = ()
+    change_required: bool = False
+    new_required_value: bool = False
+    change_visible: bool = False
+    new_visible_value: bool = False
+
+
+@dataclass
+class CallResult:
+    """The answer to one call, before it is encoded for SmarterTrack.
+
+    ``custom_fields`` is used by GetCustomFieldOptions only, ``user_info_html`` by
+    GetUserDetails only; the encoder ignores them for other operations.
+    """
+
+    success: bool
+    message: str | None = None
+    output: OutputVariables = field(default_factory=OutputVariables)
+    custom_fields: list[CustomFieldData] = field(default_factory=list)
+    user_info_html: str | None = None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A directory (or local) user, as far as rules and results need to know them."""
+
+    username: str
+    email: str | None = None
+    display_name: str | None = None
+    dn: str | None = None
+    attributes: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    groups: tuple[str, ...] = ()
+
+
+class Authenticator(Protocol):
+    """Checks passwords and looks users up.
+
+    Both methods raise :class:`~provider.errors.DirectoryUnavailable` when the
+    backing store cannot be reached within its timeout.
+    """
+
+    def authenticate(self, username: str, password: str, *, client_address: str | None = None) -> Identity:
+        """The identity for valid credentials.
+
+        Raises :class:`~provider.errors.AuthenticationFailed` (with a log-only reason)
+        for anything else; the caller answers ``Authentication=FAIL``.
+        """
+        ...
+
+    def lookup(self, username: str) -> Identity | None:
+        """The identity of an existing, enabled user without a password; ``None`` otherwise."""
+        ...
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One rendered ``notify`` entry of a rule: what to send, on which channel."""
+
+    rule: str
+    channel: str
+    params: Mapping[str, Any]
+
+
+@dataclass
+class Decision:
+    """What the rules decided for one call.
+
+    ``allow=False`` denies the whole operation; ``allow_tickets``/``allow_chats``
+    deny one of the two in GetCustomFieldOptions. ``variables`` are output variables
+    to add or replace, in order. ``matched`` names the rules that applied.
+    """
+
+    allow: bool = True
+    allow_tickets: bool = True
+    allow_chats: bool = True
+    message: str | None = None
+    variables: list[tuple[str, str]] = field(default_factory=list)
+    fields: list[CustomFieldData] = field(default_factory=list)
+    html: str | None = None
+    notifications: list[Notification] = field(default_factory=list)
+    matched: list[str] = field(default_factory=list)
+
+
+class RuleEvaluator(Protocol):
+    """Evaluates the configured rules for one call."""
+
+    def evaluate(
+        self, operation: Operation, variables: InputVariables, identity: Identity | None
+    ) -> Decision:
+        """The decision for this call. Never raises for a faulty rule (it is skipped)."""
+        ...
+
+
+class NoRules:
+    """The rule evaluator of a provider with no rules: every decision is neutral."""
+
+    def evaluate(
+        self, operation: Operation, variables: InputVariables, identity: Identity | None
+    ) -> Decision:
+        return Decision()
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    """A NotifyEventFired call, as stored. ``variables`` never include ``authPW``."""
+
+    event_type: int | None
+    event_name: str | None
+    arguments: Mapping[str, str]
+    variables: tuple[tuple[str, str], ...]
+    received_at: datetime
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class AcceptedEvent:
+    """The stored event's id; ``duplicate`` when it repeated an earlier call in the window."""
+
+    event_id: int
+    duplicate: bool = False
+    deliveries: int = 0
+
+
+class EventSink(Protocol):
+    """Durably accepts an event and its deliveries, in one transaction."""
+
+    def accept(self, event: IncomingEvent, notifications: Sequence[Notification]) -> AcceptedEvent:
+        """Store the event and one delivery per notification, or nothing.
+
+        Raises :class:`~provider.errors.EventRejected` or
+        :class:`~provider.errors.StorageError`; the caller answers ``Success=false``.
+        """
+        ...

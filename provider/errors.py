@@ -1,0 +1,123 @@
+"""The one exception hierarchy of the provider.
+
+Every failure the provider knows about is a :class:`ProviderError`. Third-party
+errors (ldap3, httpx, zeep, SQLAlchemy, PyYAML, Jinja2) are converted at the
+boundary with ``raise ... from exc`` so callers only ever catch these classes.
+Messages are safe to show to a caller: they never contain secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class ProviderError(Exception):
+    """Root of every error the provider raises on purpose."""
+
+
+class ConfigError(ProviderError):
+    """The configuration is invalid; the message says which setting and why."""
+
+
+class StorageError(ProviderError):
+    """The database could not be reached or refused the operation."""
+
+
+# --- directory / authentication -------------------------------------------------
+
+
+class DirectoryError(ProviderError):
+    """Base for directory (LDAP) failures."""
+
+
+class DirectoryUnavailable(DirectoryError):
+    """No directory server answered within the timeout. Callers report an outage."""
+
+
+class AuthenticationFailed(DirectoryError):
+    """The credentials were not accepted.
+
+    ``reason`` is for logs only (``bad_password``, ``unknown_user``, ``disabled``,
+    ``locked``, ``expired``, ``not_in_group``, ``throttled``, ``empty_password`` ...);
+    callers must show a neutral message.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- rules ----------------------------------------------------------------------
+
+
+class RuleError(ProviderError):
+    """Base for rule problems."""
+
+
+@dataclass(frozen=True)
+class RuleProblem:
+    """One validation problem in a rules file."""
+
+    message: str
+    rule: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.rule:
+            where.append(f"rule {self.rule!r}")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class RulesFileError(RuleError):
+    """A rules file is invalid. ``problems`` lists every problem found."""
+
+    def __init__(self, problems: Sequence[RuleProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(str(p) for p in self.problems) or "invalid rules file")
+
+
+class RuleNotFound(RuleError):
+    """No rule has that name."""
+
+
+# --- events and channels --------------------------------------------------------
+
+
+class EventRejected(ProviderError):
+    """An event could not be stored; SmarterTrack must be told (Success=false)."""
+
+
+class ChannelError(ProviderError):
+    """A delivery attempt failed.
+
+    ``final`` means retrying cannot help (400/403/404/413/422 and the like);
+    ``retry_after`` is the partner's requested wait in seconds, if any;
+    ``status`` is the HTTP status when there was one; ``pause_channel`` asks every
+    worker to hold the whole channel (429/503).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        final: bool = False,
+        status: int | None = None,
+        retry_after: float | None = None,
+        pause_channel: bool = False,
+        partner_code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.final = final
+        self.status = status
+        self.retry_after = retry_after
+        self.pause_channel = pause_channel
+        self.partner_code = partner_code
+
+
+class DeliveryNotFound(ProviderError):
+    """No delivery has that id."""

@@ -1,0 +1,10 @@
+"""The `st-provider` sub-commands of the rules capability."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
+    """Add this capability's sub-commands to the CLI."""

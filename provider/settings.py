@@ -1,0 +1,325 @@
+"""Frozen, typed configuration.
+
+Built once (by the CLI, from ``ST_PROVIDER_*`` environment variables and an optional
+TOML file) and passed to constructors. Nothing else in the provider reads the
+environment. Every network setting has a timeout with a safe default.
+
+``Settings.from_mapping`` takes plain names: ``web_service_password`` for
+``ST_PROVIDER_WEB_SERVICE_PASSWORD``, ``ldap_url`` for ``ST_PROVIDER_LDAP_URL`` or
+``[ldap] url`` in TOML. Unknown names are an error, so a typo never goes unnoticed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+from provider.errors import ConfigError
+
+ENV_PREFIX = "ST_PROVIDER_"
+DEFAULT_DATABASE_URL = "sqlite:///st-provider.db"
+DEFAULT_NAMESPACE = "http://tempuri.org/"
+DEFAULT_USER_FILTER = "(|(uid={username})(sAMAccountName={username})(userPrincipalName={username}))"
+
+
+class Secret:
+    """A secret string that never shows itself in ``repr``, ``str`` or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself: pass it only to the party that needs it."""
+        return self._value
+
+    def matches(self, candidate: str | None) -> bool:
+        """Constant-time comparison with ``candidate`` (``None`` never matches)."""
+        if candidate is None:
+            # Still compare, so a missing value costs the same as a wrong one.
+            hmac.compare_digest(self._value.encode(), b"\x00")
+            return False
+        return hmac.compare_digest(self._value.encode("utf-8"), candidate.encode("utf-8"))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(("Secret", len(self._value)))
+
+
+@dataclass(frozen=True)
+class LdapSettings:
+    """How to reach and search the directory (ST_PROVIDER_LDAP_*)."""
+
+    urls: tuple[str, ...]
+    bind_dn: str | None = None
+    bind_password: Secret | None = None
+    user_base: str = ""
+    user_filter: str = DEFAULT_USER_FILTER
+    # Direct bind without a service account: a DN template such as
+    # "uid={username},ou=people,dc=example,dc=org"; else UPN / DOMAIN\\user as typed.
+    user_dn_template: str | None = None
+    default_domain: str | None = None
+    start_tls: bool = False
+    ca_file: str | None = None
+    timeout: int = 5
+    email_attribute: str = "mail"
+    display_name_attribute: str = "displayName"
+    group_base: str | None = None
+    require_group: str | None = None
+    nested_groups: bool = True
+    cache_ttl: float = 60.0
+
+
+@dataclass(frozen=True)
+class ThrottleSettings:
+    """Brute-force protection for Authenticate (counted in the database)."""
+
+    max_failures: int = 5
+    window_seconds: int = 300
+    cooldown_seconds: int = 900
+    max_failures_per_address: int = 50
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The event delivery worker."""
+
+    poll_interval: float = 1.0
+    batch_size: int = 20
+    lease_seconds: int = 120
+    max_attempts: int = 8
+    max_age_seconds: int = 86_400
+    http_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs, validated."""
+
+    web_service_password: Secret | None = None
+    # During a password rotation both are accepted (see deploy/README.md).
+    previous_web_service_password: Secret | None = None
+    database_url: str = DEFAULT_DATABASE_URL
+    namespace: str = DEFAULT_NAMESPACE
+    public_url: str | None = None
+    max_body_bytes: int = 1_048_576
+    bind: str = "127.0.0.1:8080"
+    workers: int = 2
+    threads: int = 4
+    auth: str = "local"  # "ldap", "local" or "none"
+    ldap: LdapSettings | None = None
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    rules_refresh_seconds: float = 2.0
+    event_dedup_seconds: int = 600
+    log_format: str = "text"  # "text" or "json"
+    log_level: str = "INFO"
+
+    def require_password(self) -> Secret:
+        """The Web Service Password; raises ConfigError when it is not configured."""
+        if not self.web_service_password:
+            raise ConfigError(
+                "ST_PROVIDER_WEB_SERVICE_PASSWORD is required: set it to the Web Service Password "
+                "entered in SmarterTrack (Settings > External Providers)"
+            )
+        return self.web_service_password
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        """Build and validate settings from plain names (see module docstring).
+
+        Raises ConfigError naming every invalid or unknown setting.
+        """
+        return _Builder(values).build()
+
+
+T = TypeVar("T")
+
+
+def _parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_positive_int(raw: Any) -> int:
+    value = int(str(raw).strip())
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _parse_positive_float(raw: Any) -> float:
+    value = float(str(raw).strip())
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _parse_secret(raw: Any) -> Secret | None:
+    text = str(raw)
+    return Secret(text) if text else None
+
+
+def _parse_urls(raw: Any) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list | tuple) else re.split(r"[\s,]+", str(raw))
+    urls = tuple(str(u).strip() for u in items if str(u).strip())
+    for url in urls:
+        if not re.match(r"^ldaps?://", url, re.IGNORECASE):
+            raise ValueError(f"{url!r} is not an ldap:// or ldaps:// URL")
+    return urls
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        text = str(raw).strip().lower()
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def _str(raw: Any) -> str:
+    return str(raw)
+
+
+def _opt_str(raw: Any) -> str | None:
+    text = str(raw).strip()
+    return text or None
+
+
+class _Builder:
+    """Reads the mapping once, collecting every problem before raising."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.values = {str(k).strip().lower(): v for k, v in values.items()}
+        self.used: set[str] = set()
+        self.problems: list[str] = []
+
+    def get(self, name: str, parse: Callable[[Any], T], default: T) -> T:
+        self.used.add(name)
+        if name not in self.values:
+            return default
+        raw = self.values[name]
+        try:
+            return parse(raw)
+        except (ValueError, TypeError) as exc:
+            self.problems.append(f"{ENV_PREFIX}{name.upper()}: {exc}")
+            return default
+
+    def _section(self, prefix: str, cls: type[Any], parsers: Mapping[str, Callable[[Any], Any]]) -> Any:
+        kwargs = {}
+        for f in fields(cls):
+            if f.name in parsers:
+                kwargs[f.name] = self.get(f"{prefix}{f.name}", parsers[f.name], f.default)
+        return cls(**kwargs)
+
+    def build(self) -> Settings:
+        ldap = self._ldap()
+        auth_default = "ldap" if ldap is not None else "local"
+        auth = self.get("auth", _choice("ldap", "local", "none"), auth_default)
+        if auth == "ldap" and ldap is None:
+            self.problems.append("ST_PROVIDER_AUTH=ldap needs ST_PROVIDER_LDAP_URL")
+        namespace = self.get("namespace", _str, DEFAULT_NAMESPACE).strip()
+        if not namespace:
+            self.problems.append("ST_PROVIDER_NAMESPACE: must not be empty")
+        settings = Settings(
+            web_service_password=self.get("web_service_password", _parse_secret, None),
+            previous_web_service_password=self.get("previous_web_service_password", _parse_secret, None),
+            database_url=self.get("database_url", _str, DEFAULT_DATABASE_URL).strip(),
+            namespace=namespace or DEFAULT_NAMESPACE,
+            public_url=self.get("public_url", _opt_str, None),
+            max_body_bytes=self.get("max_body_bytes", _parse_positive_int, 1_048_576),
+            bind=self.get("bind", _str, "127.0.0.1:8080"),
+            workers=self.get("workers", _parse_positive_int, 2),
+            threads=self.get("threads", _parse_positive_int, 4),
+            auth=auth,
+            ldap=ldap,
+            throttle=self._section(
+                "throttle_",
+                ThrottleSettings,
+                {
+                    "max_failures": _parse_positive_int,
+                    "window_seconds": _parse_positive_int,
+                    "cooldown_seconds": _parse_positive_int,
+                    "max_failures_per_address": _parse_positive_int,
+                },
+            ),
+            worker=self._section(
+                "worker_",
+                WorkerSettings,
+                {
+                    "poll_interval": _parse_positive_float,
+                    "batch_size": _parse_positive_int,
+                    "lease_seconds": _parse_positive_int,
+                    "max_attempts": _parse_positive_int,
+                    "max_age_seconds": _parse_positive_int,
+                    "http_timeout": _parse_positive_float,
+                },
+            ),
+            rules_refresh_seconds=self.get("rules_refresh_seconds", _parse_positive_float, 2.0),
+            event_dedup_seconds=self.get("event_dedup_seconds", _parse_positive_int, 600),
+            log_format=self.get("log_format", _choice("text", "json"), "text"),
+            log_level=self.get("log_level", _choice("debug", "info", "warning", "error"), "info").upper(),
+        )
+        unknown = sorted(set(self.values) - self.used - {"config"})
+        for name in unknown:
+            self.problems.append(f"{ENV_PREFIX}{name.upper()}: unknown setting")
+        if self.problems:
+            raise ConfigError("invalid configuration: " + "; ".join(self.problems))
+        return settings
+
+    def _ldap(self) -> LdapSettings | None:
+        urls = self.get("ldap_url", _parse_urls, ())
+        names = [n for n in self.values if n.startswith("ldap_")]
+        if not urls:
+            if names and names != ["ldap_url"]:
+                self.used.update(names)
+                self.problems.append("ST_PROVIDER_LDAP_* settings given without ST_PROVIDER_LDAP_URL")
+            return None
+        defaults = LdapSettings(urls=urls)
+        settings = LdapSettings(
+            urls=urls,
+            bind_dn=self.get("ldap_bind_dn", _opt_str, None),
+            bind_password=self.get("ldap_bind_password", _parse_secret, None),
+            user_base=self.get("ldap_user_base", _str, defaults.user_base),
+            user_filter=self.get("ldap_user_filter", _str, defaults.user_filter),
+            user_dn_template=self.get("ldap_user_dn_template", _opt_str, None),
+            default_domain=self.get("ldap_default_domain", _opt_str, None),
+            start_tls=self.get("ldap_start_tls", _parse_bool, False),
+            ca_file=self.get("ldap_ca_file", _opt_str, None),
+            timeout=self.get("ldap_timeout", _parse_positive_int, defaults.timeout),
+            email_attribute=self.get("ldap_email_attribute", _str, defaults.email_attribute),
+            display_name_attribute=self.get(
+                "ldap_display_name_attribute", _str, defaults.display_name_attribute
+            ),
+            group_base=self.get("ldap_group_base", _opt_str, None),
+            require_group=self.get("ldap_require_group", _opt_str, None),
+            nested_groups=self.get("ldap_nested_groups", _parse_bool, True),
+            cache_ttl=self.get("ldap_cache_ttl", lambda r: float(str(r)), defaults.cache_ttl),
+        )
+        if "{username}" not in settings.user_filter:
+            self.problems.append("ST_PROVIDER_LDAP_USER_FILTER: must contain {username}")
+        if settings.bind_dn and not settings.bind_password:
+            self.problems.append("ST_PROVIDER_LDAP_BIND_DN needs ST_PROVIDER_LDAP_BIND_PASSWORD")
+        return settings

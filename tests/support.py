@@ -1,0 +1,138 @@
+"""Helpers shared by the test suite (no fixtures here; see conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg import sql
+
+REPO = Path(__file__).resolve().parent.parent
+PG_ADMIN_DSN = os.environ.get("ST_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+WEB_SERVICE_PASSWORD = "test-ws-password"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pg_url(dbname: str) -> str:
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    return f"{base}/{dbname}"
+
+
+def create_pg_database(template: str | None = None) -> str:
+    """Create a uniquely named PostgreSQL database (optionally from a template); returns its name."""
+    name = f"stp_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        if template:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+        else:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name
+
+
+def drop_pg_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def base_env(database_url: str, **extra: str) -> dict[str, str]:
+    """An environment for an `st-provider` process: the test password, this database, no stray ST_PROVIDER_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ST_PROVIDER_")}
+    env.update(
+        ST_PROVIDER_WEB_SERVICE_PASSWORD=WEB_SERVICE_PASSWORD,
+        ST_PROVIDER_DATABASE_URL=database_url,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], env: Mapping[str, str], *, input_text: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `st-provider ARGS` as a real process."""
+    return subprocess.run(
+        [sys.executable, "-m", "provider.cli", *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        input=input_text,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+
+
+@dataclass
+class ServerProcess:
+    """A running `st-provider serve` (gunicorn) on loopback."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.url}/ExternalProvider.asmx"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def wait_http(url: str, *, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout}s: {last!r}")
+
+
+@contextmanager
+def serve(env: Mapping[str, str], log_path: Path, *, workers: int = 2, extra_args: tuple[str, ...] = ()) -> Iterator[ServerProcess]:
+    """Start `st-provider serve` with gunicorn on a free loopback port; stop it afterwards."""
+    port = free_port()
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "provider.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), *extra_args],
+            env=dict(env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    server = ServerProcess(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    try:
+        wait_http(f"{server.url}/healthz", process=process)
+        yield server
+    finally:
+        server.stop()
