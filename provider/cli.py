@@ -58,7 +58,7 @@ def settings_values(environ: Mapping[str, str], config_file: str | None) -> dict
 
 
 def load_settings(environ: Mapping[str, str], config_file: str | None = None) -> Settings:
-    return Settings.from_mapping(settings_values(environ, config_file))
+    return Settings.from_mapping(settings_values(environ, config_file), environment=environ)
 
 
 def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from provider.errors import ConfigError
@@ -128,6 +129,9 @@ class Settings:
     event_dedup_seconds: int = 600
     log_format: str = "text"  # "text" or "json"
     log_level: str = "INFO"
+    # Where ``${VAR}`` references in channel settings are resolved, at use time.
+    # The CLI passes the process environment; nothing else reads it.
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def require_password(self) -> Secret:
         """The Web Service Password; raises ConfigError when it is not configured."""
@@ -139,12 +143,13 @@ class Settings:
         return self.web_service_password
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+    def from_mapping(cls, values: Mapping[str, Any], environment: Mapping[str, str] | None = None) -> Settings:
         """Build and validate settings from plain names (see module docstring).
 
-        Raises ConfigError naming every invalid or unknown setting.
+        ``environment`` resolves ``${VAR}`` in channel settings. Raises ConfigError
+        naming every invalid or unknown setting.
         """
-        return _Builder(values).build()
+        return replace(_Builder(values).build(), environment=MappingProxyType(dict(environment or {})))
 
 
 T = TypeVar("T")
