@@ -1,0 +1,200 @@
+"""The domain call layer: password check, each operation's outputs, and how plug-in outcomes map to results."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import pytest
+
+from provider.calls import DIRECTORY_UNAVAILABLE, EVENT_NOT_STORED, PERMISSION_DENIED, Provider
+from provider.domain import CallRequest, CustomFieldData, Decision, Identity, Notification, Operation
+from provider.settings import Secret
+from provider.variables import InputVariables
+from tests.plugins import DictAuthenticator, FixedRules, ListSink
+
+PW = "s3cret=pw"
+ANN = Identity(username="ann", email="ann@example.org", display_name="Ann Example", groups=("Customers",))
+
+
+def call(provider: Provider, op: Operation, *entries: str, password: str | None = PW) -> object:
+    items = ([f"authPW={password}"] if password is not None else []) + list(entries)
+    return provider.call(CallRequest(op, InputVariables.parse(items), client_address="192.0.2.7", request_id="r1"))
+
+
+@pytest.fixture
+def directory() -> DictAuthenticator:
+    return DictAuthenticator(users={"ann": ("pw", ANN)})
+
+
+@pytest.mark.parametrize("op", list(Operation))
+@pytest.mark.parametrize("password", [None, "", "wrong", PW + " ", PW.upper()])
+def test_wrong_or_missing_password_is_denied_and_logged_without_value(
+    op: Operation, password: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = Provider(Secret(PW))
+    with caplog.at_level(logging.WARNING, logger="provider.calls"):
+        result = call(provider, op, "loginUsername=ann", password=password)
+    assert result.success is False
+    assert result.message == PERMISSION_DENIED
+    assert result.output.to_list() == []
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "security.permission_denied"]
+    assert record.operation == op.value
+    assert record.password_supplied is (password is not None)
+    assert "wrong" not in caplog.text and PW not in caplog.text
+
+
+def test_previous_password_accepted_during_rotation() -> None:
+    provider = Provider(Secret("new"), previous_password=Secret("old"))
+    assert call(provider, Operation.START_TICKET, password="old").success
+    assert call(provider, Operation.START_TICKET, password="new").success
+    assert not call(provider, Operation.START_TICKET, password="older").success
+
+
+def test_empty_password_setting_refused() -> None:
+    with pytest.raises(ValueError):
+        Provider(Secret(""))
+
+
+def test_neutral_answers_without_plugins() -> None:
+    provider = Provider(Secret(PW))
+    assert call(provider, Operation.AUTHENTICATE, "loginUsername=a", "loginPassword=b").output.to_list() == [
+        "Authentication=FAIL"
+    ]
+    fields = call(provider, Operation.GET_CUSTOM_FIELD_OPTIONS)
+    assert fields.output.to_list() == ["CanStartTickets=True", "CanStartChats=True"]
+    assert call(provider, Operation.START_TICKET).output.to_list() == ["TicketCreation=TRUE"]
+    assert call(provider, Operation.START_CHAT).output.to_list() == ["ChatCreation=TRUE"]
+    details = call(provider, Operation.GET_USER_DETAILS)
+    assert details.success and details.user_info_html is None
+    assert call(provider, Operation.NOTIFY_EVENT_FIRED, "eventType=502000").success
+
+
+@pytest.mark.parametrize(
+    "entries", [(), ("loginUsername=ann",), ("loginPassword=pw",), ("loginUsername=  ", "loginPassword=pw")]
+)
+def test_authenticate_requires_username_and_password(entries: tuple[str, ...], directory: DictAuthenticator) -> None:
+    result = call(Provider(Secret(PW), authenticator=directory), Operation.AUTHENTICATE, *entries)
+    assert (result.success, result.message) == (False, "Required Input Missing")
+
+
+def test_authenticate_ok_outputs_email_and_display_name(directory: DictAuthenticator) -> None:
+    result = call(
+        Provider(Secret(PW), authenticator=directory), Operation.AUTHENTICATE, "LoginUsername= ann ", "loginPassword=pw"
+    )
+    assert result.success and result.message == "Login Successful"
+    assert result.output.to_list() == ["Authentication=OK", "EmailAddress=ann@example.org", "DisplayName=Ann Example"]
+
+
+@pytest.mark.parametrize("username,password", [("ann", "nope"), ("bob", "pw")])
+def test_authenticate_failure_is_success_true_with_fail(
+    username: str, password: str, directory: DictAuthenticator, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="provider.calls"):
+        result = call(
+            Provider(Secret(PW), authenticator=directory),
+            Operation.AUTHENTICATE,
+            f"loginUsername={username}",
+            f"loginPassword={password}",
+        )
+    assert (result.success, result.message, result.output.to_list()) == (True, "Login Failure", ["Authentication=FAIL"])
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "login.fail"]
+    assert record.reason in {"bad_password", "unknown_user"}
+    assert "nope" not in caplog.text
+
+
+def test_directory_outage_is_success_false(directory: DictAuthenticator) -> None:
+    directory.down = True
+    provider = Provider(Secret(PW), authenticator=directory)
+    for op, entries in [
+        (Operation.AUTHENTICATE, ("loginUsername=ann", "loginPassword=pw")),
+        (Operation.GET_SIGN_IN_COOKIE_INFO, ("loginUsername=ann",)),
+    ]:
+        result = call(provider, op, *entries)
+        assert (result.success, result.message) == (False, DIRECTORY_UNAVAILABLE)
+    # Other operations go on without the user.
+    assert call(provider, Operation.START_TICKET, "loginUsername=ann").output.to_list() == ["TicketCreation=TRUE"]
+
+
+def test_sign_in_cookie_looks_up_without_password(directory: DictAuthenticator) -> None:
+    provider = Provider(Secret(PW), authenticator=directory)
+    assert call(provider, Operation.GET_SIGN_IN_COOKIE_INFO, "loginUsername=ann").output.get("Authentication") == "OK"
+    assert call(provider, Operation.GET_SIGN_IN_COOKIE_INFO, "loginUsername=zed").output.get("Authentication") == "FAIL"
+
+
+def test_rules_deny_and_set(directory: DictAuthenticator) -> None:
+    rules = FixedRules(
+        {
+            Operation.AUTHENTICATE: Decision(variables=[("cf_Plan", "Gold"), ("DisplayName", "Ann E.")]),
+            Operation.START_TICKET: Decision(allow=False, message="No tickets left"),
+            Operation.START_CHAT: Decision(variables=[("departmentName", "Sales"), ("cf_Note", "a=b <&>")]),
+            Operation.GET_SIGN_IN_COOKIE_INFO: Decision(allow=False, message="Blocked"),
+        }
+    )
+    provider = Provider(Secret(PW), authenticator=directory, rules=rules)
+    login = call(provider, Operation.AUTHENTICATE, "loginUsername=ann", "loginPassword=pw")
+    assert login.output.to_list() == [
+        "Authentication=OK",
+        "EmailAddress=ann@example.org",
+        "DisplayName=Ann E.",
+        "cf_Plan=Gold",
+    ]
+    assert rules.seen[-1][2] == ANN
+    ticket = call(provider, Operation.START_TICKET, "loginUsername=ann")
+    assert (ticket.success, ticket.message, ticket.output.to_list()) == (True, "No tickets left", ["TicketCreation=FALSE"])
+    chat = call(provider, Operation.START_CHAT)
+    assert chat.output.to_list() == ["ChatCreation=TRUE", "departmentName=Sales", "cf_Note=a=b <&>"]
+    cookie = call(provider, Operation.GET_SIGN_IN_COOKIE_INFO, "loginUsername=ann")
+    assert (cookie.message, cookie.output.to_list()) == ("Blocked", ["Authentication=FAIL"])
+
+
+def test_custom_field_options_from_rules(directory: DictAuthenticator) -> None:
+    field = CustomFieldData(name="Type of Issue", change_list_options=True, list_options=("A", "B"))
+    rules = FixedRules({Operation.GET_CUSTOM_FIELD_OPTIONS: Decision(allow_tickets=False, fields=[field], message="m")})
+    result = call(Provider(Secret(PW), authenticator=directory, rules=rules), Operation.GET_CUSTOM_FIELD_OPTIONS, "loginUsername=ann")
+    assert result.output.to_list() == ["CanStartTickets=False", "CanStartChats=True"]
+    assert result.custom_fields == [field]
+    assert result.message == "m"
+    assert directory.lookups == ["ann"]
+    assert rules.seen[-1][2] == ANN
+
+    rules.decisions[Operation.GET_CUSTOM_FIELD_OPTIONS] = Decision(allow=False, fields=[field])
+    denied = call(Provider(Secret(PW), rules=rules), Operation.GET_CUSTOM_FIELD_OPTIONS)
+    assert denied.output.to_list() == ["CanStartTickets=False", "CanStartChats=False"]
+    assert denied.custom_fields == []
+
+
+def test_user_details_html_from_rules() -> None:
+    rules = FixedRules({Operation.GET_USER_DETAILS: Decision(html="<b>Account</b>")})
+    result = call(Provider(Secret(PW), rules=rules), Operation.GET_USER_DETAILS, "username=ann")
+    assert result.user_info_html == "<b>Account</b>"
+
+
+def test_event_stored_without_secrets_and_deduplicated() -> None:
+    sink = ListSink()
+    note = Notification(rule="r", channel="sms", params={"to": "+1"})
+    rules = FixedRules({Operation.NOTIFY_EVENT_FIRED: Decision(notifications=[note])})
+    when = datetime(2026, 1, 2, tzinfo=UTC)
+    provider = Provider(Secret(PW), rules=rules, events=sink, clock=lambda: when)
+    entries = ("eventType=502000", "args_Subject=Printer on fire", "loginPassword=x")
+    assert call(provider, Operation.NOTIFY_EVENT_FIRED, *entries).success
+    assert call(provider, Operation.NOTIFY_EVENT_FIRED, *entries).success
+    [(event, notes)] = sink.events
+    assert (event.event_type, event.event_name, event.received_at) == (502000, "Ticket Created", when)
+    assert event.arguments == {"Subject": "Printer on fire"}
+    assert all(name.lower() not in {"authpw", "loginpassword"} for name, _ in event.variables)
+    assert notes == [note]
+
+
+def test_event_with_unknown_or_bad_type() -> None:
+    sink = ListSink()
+    provider = Provider(Secret(PW), events=sink)
+    assert call(provider, Operation.NOTIFY_EVENT_FIRED, "eventType=banana").success
+    assert call(provider, Operation.NOTIFY_EVENT_FIRED, "eventType=999").success
+    assert [(e.event_type, e.event_name) for e, _ in sink.events] == [(None, None), (999, None)]
+
+
+def test_event_store_failure_is_success_false() -> None:
+    provider = Provider(Secret(PW), events=ListSink(broken=True))
+    result = call(provider, Operation.NOTIFY_EVENT_FIRED, "eventType=502000")
+    assert (result.success, result.message) == (False, EVENT_NOT_STORED)

@@ -1,0 +1,105 @@
+"""Configuration: defaults, validation that names every problem, TOML plus environment, secrets never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provider.cli import load_settings, main
+from provider.errors import ConfigError
+from provider.settings import DEFAULT_USER_FILTER, Secret, Settings
+
+
+def test_defaults_are_safe() -> None:
+    settings = Settings.from_mapping({})
+    assert settings.database_url.startswith("sqlite:///")
+    assert settings.namespace == "http://tempuri.org/"
+    assert settings.max_body_bytes == 1_048_576
+    assert settings.bind == "127.0.0.1:8080"
+    assert settings.auth == "local"
+    assert settings.ldap is None
+    with pytest.raises(ConfigError, match="WEB_SERVICE_PASSWORD"):
+        settings.require_password()
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_mapping(
+            {"max_body_bytes": "0", "ldap_timeout": "soon", "ldap_url": "http://x", "colour": "blue", "auth": "kerberos"}
+        )
+    message = str(info.value)
+    for expected in ("MAX_BODY_BYTES", "LDAP_URL", "COLOUR: unknown setting", "AUTH", "LDAP_TIMEOUT"):
+        assert expected in message
+
+
+def test_ldap_settings_and_default_auth() -> None:
+    settings = Settings.from_mapping(
+        {"ldap_url": "ldap://a.example, ldaps://b.example", "ldap_bind_dn": "cn=svc", "ldap_bind_password": "pw", "ldap_start_tls": "yes"}
+    )
+    assert settings.auth == "ldap"
+    assert settings.ldap is not None
+    assert settings.ldap.urls == ("ldap://a.example", "ldaps://b.example")
+    assert settings.ldap.start_tls is True
+    assert settings.ldap.user_filter == DEFAULT_USER_FILTER
+    assert "pw" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "values,problem",
+    [
+        ({"ldap_user_base": "dc=x"}, "without ST_PROVIDER_LDAP_URL"),
+        ({"ldap_url": "ldap://x", "ldap_user_filter": "(uid=*)"}, "{username}"),
+        ({"ldap_url": "ldap://x", "ldap_bind_dn": "cn=svc"}, "BIND_PASSWORD"),
+        ({"auth": "ldap"}, "needs ST_PROVIDER_LDAP_URL"),
+    ],
+)
+def test_ldap_inconsistencies(values: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem.replace("{", r"\{").replace("}", r"\}")):
+        Settings.from_mapping(values)
+
+
+def test_secret_hides_itself_and_compares() -> None:
+    secret = Secret("hunter2")
+    assert "hunter2" not in repr(secret) and "hunter2" not in str(secret) and "hunter2" not in f"{secret}"
+    assert secret.matches("hunter2")
+    assert not secret.matches("hunter3")
+    assert not secret.matches(None)
+    assert secret.matches("hunter2 ") is False
+    assert Secret("é").matches("é")
+
+
+def test_toml_file_with_environment_over_it(tmp_path: Path) -> None:
+    config = tmp_path / "provider.toml"
+    config.write_text(
+        'web_service_password = "from-file"\nmax_body_bytes = 2048\n[ldap]\nurl = "ldap://dir.example"\ntimeout = 3\n',
+        encoding="utf-8",
+    )
+    settings = load_settings({"ST_PROVIDER_CONFIG": str(config), "ST_PROVIDER_MAX_BODY_BYTES": "4096"})
+    assert settings.require_password().matches("from-file")
+    assert settings.max_body_bytes == 4096
+    assert settings.ldap is not None and settings.ldap.timeout == 3
+
+
+def test_bad_toml_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("this is = = not toml", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings({}, str(config))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings({}, str(tmp_path / "missing.toml"))
+
+
+def test_cli_reports_config_errors_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["db", "upgrade"], environ={"ST_PROVIDER_MAX_BODY_BYTES": "lots"})
+    assert status == 2
+    assert "ST_PROVIDER_MAX_BODY_BYTES" in capsys.readouterr().err
+
+
+def test_cli_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert main(["db", "upgrade"], environ={"ST_PROVIDER_DATABASE_URL": url}) == 0
+    assert "head" in capsys.readouterr().out
+    from provider.db.migrate import pending
+
+    assert not pending(url)
