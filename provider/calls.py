@@ -44,7 +44,7 @@ LOGIN_FAILURE = "Login Failure"
 DIRECTORY_UNAVAILABLE = "The directory service is unavailable. Please try again later."
 EVENT_NOT_STORED = "The event could not be stored. SmarterTrack should retry."
 
-AUTH_PASSWORD_VARIABLE = "authPW"
+AUTH_PASSWORD_VARIABLE = "authPW"  # noqa: S105 (a variable name, not a password)
 SECRET_VARIABLES = frozenset({"authpw", "loginpassword"})
 
 
@@ -190,7 +190,9 @@ class Provider:
         decision = self._rules.evaluate(request.operation, request.variables, identity)
         tickets = decision.allow and decision.allow_tickets
         chats = decision.allow and decision.allow_chats
-        output = OutputVariables([("CanStartTickets", _bool_text(tickets)), ("CanStartChats", _bool_text(chats))])
+        output = OutputVariables(
+            [("CanStartTickets", _bool_text(tickets)), ("CanStartChats", _bool_text(chats))]
+        )
         _apply_variables(output, decision)
         return CallResult(
             success=True,
@@ -268,9 +270,7 @@ class Provider:
         raw_type = (variables.get("eventType") or "").strip()
         event_type = int(raw_type) if raw_type.lstrip("-").isdigit() else None
         kept = tuple((n, v) for n, v in variables.pairs if n.strip().lower() not in SECRET_VARIABLES)
-        fingerprint = hashlib.sha256(
-            json.dumps(sorted(kept), ensure_ascii=False).encode("utf-8")
-        ).hexdigest()
+        fingerprint = hashlib.sha256(json.dumps(sorted(kept), ensure_ascii=False).encode("utf-8")).hexdigest()
         return IncomingEvent(
             event_type=event_type,
             event_name=event_name(event_type),

@@ -115,5 +115,25 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 130
 
 
+def wsgi_application() -> Any:
+    """The WSGI application for plain gunicorn: ``gunicorn -c deploy/gunicorn.conf.py``.
+
+    gunicorn calls this in each worker (``wsgi_app = "provider.cli:wsgi_application()"``).
+    Settings come from the environment as for every command. Raises ConfigError without
+    the Web Service Password or when the database is behind the newest migration (run
+    ``st-provider db upgrade`` first); gunicorn then stops with "App failed to load".
+    """
+    from provider.app import build_application
+    from provider.db.migrate import pending
+
+    settings = load_settings(os.environ)
+    configure_logging(settings.log_level, settings.log_format)
+    settings.require_password()
+    if pending(settings.database_url):
+        raise ConfigError("the database is not at the newest migration: run `st-provider db upgrade`")
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    return build_application(settings, metrics_dir=metrics_dir)
+
+
 if __name__ == "__main__":
     sys.exit(main())

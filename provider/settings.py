@@ -105,6 +105,11 @@ class WorkerSettings:
     max_attempts: int = 8
     max_age_seconds: int = 86_400
     http_timeout: float = 10.0
+    # Exponential backoff (with jitter) for timeouts, connection errors and statuses
+    # without a configured wait: the first wait is about retry_backoff seconds,
+    # doubling per attempt up to retry_backoff_max.
+    retry_backoff: float = 10.0
+    retry_backoff_max: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,9 @@ class Settings:
         return self.web_service_password
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], environment: Mapping[str, str] | None = None) -> Settings:
+    def from_mapping(
+        cls, values: Mapping[str, Any], environment: Mapping[str, str] | None = None
+    ) -> Settings:
         """Build and validate settings from plain names (see module docstring).
 
         ``environment`` resolves ``${VAR}`` in channel settings. Raises ConfigError
@@ -280,6 +287,8 @@ class _Builder:
                     "max_attempts": _parse_positive_int,
                     "max_age_seconds": _parse_positive_int,
                     "http_timeout": _parse_positive_float,
+                    "retry_backoff": _parse_positive_float,
+                    "retry_backoff_max": _parse_positive_float,
                 },
             ),
             rules_refresh_seconds=self.get("rules_refresh_seconds", _parse_positive_float, 2.0),
@@ -295,10 +304,11 @@ class _Builder:
         return settings
 
     def _ldap(self) -> LdapSettings | None:
-        urls = self.get("ldap_url", _parse_urls, ())
+        no_urls: tuple[str, ...] = ()
+        urls = self.get("ldap_url", _parse_urls, no_urls)
         names = [n for n in self.values if n.startswith("ldap_")]
-        if not urls:
-            if names and names != ["ldap_url"]:
+        if "ldap_url" not in self.values:
+            if names:
                 self.used.update(names)
                 self.problems.append("ST_PROVIDER_LDAP_* settings given without ST_PROVIDER_LDAP_URL")
             return None
@@ -327,4 +337,4 @@ class _Builder:
             self.problems.append("ST_PROVIDER_LDAP_USER_FILTER: must contain {username}")
         if settings.bind_dn and not settings.bind_password:
             self.problems.append("ST_PROVIDER_LDAP_BIND_DN needs ST_PROVIDER_LDAP_BIND_PASSWORD")
-        return settings
+        return settings if urls else None

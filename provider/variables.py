@@ -157,5 +157,7 @@ class OutputVariables:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, OutputVariables) and self.items() == other.items()
 
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
     def __repr__(self) -> str:
         return f"OutputVariables({self.items()!r})"

@@ -40,7 +40,11 @@ def create_pg_database(template: str | None = None) -> str:
     name = f"stp_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         if template:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
         else:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return name
@@ -63,7 +67,9 @@ def base_env(database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], env: Mapping[str, str], *, input_text: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], env: Mapping[str, str], *, input_text: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run `st-provider ARGS` as a real process."""
     return subprocess.run(
         [sys.executable, "-m", "provider.cli", *args],
@@ -119,12 +125,24 @@ def wait_http(url: str, *, timeout: float = 30.0, process: subprocess.Popen[byte
 
 
 @contextmanager
-def serve(env: Mapping[str, str], log_path: Path, *, workers: int = 2, extra_args: tuple[str, ...] = ()) -> Iterator[ServerProcess]:
+def serve(
+    env: Mapping[str, str], log_path: Path, *, workers: int = 2, extra_args: tuple[str, ...] = ()
+) -> Iterator[ServerProcess]:
     """Start `st-provider serve` with gunicorn on a free loopback port; stop it afterwards."""
     port = free_port()
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "provider.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), *extra_args],
+            [
+                sys.executable,
+                "-m",
+                "provider.cli",
+                "serve",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                *extra_args,
+            ],
             env=dict(env),
             stdout=log_file,
             stderr=subprocess.STDOUT,

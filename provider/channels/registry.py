@@ -1,9 +1,11 @@
 """Channel types by name: validation of their settings and construction.
 
 The rules loader calls :func:`validate_channel_settings` for every entry of a rules
-file's ``channels:`` section; the delivery worker calls :func:`build_channel`.
-Settings may hold ``${VAR}`` references; they are resolved from
-``Settings.environment`` only when a channel is built, and never stored resolved.
+file's ``channels:`` section (and may call :func:`validate_notify_params` for each
+``notify`` entry); the delivery worker calls :func:`build_channel` and reads the
+delivery policy with :func:`channel_policy` (or the bare type defaults with
+:func:`channel_defaults`). Settings may hold ``${VAR}`` references; they are resolved
+from ``Settings.environment`` only when a channel is built, and never stored resolved.
 Generic keys (:data:`GENERIC_KEYS`) are the worker's (retries, pauses, rate limit);
 channels ignore them.
 """
@@ -13,18 +15,90 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from provider.channels import email, smartcomm, smartconnect, uniphore_sms, webhook
 from provider.channels.base import Channel
+from provider.channels.config import (
+    GENERIC_KEYS,
+    IGNORED_KEYS,
+    ChannelDefaults,
+    ChannelPolicy,
+    ChannelSpec,
+    check_settings,
+    convert,
+    parse_policy,
+    resolve,
+)
 from provider.errors import ConfigError
 
+__all__ = [
+    "CHANNEL_TYPES",
+    "GENERIC_KEYS",
+    "ChannelDefaults",
+    "ChannelPolicy",
+    "build_channel",
+    "channel_defaults",
+    "channel_policy",
+    "spec",
+    "validate_channel_settings",
+    "validate_notify_params",
+]
+
+SPECS: dict[str, ChannelSpec] = {
+    s.type_name: s for s in (uniphore_sms.SPEC, smartcomm.SPEC, smartconnect.SPEC, webhook.SPEC, email.SPEC)
+}
 CHANNEL_TYPES: tuple[str, ...] = ("uniphore-sms", "smartcomm", "smartconnect", "webhook", "email")
-GENERIC_KEYS = frozenset({"retry_waits", "max_attempts", "max_age", "rate_limit"})
+
+
+def _unknown(type_name: str) -> str:
+    return f"unknown channel type {type_name!r} (known: {', '.join(CHANNEL_TYPES)})"
+
+
+def spec(type_name: str) -> ChannelSpec:
+    """The spec of a channel type; raises ConfigError for an unknown type."""
+    found = SPECS.get(type_name)
+    if found is None:
+        raise ConfigError(_unknown(type_name))
+    return found
 
 
 def validate_channel_settings(type_name: str, settings: Mapping[str, Any]) -> list[str]:
     """Every problem with one channel's settings (empty when valid), without resolving secrets."""
-    if type_name not in CHANNEL_TYPES:
-        return [f"unknown channel type {type_name!r} (known: {', '.join(CHANNEL_TYPES)})"]
-    return []
+    found = SPECS.get(type_name)
+    if found is None:
+        return [_unknown(type_name)]
+    if not isinstance(settings, Mapping):
+        return ["channel settings must be a mapping"]
+    return check_settings(found, settings)
+
+
+def validate_notify_params(type_name: str, params: Mapping[str, Any]) -> list[str]:
+    """Problems with the parameter names of a ``notify`` entry for this channel type.
+
+    Only names are checked (values are templates, rendered per event); the channel
+    reports missing or invalid rendered values when it sends (final ChannelError).
+    ``channel`` (the entry's target) is not a parameter and is ignored.
+    """
+    found = SPECS.get(type_name)
+    if found is None:
+        return [_unknown(type_name)]
+    if found.notify_params is None:
+        return []
+    known = set(found.notify_params)
+    return [
+        f"unknown {type_name} parameter {key!r} (known: {', '.join(found.notify_params)})"
+        for key in params
+        if key not in known and key != "channel"
+    ]
+
+
+def channel_defaults(type_name: str) -> ChannelDefaults:
+    """The type's delivery defaults (rate limit, retry waits by HTTP status)."""
+    return spec(type_name).defaults
+
+
+def channel_policy(type_name: str, settings: Mapping[str, Any]) -> ChannelPolicy:
+    """The delivery policy of one configured channel: type defaults overridden by its generic keys."""
+    return parse_policy(spec(type_name).defaults, settings)
 
 
 def build_channel(
@@ -35,5 +109,24 @@ def build_channel(
     environment: Mapping[str, str],
     timeout: float,
 ) -> Channel:
-    """A ready channel; raises ConfigError for invalid settings or an unset ``${VAR}``."""
-    raise ConfigError(f"channel {name!r}: type {type_name!r} cannot be built yet")
+    """A ready channel; raises ConfigError for invalid settings or an unset ``${VAR}``.
+
+    Error messages name the setting and the variable, never a resolved value.
+    """
+    found = spec(type_name)
+    problems = validate_channel_settings(type_name, settings)
+    if problems:
+        raise ConfigError(f"channel {name!r}: " + "; ".join(problems))
+    own = {k: v for k, v in settings.items() if k not in GENERIC_KEYS and k not in IGNORED_KEYS}
+    resolved = {
+        key: resolve(value, environment, f"channel {name!r} setting {key!r}") for key, value in own.items()
+    }
+    typed = convert(found, resolved, name)
+    for field in found.fields:
+        if field.required and (typed.get(field.name) is None or typed.get(field.name) == ""):
+            raise ConfigError(f"channel {name!r}: setting {field.name!r} is empty once resolved")
+    if found.check is not None:
+        problems = found.check(typed)
+        if problems:
+            raise ConfigError(f"channel {name!r}: " + "; ".join(problems))
+    return found.build(name, typed, timeout)

@@ -29,7 +29,9 @@ def upgrade(url: str, revision: str = "head") -> None:
     try:
         command.upgrade(alembic_config(url), revision)
     except SQLAlchemyError as exc:
-        raise StorageError(f"migration failed: {type(exc).__name__}: {exc.__class__.__doc__ or ''}".strip()) from exc
+        raise StorageError(
+            f"migration failed: {type(exc).__name__}: {exc.__class__.__doc__ or ''}".strip()
+        ) from exc
 
 
 def downgrade(url: str, revision: str) -> None:

@@ -54,7 +54,9 @@ def create_db_engine(url: str) -> Engine:
             pool_timeout=10,
             connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
         )
-    raise ConfigError(f"ST_PROVIDER_DATABASE_URL: unsupported database {backend!r} (use sqlite or postgresql)")
+    raise ConfigError(
+        f"ST_PROVIDER_DATABASE_URL: unsupported database {backend!r} (use sqlite or postgresql)"
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -116,7 +118,9 @@ class Database:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
-            log.warning("database ping failed", extra={"event": "db.ping_failed", "error": type(exc).__name__})
+            log.warning(
+                "database ping failed", extra={"event": "db.ping_failed", "error": type(exc).__name__}
+            )
             return False
         return True
 

@@ -19,7 +19,9 @@ ANN = Identity(username="ann", email="ann@example.org", display_name="Ann Exampl
 
 def call(provider: Provider, op: Operation, *entries: str, password: str | None = PW) -> object:
     items = ([f"authPW={password}"] if password is not None else []) + list(entries)
-    return provider.call(CallRequest(op, InputVariables.parse(items), client_address="192.0.2.7", request_id="r1"))
+    return provider.call(
+        CallRequest(op, InputVariables.parse(items), client_address="192.0.2.7", request_id="r1")
+    )
 
 
 @pytest.fixture
@@ -73,17 +75,26 @@ def test_neutral_answers_without_plugins() -> None:
 @pytest.mark.parametrize(
     "entries", [(), ("loginUsername=ann",), ("loginPassword=pw",), ("loginUsername=  ", "loginPassword=pw")]
 )
-def test_authenticate_requires_username_and_password(entries: tuple[str, ...], directory: DictAuthenticator) -> None:
+def test_authenticate_requires_username_and_password(
+    entries: tuple[str, ...], directory: DictAuthenticator
+) -> None:
     result = call(Provider(Secret(PW), authenticator=directory), Operation.AUTHENTICATE, *entries)
     assert (result.success, result.message) == (False, "Required Input Missing")
 
 
 def test_authenticate_ok_outputs_email_and_display_name(directory: DictAuthenticator) -> None:
     result = call(
-        Provider(Secret(PW), authenticator=directory), Operation.AUTHENTICATE, "LoginUsername= ann ", "loginPassword=pw"
+        Provider(Secret(PW), authenticator=directory),
+        Operation.AUTHENTICATE,
+        "LoginUsername= ann ",
+        "loginPassword=pw",
     )
     assert result.success and result.message == "Login Successful"
-    assert result.output.to_list() == ["Authentication=OK", "EmailAddress=ann@example.org", "DisplayName=Ann Example"]
+    assert result.output.to_list() == [
+        "Authentication=OK",
+        "EmailAddress=ann@example.org",
+        "DisplayName=Ann Example",
+    ]
 
 
 @pytest.mark.parametrize("username,password", [("ann", "nope"), ("bob", "pw")])
@@ -97,7 +108,11 @@ def test_authenticate_failure_is_success_true_with_fail(
             f"loginUsername={username}",
             f"loginPassword={password}",
         )
-    assert (result.success, result.message, result.output.to_list()) == (True, "Login Failure", ["Authentication=FAIL"])
+    assert (result.success, result.message, result.output.to_list()) == (
+        True,
+        "Login Failure",
+        ["Authentication=FAIL"],
+    )
     [record] = [r for r in caplog.records if getattr(r, "event", None) == "login.fail"]
     assert record.reason in {"bad_password", "unknown_user"}
     assert "nope" not in caplog.text
@@ -113,13 +128,21 @@ def test_directory_outage_is_success_false(directory: DictAuthenticator) -> None
         result = call(provider, op, *entries)
         assert (result.success, result.message) == (False, DIRECTORY_UNAVAILABLE)
     # Other operations go on without the user.
-    assert call(provider, Operation.START_TICKET, "loginUsername=ann").output.to_list() == ["TicketCreation=TRUE"]
+    assert call(provider, Operation.START_TICKET, "loginUsername=ann").output.to_list() == [
+        "TicketCreation=TRUE"
+    ]
 
 
 def test_sign_in_cookie_looks_up_without_password(directory: DictAuthenticator) -> None:
     provider = Provider(Secret(PW), authenticator=directory)
-    assert call(provider, Operation.GET_SIGN_IN_COOKIE_INFO, "loginUsername=ann").output.get("Authentication") == "OK"
-    assert call(provider, Operation.GET_SIGN_IN_COOKIE_INFO, "loginUsername=zed").output.get("Authentication") == "FAIL"
+    assert (
+        call(provider, Operation.GET_SIGN_IN_COOKIE_INFO, "loginUsername=ann").output.get("Authentication")
+        == "OK"
+    )
+    assert (
+        call(provider, Operation.GET_SIGN_IN_COOKIE_INFO, "loginUsername=zed").output.get("Authentication")
+        == "FAIL"
+    )
 
 
 def test_rules_deny_and_set(directory: DictAuthenticator) -> None:
@@ -141,7 +164,11 @@ def test_rules_deny_and_set(directory: DictAuthenticator) -> None:
     ]
     assert rules.seen[-1][2] == ANN
     ticket = call(provider, Operation.START_TICKET, "loginUsername=ann")
-    assert (ticket.success, ticket.message, ticket.output.to_list()) == (True, "No tickets left", ["TicketCreation=FALSE"])
+    assert (ticket.success, ticket.message, ticket.output.to_list()) == (
+        True,
+        "No tickets left",
+        ["TicketCreation=FALSE"],
+    )
     chat = call(provider, Operation.START_CHAT)
     assert chat.output.to_list() == ["ChatCreation=TRUE", "departmentName=Sales", "cf_Note=a=b <&>"]
     cookie = call(provider, Operation.GET_SIGN_IN_COOKIE_INFO, "loginUsername=ann")
@@ -150,8 +177,14 @@ def test_rules_deny_and_set(directory: DictAuthenticator) -> None:
 
 def test_custom_field_options_from_rules(directory: DictAuthenticator) -> None:
     field = CustomFieldData(name="Type of Issue", change_list_options=True, list_options=("A", "B"))
-    rules = FixedRules({Operation.GET_CUSTOM_FIELD_OPTIONS: Decision(allow_tickets=False, fields=[field], message="m")})
-    result = call(Provider(Secret(PW), authenticator=directory, rules=rules), Operation.GET_CUSTOM_FIELD_OPTIONS, "loginUsername=ann")
+    rules = FixedRules(
+        {Operation.GET_CUSTOM_FIELD_OPTIONS: Decision(allow_tickets=False, fields=[field], message="m")}
+    )
+    result = call(
+        Provider(Secret(PW), authenticator=directory, rules=rules),
+        Operation.GET_CUSTOM_FIELD_OPTIONS,
+        "loginUsername=ann",
+    )
     assert result.output.to_list() == ["CanStartTickets=False", "CanStartChats=True"]
     assert result.custom_fields == [field]
     assert result.message == "m"

@@ -26,7 +26,13 @@ def test_defaults_are_safe() -> None:
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_mapping(
-            {"max_body_bytes": "0", "ldap_timeout": "soon", "ldap_url": "http://x", "colour": "blue", "auth": "kerberos"}
+            {
+                "max_body_bytes": "0",
+                "ldap_timeout": "soon",
+                "ldap_url": "http://x",
+                "colour": "blue",
+                "auth": "kerberos",
+            }
         )
     message = str(info.value)
     for expected in ("MAX_BODY_BYTES", "LDAP_URL", "COLOUR: unknown setting", "AUTH", "LDAP_TIMEOUT"):
@@ -35,7 +41,12 @@ def test_every_problem_is_reported_at_once() -> None:
 
 def test_ldap_settings_and_default_auth() -> None:
     settings = Settings.from_mapping(
-        {"ldap_url": "ldap://a.example, ldaps://b.example", "ldap_bind_dn": "cn=svc", "ldap_bind_password": "pw", "ldap_start_tls": "yes"}
+        {
+            "ldap_url": "ldap://a.example, ldaps://b.example",
+            "ldap_bind_dn": "cn=svc",
+            "ldap_bind_password": "pw",
+            "ldap_start_tls": "yes",
+        }
     )
     assert settings.auth == "ldap"
     assert settings.ldap is not None

@@ -41,7 +41,14 @@ def test_last_occurrence_wins() -> None:
 
 def test_custom_fields_and_arguments_are_split_out() -> None:
     variables = InputVariables.parse(
-        ["cf_Type of Issue=Email issues", "CF_Plan=Gold", "args_title=Hello", "Args_Ticket=42", "cf_=x", "eventType=502000"]
+        [
+            "cf_Type of Issue=Email issues",
+            "CF_Plan=Gold",
+            "args_title=Hello",
+            "Args_Ticket=42",
+            "cf_=x",
+            "eventType=502000",
+        ]
     )
     assert variables.custom_fields == {"Type of Issue": "Email issues", "Plan": "Gold"}
     assert variables.arguments == {"title": "Hello", "Ticket": "42"}

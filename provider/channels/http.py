@@ -1,0 +1,201 @@
+"""HTTP plumbing shared by the partner channels: the httpx client and error conversion.
+
+Every client has explicit timeouts, verifies TLS (system CAs or a ``ca_file``),
+never follows redirects and ignores proxy/CA environment variables (a ``proxy``
+setting is explicit). httpx errors and partner statuses become
+:class:`~provider.errors.ChannelError` here, with messages passed through a
+:class:`Redactor` so no token, password or key reaches a log, a database row or
+a report.
+
+Status classes (the worker reads ``final``, ``pause_channel`` and ``retry_after``):
+
+* 429, 503: retryable, ``pause_channel=True``, ``retry_after`` from ``Retry-After``;
+* 408, 425, 500, 502, 504 and other 5xx: retryable;
+* 3xx (redirects are not followed), 400, 401, 403, 404, 413, 422 and other 4xx: final;
+* timeouts and connection errors: retryable; TLS certificate failures, invalid URLs and
+  requests that cannot be written (a header value with a newline or non-ASCII text): final.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import re
+import ssl
+import time
+from collections.abc import Iterable, Mapping
+from urllib.parse import quote, quote_plus
+
+import httpx
+
+from provider.channels.config import ssl_context
+from provider.errors import ChannelError
+
+# httpx logs every request line at INFO, query strings included: SmartConnect puts its
+# token and password there. Keep those loggers quiet whatever the root level is.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+USER_AGENT = "st-provider"
+REDACTED = "[redacted]"
+PAUSE_STATUSES = frozenset({429, 503})
+RETRYABLE_4XX = frozenset({408, 425, 429})
+MAX_DETAIL = 300
+
+
+def make_client(*, timeout: float, ca_file: str | None = None, proxy: str | None = None) -> httpx.Client:
+    """An httpx client with explicit timeouts and TLS verification on."""
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        verify=ssl_context(ca_file),
+        follow_redirects=False,
+        trust_env=False,
+        proxy=proxy,
+        headers={"User-Agent": USER_AGENT},
+        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+    )
+
+
+class Redactor:
+    """Removes known secret values (and their URL-encoded forms) from text."""
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self._secrets: set[str] = set()
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str | None) -> None:
+        if secret and len(secret) >= 3:
+            self._secrets.update({secret, quote(secret, safe=""), quote_plus(secret)})
+
+    def discard(self, secret: str | None) -> None:
+        """Forget ``secret`` (an expired token) so the set does not grow without bound."""
+        if secret:
+            self._secrets.difference_update({secret, quote(secret, safe=""), quote_plus(secret)})
+
+    def __call__(self, text: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, REDACTED)
+        return text
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds asked for by a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def excerpt(text: str, redact: Redactor) -> str:
+    """A short, single-line, redacted excerpt of a partner's answer."""
+    flat = re.sub(r"\s+", " ", text).strip()
+    flat = redact(flat)
+    return flat if len(flat) <= MAX_DETAIL else flat[:MAX_DETAIL] + "..."
+
+
+def response_text(response: httpx.Response) -> str:
+    try:
+        return response.text
+    except (UnicodeDecodeError, LookupError):
+        return response.content.decode("utf-8", "replace")
+
+
+def is_final_status(status: int) -> bool:
+    """Whether retrying an answer with ``status`` cannot help."""
+    if 300 <= status < 400:
+        return True
+    return 400 <= status < 500 and status not in RETRYABLE_4XX
+
+
+def status_error(
+    channel: str,
+    response: httpx.Response,
+    redact: Redactor,
+    *,
+    message: str | None = None,
+    partner_code: str | None = None,
+    final: bool | None = None,
+) -> ChannelError:
+    """The ChannelError for an unsuccessful HTTP answer (see the module docstring)."""
+    status = response.status_code
+    detail = message if message is not None else excerpt(response_text(response), redact)
+    if 300 <= status < 400:
+        detail = "redirect not followed" + (f" ({detail})" if detail else "")
+    text = f"{channel}: HTTP {status}" + (f": {redact(detail)}" if detail else "")
+    return ChannelError(
+        text,
+        final=is_final_status(status) if final is None else final,
+        status=status,
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        pause_channel=status in PAUSE_STATUSES,
+        partner_code=partner_code,
+    )
+
+
+def _cert_failure(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        current = current.__cause__ or current.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def request_error(channel: str, exc: Exception, redact: Redactor) -> ChannelError:
+    """The ChannelError for an httpx failure before any answer (timeouts, connection errors)."""
+    kind = type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return ChannelError(f"{channel}: no answer within the timeout ({kind})", partner_code="timeout")
+    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return ChannelError(f"{channel}: invalid URL ({redact(str(exc))})", final=True, partner_code="config")
+    if isinstance(exc, httpx.LocalProtocolError | UnicodeEncodeError):
+        return ChannelError(
+            f"{channel}: invalid request ({excerpt(str(exc), redact)})",
+            final=True,
+            partner_code="invalid_request",
+        )
+    if _cert_failure(exc):
+        return ChannelError(
+            f"{channel}: TLS certificate verification failed ({excerpt(str(exc), redact)})",
+            final=True,
+            partner_code="tls",
+        )
+    if isinstance(exc, httpx.ConnectError):
+        return ChannelError(
+            f"{channel}: cannot connect ({excerpt(str(exc), redact)})", partner_code="connect"
+        )
+    return ChannelError(f"{channel}: {kind} ({excerpt(str(exc), redact)})", partner_code="transport")
+
+
+def send(
+    client: httpx.Client,
+    channel: str,
+    redact: Redactor,
+    method: str,
+    url: str,
+    *,
+    content: bytes | None = None,
+    data: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+    auth: tuple[str, str] | None = None,
+) -> httpx.Response:
+    """``client.request(...)``, converting httpx failures to ChannelError (the answer is not checked)."""
+    try:
+        return client.request(
+            method, url, content=content, data=data, headers=headers, params=params, auth=auth
+        )
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeEncodeError) as exc:
+        # UnicodeEncodeError: a header value that is not ASCII
+        raise request_error(channel, exc, redact) from exc
