@@ -92,7 +92,10 @@ class ThrottleSettings:
     max_failures: int = 5
     window_seconds: int = 300
     cooldown_seconds: int = 900
-    max_failures_per_address: int = 50
+    # SmarterTrack is the only caller, so the address seen is SmarterTrack's own: counting per
+    # address would let 50 bad portal logins lock every user out. 0 (the default) turns it off;
+    # set it when other clients can reach the provider directly.
+    max_failures_per_address: int = 0
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,13 @@ def _parse_positive_int(raw: Any) -> int:
     value = int(str(raw).strip())
     if value <= 0:
         raise ValueError("must be a positive whole number")
+    return value
+
+
+def _parse_non_negative_int(raw: Any) -> int:
+    value = int(str(raw).strip())
+    if value < 0:
+        raise ValueError("must be 0 (off) or a positive whole number")
     return value
 
 
@@ -274,7 +284,7 @@ class _Builder:
                     "max_failures": _parse_positive_int,
                     "window_seconds": _parse_positive_int,
                     "cooldown_seconds": _parse_positive_int,
-                    "max_failures_per_address": _parse_positive_int,
+                    "max_failures_per_address": _parse_non_negative_int,
                 },
             ),
             worker=self._section(

@@ -1,10 +1,260 @@
-"""The `st-provider` sub-commands of the auth capability."""
+"""The ``st-provider`` sub-commands of the auth capability.
+
+``st-provider users add|passwd|remove|list|enable|disable|unlock`` manage the built-in
+authenticator's users (``unlock`` clears the brute-force counters of any username,
+directory users included). Passwords are read from a prompt on a terminal, or from
+the first line of standard input otherwise, never from the command line.
+
+``st-provider ldap check [USERNAME] [--password]`` connects to every configured
+server and reports TLS and the service bind, then the search result, account state
+and groups for USERNAME; with ``--password`` it also checks that user's password.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import getpass
+import sys
+from typing import Any, TextIO
+
+from provider.auth.directory import Directory
+from provider.auth.ldap import LdapAuthenticator
+from provider.auth.local import LocalUsers, UserError
+from provider.auth.throttle import Throttle, user_key
+from provider.auth.usernames import parse_username
+from provider.db.session import Database
+from provider.errors import AuthenticationFailed, ConfigError, DirectoryUnavailable
+from provider.settings import Settings
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
 
 
-def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add this capability's sub-commands to the CLI."""
+    users = subparsers.add_parser("users", help="manage the built-in authenticator's users")
+    users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+
+    add = users_sub.add_parser("add", help="add a user (the password is read from a prompt or stdin)")
+    add.add_argument("username")
+    add.add_argument("--email")
+    add.add_argument("--display-name")
+    add.add_argument("--group", action="append", default=[], help="a group name (repeatable)")
+    add.add_argument("--disabled", action="store_true", help="create the account disabled")
+    add.set_defaults(handler=_cmd_add)
+
+    passwd = users_sub.add_parser("passwd", help="set a user's password (read from a prompt or stdin)")
+    passwd.add_argument("username")
+    passwd.set_defaults(handler=_cmd_passwd)
+
+    remove = users_sub.add_parser("remove", help="remove a user")
+    remove.add_argument("username")
+    remove.set_defaults(handler=_cmd_remove)
+
+    listing = users_sub.add_parser("list", help="list the users")
+    listing.set_defaults(handler=_cmd_list)
+
+    for action, enabled in (("enable", True), ("disable", False)):
+        command = users_sub.add_parser(action, help=f"{action} a user")
+        command.add_argument("username")
+        command.set_defaults(handler=_cmd_enable, enabled=enabled)
+
+    unlock = users_sub.add_parser(
+        "unlock", help="clear the failed-login counters of a username (any backend)"
+    )
+    unlock.add_argument("username")
+    unlock.set_defaults(handler=_cmd_unlock)
+
+    ldap = subparsers.add_parser("ldap", help="directory diagnostics")
+    ldap_sub = ldap.add_subparsers(dest="ldap_command", required=True, metavar="ACTION")
+    check = ldap_sub.add_parser("check", help="check the LDAP settings (servers, TLS, bind, a user)")
+    check.add_argument("username", nargs="?")
+    check.add_argument(
+        "--password",
+        action="store_true",
+        help="also check USERNAME's password (read from a prompt or stdin, never the command line)",
+    )
+    check.set_defaults(handler=_cmd_ldap_check)
+
+
+# --- passwords --------------------------------------------------------------------------
+
+
+def read_password(prompt: str, *, confirm: bool, stdin: TextIO | None = None) -> str:
+    """A password from the terminal (asked twice when ``confirm``) or the first line of stdin."""
+    stream = stdin if stdin is not None else sys.stdin
+    if stream.isatty():
+        first = getpass.getpass(prompt)
+        if confirm and getpass.getpass("Again: ") != first:
+            raise UserError("the passwords do not match")
+        return first
+    line = stream.readline()
+    return line[:-1] if line.endswith("\n") else line
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+def _users(settings: Settings) -> tuple[Database, LocalUsers]:
+    database = Database(settings.database_url)
+    return database, LocalUsers(database)
+
+
+def _cmd_add(args: argparse.Namespace, settings: Settings) -> int:
+    password = read_password(f"Password for {args.username}: ", confirm=True)
+    database, users = _users(settings)
+    try:
+        record = users.add(
+            args.username,
+            password,
+            email=args.email,
+            display_name=args.display_name,
+            groups=args.group,
+            enabled=not args.disabled,
+        )
+    finally:
+        database.dispose()
+    print(f"added {record.username}" + ("" if record.enabled else " (disabled)"))
+    return EXIT_OK
+
+
+def _cmd_passwd(args: argparse.Namespace, settings: Settings) -> int:
+    password = read_password(f"New password for {args.username}: ", confirm=True)
+    database, users = _users(settings)
+    try:
+        users.set_password(args.username, password)
+    finally:
+        database.dispose()
+    print(f"password changed for {args.username.strip()}")
+    return EXIT_OK
+
+
+def _cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
+    database, users = _users(settings)
+    try:
+        users.remove(args.username)
+    finally:
+        database.dispose()
+    print(f"removed {args.username.strip()}")
+    return EXIT_OK
+
+
+def _cmd_enable(args: argparse.Namespace, settings: Settings) -> int:
+    database, users = _users(settings)
+    try:
+        users.set_enabled(args.username, args.enabled)
+    finally:
+        database.dispose()
+    print(f"{'enabled' if args.enabled else 'disabled'} {args.username.strip()}")
+    return EXIT_OK
+
+
+def _cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    database, users = _users(settings)
+    try:
+        records = users.list_users()
+    finally:
+        database.dispose()
+    print("username\tstatus\temail\tdisplay name\tgroups")
+    for record in records:
+        print(
+            "\t".join(
+                [
+                    record.username,
+                    "enabled" if record.enabled else "disabled",
+                    record.email or "-",
+                    record.display_name or "-",
+                    ", ".join(record.groups) or "-",
+                ]
+            )
+        )
+    return EXIT_OK
+
+
+def _cmd_unlock(args: argparse.Namespace, settings: Settings) -> int:
+    key = user_key(args.username)
+    if key is None:
+        raise UserError(f"not a usable username: {args.username!r}")
+    database = Database(settings.database_url)
+    try:
+        cleared = Throttle(database, settings.throttle).clear([key])
+    finally:
+        database.dispose()
+    print(f"unlocked {args.username.strip()}" if cleared else f"{args.username.strip()} had no failed logins")
+    return EXIT_OK
+
+
+# --- ldap check -------------------------------------------------------------------------------
+
+
+def _cmd_ldap_check(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.ldap is None:
+        raise ConfigError("ST_PROVIDER_LDAP_URL is not set: there is no directory to check")
+    ldap = settings.ldap
+    password = None
+    if args.password:
+        if not args.username:
+            raise ConfigError("--password needs a USERNAME")
+        password = read_password(f"Password for {args.username}: ", confirm=False)
+    directory = Directory(ldap)
+    healthy = True
+    try:
+        print(f"auth backend: {settings.auth}")
+        if ldap.ca_file:
+            print(f"CA file: {ldap.ca_file}")
+        for report in directory.check_servers():
+            status = "ok" if report.ok else "FAILED"
+            print(f"server {report.url}: {status} ({report.seconds * 1000:.0f} ms)")
+            print(f"  tls: {report.tls}")
+            print(f"  bind: {report.service_bind}")
+            if report.error:
+                print(f"  error: {report.error}")
+            healthy = healthy and report.ok
+        if not healthy:
+            print(
+                "hint: check the URL, the firewall, ST_PROVIDER_LDAP_CA_FILE "
+                "and the host name in the certificate"
+            )
+        if args.username:
+            healthy = _check_user(LdapAuthenticator(ldap, directory), args.username, password) and healthy
+    finally:
+        directory.close()
+    print("result: ok" if healthy else "result: problems found")
+    return EXIT_OK if healthy else EXIT_FAILURE
+
+
+def _check_user(authenticator: LdapAuthenticator, username: str, password: str | None) -> bool:
+    try:
+        report = authenticator.inspect(username)
+    except DirectoryUnavailable as exc:
+        print(f"user {username.strip()}: directory unavailable ({exc})")
+        return False
+    try:
+        search_filter = authenticator.user_filter(parse_username(username))
+    except ValueError:
+        search_filter = "(not a usable username)"
+    print(f"user {username.strip()}:")
+    print(f"  filter: {search_filter}")
+    if report.entry is None:
+        print(f"  not found ({report.problem}; {report.matches} entries matched)")
+    else:
+        identity = report.identity
+        print(f"  dn: {report.entry.dn}")
+        if identity is not None:
+            print(f"  email: {identity.email or '-'}")
+            print(f"  display name: {identity.display_name or '-'}")
+            print(f"  groups: {', '.join(identity.groups) or '-'}")
+        print(f"  account: {'usable' if report.problem is None else report.problem}")
+    ok = report.problem is None
+    if password is not None:
+        try:
+            authenticator.authenticate(username, password)
+        except AuthenticationFailed as exc:
+            print(f"  password: refused ({exc.reason})")
+            ok = False
+        except DirectoryUnavailable as exc:
+            print(f"  password: not checked, directory unavailable ({exc})")
+            ok = False
+        else:
+            print("  password: accepted")
+    return ok

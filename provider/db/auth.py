@@ -1,3 +1,54 @@
-"""SQLAlchemy models for auth (filled in by the auth capability)."""
+"""SQLAlchemy models for auth: local users and brute-force counters.
+
+No business rules here: hashing lives in :mod:`provider.auth.local`, the counting
+rules in :mod:`provider.auth.throttle`. No column ever holds a password.
+"""
 
 from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from provider.db.base import Base, UTCDateTime, utcnow
+
+
+class LocalUser(Base):
+    """A user of the built-in authenticator (``ST_PROVIDER_AUTH=local``).
+
+    ``username_key`` is the case-folded username (unique); ``username`` keeps the
+    spelling it was created with. ``password_hash`` is a self-describing scrypt hash.
+    """
+
+    __tablename__ = "auth_local_users"
+    __table_args__ = (sa.UniqueConstraint("username_key"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    username_key: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    username: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    password_hash: Mapped[str] = mapped_column(sa.String(512), nullable=False)
+    email: Mapped[str | None] = mapped_column(sa.String(320), nullable=True)
+    display_name: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    groups: Mapped[list[str]] = mapped_column(sa.JSON, nullable=False, default=list)
+    enabled: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class LoginThrottle(Base):
+    """Failed-login counters shared by every worker process.
+
+    ``key`` is ``user:<case-folded account>`` or ``addr:<client address>``;
+    ``failures`` counts failures since ``window_start``; while ``locked_until`` is in
+    the future, attempts for that key fail without reaching the directory.
+    """
+
+    __tablename__ = "auth_throttle"
+
+    key: Mapped[str] = mapped_column(sa.String(300), primary_key=True)
+    failures: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

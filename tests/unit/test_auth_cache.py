@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from provider.auth.cache import CachingAuthenticator, TTLCache
 from provider.domain import Identity
 from provider.errors import AuthenticationFailed, DirectoryUnavailable
@@ -96,10 +98,8 @@ def test_outages_are_not_cached() -> None:
     auth = CachingAuthenticator(inner, ttl=60)
     inner.down = True
     for _ in range(2):
-        try:
+        with pytest.raises(DirectoryUnavailable):
             auth.lookup("alice")
-        except DirectoryUnavailable:
-            pass
     assert inner.lookups == 2
     inner.down = False
     assert auth.lookup("alice") is not None
