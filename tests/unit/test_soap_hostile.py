@@ -142,6 +142,16 @@ def _cases(soap12: bool) -> dict[str, Case]:
             "Unknown operation",
             "unknown_operation",
         ),
+        "type-mismatch": Case(
+            envelope(
+                f'<StartChat xmlns="{NAMESPACE}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+                'xmlns:xs="http://www.w3.org/2001/XMLSchema"><inputs><InputVariables>'
+                '<string xsi:type="xs:int">not-a-number</string></InputVariables></inputs></StartChat>',
+                soap12=soap12,
+            ),
+            "does not match the contract",
+            "invalid",
+        ),
         "empty-body": Case(envelope("", soap12=soap12), "no operation", "no_operation"),
         "not-an-envelope": Case(f"<StartChat xmlns='{NAMESPACE}'/>", "not a SOAP envelope", "not_envelope"),
         "version-mismatch": Case(

@@ -1,0 +1,171 @@
+"""The WSGI application: the SOAP endpoint, ``/healthz`` and ``/metrics``.
+
+:func:`build_application` is called once per serving process, after gunicorn has
+forked (see :mod:`provider.server`): it opens the database, builds the domain
+:class:`~provider.calls.Provider` and the :class:`~provider.soap.router.SoapRouter`.
+
+Routes:
+
+* ``/ExternalProvider.asmx`` (any case) and ``/``: SOAP 1.1/1.2 ``POST``, ``GET ?wsdl``;
+* ``/healthz``: ``200 {"status": "ok", "database": "ok"}``, or 503 when the
+  database does not answer;
+* ``/metrics``: Prometheus text; aggregated over every worker when the server set
+  ``PROMETHEUS_MULTIPROC_DIR`` (passed here as ``metrics_dir``).
+
+Every SOAP request gets a request id (uuid4 hex, also sent back as ``X-Request-Id``)
+and exactly one structured log line, event ``soap.call``, with the operation, the
+outcome, the duration and the client address; and it is counted in ``SOAP_CALLS``,
+``SOAP_LATENCY`` and (for refused requests) ``SOAP_FAULTS``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+
+from provider.assembly import build_provider
+from provider.calls import Provider
+from provider.db.session import Database
+from provider.metrics import SOAP_CALLS, SOAP_FAULTS, SOAP_LATENCY
+from provider.settings import Settings
+from provider.soap.contract import ENDPOINT_PATH
+from provider.soap.router import SoapResponse, SoapRouter
+
+log = logging.getLogger("provider.app")
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+_SOAP_PATHS = frozenset({"/", "", ENDPOINT_PATH.lower()})
+
+
+class ProviderApplication:
+    """The WSGI callable. Thread-safe; one per worker process."""
+
+    def __init__(
+        self,
+        router: SoapRouter,
+        *,
+        database: Database | None = None,
+        metrics_dir: str | None = None,
+    ) -> None:
+        self.router = router
+        self.database = database
+        self.metrics_dir = metrics_dir
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = str(environ.get("PATH_INFO") or "/")
+        lowered = path.lower()
+        if lowered in _SOAP_PATHS:
+            response = self._soap(environ)
+        elif lowered == "/healthz":
+            response = self._health(environ)
+        elif lowered == "/metrics":
+            response = self._metrics(environ)
+        else:
+            response = _plain("404 Not Found", b"not found\n")
+        start_response(response.status, response.headers)
+        return [response.body]
+
+    def _soap(self, environ: dict[str, Any]) -> SoapResponse:
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        client = environ.get("REMOTE_ADDR")
+        response = self.router.dispatch(environ, request_id=request_id, client=client)
+        response.headers.append(("X-Request-Id", request_id))
+        record = response.record
+        if record is None:
+            return response
+        elapsed = time.perf_counter() - started
+        SOAP_CALLS.labels(record.operation, record.outcome).inc()
+        SOAP_LATENCY.labels(record.operation).observe(elapsed)
+        if record.fault is not None:
+            SOAP_FAULTS.labels(record.fault).inc()
+        extra: dict[str, Any] = {
+            "event": "soap.call",
+            "operation": record.operation,
+            "outcome": record.outcome,
+            "duration_ms": round(elapsed * 1000, 3),
+            "request_id": request_id,
+            "client": client,
+            "soap_version": record.soap_version,
+            "status": int(response.status[:3]),
+        }
+        if record.fault is not None:
+            extra["fault"] = record.fault
+        if record.namespace is not None:
+            extra["namespace"] = record.namespace[:200]
+        log.log(logging.WARNING if record.outcome == "error" else logging.INFO, "soap call", extra=extra)
+        return response
+
+    def _health(self, environ: dict[str, Any]) -> SoapResponse:
+        if str(environ.get("REQUEST_METHOD", "GET")).upper() not in ("GET", "HEAD"):
+            return _plain("405 Method Not Allowed", b"method not allowed\n", [("Allow", "GET, HEAD")])
+        healthy = self.database.ping() if self.database is not None else True
+        payload = {
+            "status": "ok" if healthy else "unavailable",
+            "database": "ok" if healthy else "unreachable",
+        }
+        body = json.dumps(payload).encode()
+        status = "200 OK" if healthy else "503 Service Unavailable"
+        return SoapResponse(
+            status,
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+            ],
+            body,
+        )
+
+    def _metrics(self, environ: dict[str, Any]) -> SoapResponse:
+        if str(environ.get("REQUEST_METHOD", "GET")).upper() not in ("GET", "HEAD"):
+            return _plain("405 Method Not Allowed", b"method not allowed\n", [("Allow", "GET, HEAD")])
+        if self.metrics_dir:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.metrics_dir)  # type: ignore[no-untyped-call]
+            body = generate_latest(registry)
+        else:
+            body = generate_latest(REGISTRY)
+        return SoapResponse(
+            "200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))], body
+        )
+
+
+def _plain(status: str, body: bytes, extra: list[tuple[str, str]] | None = None) -> SoapResponse:
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    return SoapResponse(status, headers + (extra or []), body)
+
+
+def build_application(
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    provider: Provider | None = None,
+    metrics_dir: str | None = None,
+) -> ProviderApplication:
+    """The WSGI application for ``settings``.
+
+    Opens the database (unless given) and builds the domain provider (unless given;
+    tests pass one with in-tree plug-ins). ``metrics_dir`` is the Prometheus
+    multiprocess directory the server set as ``PROMETHEUS_MULTIPROC_DIR``; without it
+    ``/metrics`` serves this process's default registry. Raises ConfigError when the
+    Web Service Password is missing.
+    """
+    settings.require_password()
+    if database is None:
+        database = Database(settings.database_url)
+    if provider is None:
+        provider = build_provider(settings, database)
+    router = SoapRouter(
+        provider.call,
+        namespace=settings.namespace,
+        max_body_bytes=settings.max_body_bytes,
+        public_url=settings.public_url,
+    )
+    return ProviderApplication(router, database=database, metrics_dir=metrics_dir)

@@ -1,0 +1,123 @@
+"""Spyne contract objects <-> the domain's :class:`CallRequest` and :class:`CallResult`.
+
+The ``variable=value`` format itself lives in :mod:`provider.variables`; this module
+only moves lists in and out of the Spyne ``*Inputs`` / ``*Result`` objects of one
+namespace (:class:`~provider.soap.contract.ContractTypes`):
+
+* an absent ``inputs`` or ``InputVariables`` (and ``xsi:nil`` entries) is an empty
+  list, never an error;
+* outgoing strings lose the characters XML 1.0 cannot carry (C0 controls other than
+  tab, newline and carriage return, lone surrogates, U+FFFE and U+FFFF); everything
+  else, ``=`` and XML-special characters included, goes out exactly;
+* value types always go out (booleans ``true``/``false``), a ``None`` string is
+  omitted, and the lists SmarterTrack iterates (``OutputVariables``,
+  ``CustomFieldDataItems``, ``ListOptions``) are always present, empty if need be.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from provider.domain import CallRequest, CallResult, CustomFieldData, Operation
+from provider.soap.contract import TYPES, ContractTypes, OperationSpec
+from provider.variables import InputVariables, OutputVariables, split_entry
+
+# Everything outside XML 1.0's Char production.
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot represent (even escaped)."""
+    if _NOT_XML_CHAR.search(text) is None:
+        return text
+    return _NOT_XML_CHAR.sub("", text)
+
+
+def _optional(text: str | None) -> str | None:
+    return None if text is None else xml_safe(text)
+
+
+def input_entries(inputs: Any) -> list[str | None]:
+    """The raw ``InputVariables`` strings of an ``*Inputs`` object (``None`` -> ``[]``)."""
+    if inputs is None:
+        return []
+    entries: Iterable[str | None] | None = getattr(inputs, "InputVariables", None)
+    return list(entries) if entries else []
+
+
+def decode_request(
+    operation: Operation, inputs: Any, *, client_address: str | None = None, request_id: str = ""
+) -> CallRequest:
+    """The domain request for one decoded SOAP call."""
+    return CallRequest(
+        operation=operation,
+        variables=InputVariables.parse(input_entries(inputs)),
+        client_address=client_address,
+        request_id=request_id,
+    )
+
+
+def encode_inputs(spec: OperationSpec, entries: Iterable[str], types: ContractTypes) -> Any:
+    """An ``*Inputs`` object carrying ``entries`` (the client side of :func:`decode_request`)."""
+    return types[spec.inputs](InputVariables=[xml_safe(e) for e in entries])
+
+
+def encode_result(spec: OperationSpec, result: CallResult, types: ContractTypes) -> Any:
+    """The ``<Op>Result`` object for ``result``; members the result type lacks are ignored."""
+    members = {m.name for m in TYPES[spec.result]}
+    values: dict[str, Any] = {"Success": bool(result.success), "Message": _optional(result.message)}
+    if "OutputVariables" in members:
+        values["OutputVariables"] = [xml_safe(entry) for entry in result.output.to_list()]
+    if "CustomFieldDataItems" in members:
+        values["CustomFieldDataItems"] = [_encode_field(f, types) for f in result.custom_fields]
+    if "UserInfoHtml" in members:
+        values["UserInfoHtml"] = _optional(result.user_info_html)
+    return types[spec.result](**values)
+
+
+def _encode_field(data: CustomFieldData, types: ContractTypes) -> Any:
+    return types.field_data(
+        CustomFieldName=xml_safe(data.name),
+        DisplayWithInformationLookup=bool(data.display_with_information_lookup),
+        ChangeListOptions=bool(data.change_list_options),
+        ListOptions=[xml_safe(option) for option in data.list_options],
+        ChangeRequired=bool(data.change_required),
+        NewRequiredValue=bool(data.new_required_value),
+        ChangeVisible=bool(data.change_visible),
+        NewVisibleValue=bool(data.new_visible_value),
+    )
+
+
+def decode_result(result: Any) -> CallResult:
+    """A :class:`CallResult` from a deserialised ``*Result`` object (the client side).
+
+    Output entries without ``=`` are dropped, as SmarterTrack drops them.
+    """
+    output = OutputVariables()
+    for entry in getattr(result, "OutputVariables", None) or ():
+        split = split_entry(entry) if entry is not None else None
+        if split is not None and split[0].strip():
+            output.set(*split)
+    fields = [
+        CustomFieldData(
+            name=item.CustomFieldName or "",
+            display_with_information_lookup=bool(item.DisplayWithInformationLookup),
+            change_list_options=bool(item.ChangeListOptions),
+            list_options=tuple(o for o in (item.ListOptions or ()) if o is not None),
+            change_required=bool(item.ChangeRequired),
+            new_required_value=bool(item.NewRequiredValue),
+            change_visible=bool(item.ChangeVisible),
+            new_visible_value=bool(item.NewVisibleValue),
+        )
+        for item in (getattr(result, "CustomFieldDataItems", None) or ())
+        if item is not None
+    ]
+    return CallResult(
+        success=bool(result.Success),
+        message=result.Message,
+        output=output,
+        custom_fields=fields,
+        user_info_html=getattr(result, "UserInfoHtml", None),
+    )
