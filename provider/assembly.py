@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from provider.auth import build_authenticator
+from provider.auth import build_authenticator, build_directory
 from provider.calls import Provider
 from provider.db.session import Database
 from provider.events import build_sink
@@ -15,10 +15,13 @@ def build_provider(settings: Settings, database: Database) -> Provider:
 
     Raises ConfigError when the Web Service Password is not set.
     """
+    password = settings.require_password()
+    authenticator = build_authenticator(settings, database)
     return Provider(
-        settings.require_password(),
+        password,
         previous_password=settings.previous_web_service_password,
-        authenticator=build_authenticator(settings, database),
+        authenticator=authenticator,
+        directory=build_directory(settings, authenticator),
         rules=build_evaluator(settings, database),
         events=build_sink(settings, database),
     )

@@ -57,7 +57,9 @@ class Provider:
     """Answers SmarterTrack's calls.
 
     ``authenticator`` is ``None`` when no login provider is configured (every login
-    then fails); ``events`` is where NotifyEventFired stores events.
+    then fails); ``directory`` answers the user lookups of the non-login operations
+    (usually ``authenticator`` behind a short cache; ``authenticator`` when not given);
+    ``events`` is where NotifyEventFired stores events.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class Provider:
         *,
         previous_password: Secret | None = None,
         authenticator: Authenticator | None = None,
+        directory: Authenticator | None = None,
         rules: RuleEvaluator | None = None,
         events: EventSink | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -74,6 +77,7 @@ class Provider:
             raise ValueError("the Web Service Password must not be empty")
         self._passwords = tuple(p for p in (password, previous_password) if p)
         self._authenticator = authenticator
+        self._directory = directory if directory is not None else authenticator
         self._rules: RuleEvaluator = rules if rules is not None else NoRules()
         self._events = events
         self._clock = clock
@@ -171,13 +175,13 @@ class Provider:
 
         A failed lookup is logged and yields ``None``: the call goes on without it.
         """
-        if self._authenticator is None:
+        if self._directory is None:
             return None
         username = next((v.strip() for n in names if (v := variables.get(n)) and v.strip()), None)
         if username is None:
             return None
         try:
-            return self._authenticator.lookup(username)
+            return self._directory.lookup(username)
         except ProviderError as exc:
             log.warning(
                 "directory lookup failed; continuing without user",

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any, Final
 
-from gunicorn.app.base import BaseApplication
+from gunicorn.app.base import Application
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -48,6 +48,10 @@ MIGRATION_LOCK_TIMEOUT: Final = "120s"
 WORKER_TIMEOUT: Final = 30
 GRACEFUL_TIMEOUT: Final = 20
 KEEPALIVE: Final = 5
+# What ``serve`` decides even when a gunicorn configuration file is given.
+REQUIRED_OPTIONS: Final = frozenset(
+    {"worker_class", "preload_app", "child_exit", "control_socket_disable", "proc_name", "loglevel"}
+)
 
 
 def prepare_metrics_dir() -> str:
@@ -139,7 +143,7 @@ def gunicorn_options(settings: Settings, *, bind: str, workers: int, threads: in
     return options
 
 
-class ProviderServer(BaseApplication):  # type: ignore[misc]
+class ProviderServer(Application):  # type: ignore[misc]
     """gunicorn running the provider's WSGI application, built in each worker."""
 
     def __init__(
@@ -149,8 +153,10 @@ class ProviderServer(BaseApplication):  # type: ignore[misc]
         *,
         metrics_dir: str | None,
         embedded_worker: bool = True,
+        config_file: str | None = None,
     ) -> None:
         self.settings = settings
+        self.config_file = config_file
         self.options = dict(options)
         self.metrics_dir = metrics_dir
         # Whether this server should also run the event delivery worker (``--no-worker``
@@ -159,6 +165,9 @@ class ProviderServer(BaseApplication):  # type: ignore[misc]
         super().__init__()
 
     def load_config(self) -> None:
+        # gunicorn's own loader (also on SIGHUP); then what serve decides wins.
+        if self.config_file:
+            self.load_config_from_file(self.config_file)
         for key, value in self.options.items():
             self.cfg.set(key, value)
 
@@ -184,13 +193,21 @@ def serve(
     workers: int | None = None,
     threads: int | None = None,
     embedded_worker: bool = True,
+    gunicorn_config: str | None = None,
 ) -> int:
     """Run the server until it is stopped (SIGTERM/SIGINT); returns the exit status.
 
-    Raises ConfigError without the Web Service Password or with a bad bind address,
-    StorageError when the database cannot be migrated.
+    With ``gunicorn_config`` (a gunicorn configuration file such as
+    deploy/gunicorn.conf.py) the file's settings apply; ``bind``, ``workers`` and
+    ``threads`` given here, and :data:`REQUIRED_OPTIONS`, win over it.
+
+    Raises ConfigError without the Web Service Password, with a bad bind address or a
+    missing configuration file, StorageError when the database cannot be migrated.
     """
     settings.require_password()
+    if gunicorn_config and not os.path.isfile(gunicorn_config):
+        raise ConfigError(f"--gunicorn-config {gunicorn_config}: no such file")
+    explicit = {"bind": [_check_bind(bind)] if bind else None, "workers": workers, "threads": threads}
     bind = _check_bind(bind or settings.bind)
     workers = workers or settings.workers
     threads = threads or settings.threads
@@ -212,7 +229,16 @@ def serve(
             },
         )
         options = gunicorn_options(settings, bind=bind, workers=workers, threads=threads)
-        ProviderServer(settings, options, metrics_dir=metrics_dir, embedded_worker=embedded_worker).run()
+        if gunicorn_config:
+            options = {k: v for k, v in options.items() if k in REQUIRED_OPTIONS}
+            options.update({k: v for k, v in explicit.items() if v is not None})
+        ProviderServer(
+            settings,
+            options,
+            metrics_dir=metrics_dir,
+            embedded_worker=embedded_worker,
+            config_file=gunicorn_config,
+        ).run()
         return 0
     finally:
         # Workers leave through here too (gunicorn forks inside run()): only the master cleans up.

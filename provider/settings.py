@@ -129,6 +129,7 @@ class Settings:
     bind: str = "127.0.0.1:8080"
     workers: int = 2
     threads: int = 4
+    gunicorn_config: str | None = None
     auth: str = "local"  # "ldap", "local" or "none"
     ldap: LdapSettings | None = None
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
@@ -275,6 +276,7 @@ class _Builder:
             bind=self.get("bind", _str, "127.0.0.1:8080"),
             workers=self.get("workers", _parse_positive_int, 2),
             threads=self.get("threads", _parse_positive_int, 4),
+            gunicorn_config=self.get("gunicorn_config", _opt_str, None),
             auth=auth,
             ldap=ldap,
             throttle=self._section(

@@ -2,12 +2,14 @@
 
 :func:`build_authenticator` picks the configured one (``ST_PROVIDER_AUTH``):
 
-* ``ldap`` (the default when ``ST_PROVIDER_LDAP_URL`` is set): :mod:`provider.auth.ldap`,
-  with lookups cached for ``ST_PROVIDER_LDAP_CACHE_TTL`` seconds (:mod:`provider.auth.cache`);
+* ``ldap`` (the default when ``ST_PROVIDER_LDAP_URL`` is set): :mod:`provider.auth.ldap`;
 * ``local``: users in the provider's database (:mod:`provider.auth.local`);
 * ``none``: no authenticator, every login fails.
 
 Both real authenticators sit behind the brute-force throttle (:mod:`provider.auth.throttle`).
+Logins (Authenticate, GetSignInCookieInfo) always ask the authenticator itself, so a
+disabled account is refused at once; :func:`build_directory` adds the short-lived lookup
+cache (:mod:`provider.auth.cache`) used for the rules context of the other operations.
 Nothing connects to a directory until the first call, so building one before gunicorn
 forks its workers is safe.
 """
@@ -32,7 +34,21 @@ def build_authenticator(settings: Settings, database: Database) -> Authenticator
         return None
     throttle = Throttle(database, settings.throttle)
     if settings.auth == "ldap" and settings.ldap is not None:
-        ldap = LdapAuthenticator(settings.ldap)
-        cached = CachingAuthenticator(ldap, ttl=settings.ldap.cache_ttl)
-        return ThrottledAuthenticator(cached, throttle, backend="ldap")
+        return ThrottledAuthenticator(LdapAuthenticator(settings.ldap), throttle, backend="ldap")
     return ThrottledAuthenticator(LocalAuthenticator(database), throttle, backend="local")
+
+
+#: How long a local user's lookup is reused for the rules context (the directory's is configurable).
+LOCAL_LOOKUP_TTL = 5.0
+
+
+def build_directory(settings: Settings, authenticator: Authenticator | None) -> Authenticator | None:
+    """Cached lookups of ``authenticator`` for the rules context of non-login operations.
+
+    Entries live ``ST_PROVIDER_LDAP_CACHE_TTL`` seconds for LDAP, :data:`LOCAL_LOOKUP_TTL`
+    for local users; SmarterTrack's repeated calls for one submission then cost one lookup.
+    """
+    if authenticator is None:
+        return None
+    ttl = settings.ldap.cache_ttl if settings.auth == "ldap" and settings.ldap else LOCAL_LOOKUP_TTL
+    return CachingAuthenticator(authenticator, ttl=ttl)

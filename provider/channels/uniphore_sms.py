@@ -38,13 +38,14 @@ from provider.channels import http
 from provider.channels.base import SendResult
 from provider.channels.config import ChannelSpec, Field
 from provider.errors import ChannelError, ConfigError
+from provider.resources import WSDL_DIR
 
 TYPE_NAME = "uniphore-sms"
 SOAP_NS = "http://com/jacada/interact/agent/soap"
 BINDING = f"{{{SOAP_NS}}}AgentSoap11"
 FAILURE_ELEMENT = f"{{{SOAP_NS}}}GetInteractionUniqueIdResponse"
 AUTH_FAULT_CODE = "0x7000000"
-DEFAULT_WSDL = Path(__file__).resolve().parents[2] / "wsdl" / "uniphore-agent.wsdl"
+DEFAULT_WSDL = WSDL_DIR / "uniphore-agent.wsdl"
 
 _SID = re.compile(r"messageSid\W{0,4}([A-Za-z0-9]+)")
 _CODE = re.compile(r'"code"\s*:\s*"([^"]*)"')

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from provider.db.session import create_db_engine, normalize_url
 from provider.errors import StorageError
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+from provider.resources import MIGRATIONS_DIR
 
 
 def alembic_config(url: str) -> Config:
@@ -28,15 +26,17 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database at ``url`` to ``revision``. Safe to run repeatedly."""
     try:
         command.upgrade(alembic_config(url), revision)
+    except CommandError as exc:
+        raise StorageError(f"migration failed: {exc}") from exc
     except SQLAlchemyError as exc:
-        raise StorageError(
-            f"migration failed: {type(exc).__name__}: {exc.__class__.__doc__ or ''}".strip()
-        ) from exc
+        raise StorageError(f"migration failed: {type(exc).__name__}") from exc
 
 
 def downgrade(url: str, revision: str) -> None:
     try:
         command.downgrade(alembic_config(url), revision)
+    except CommandError as exc:
+        raise StorageError(f"downgrade failed: {exc}") from exc
     except SQLAlchemyError as exc:
         raise StorageError(f"downgrade failed: {type(exc).__name__}") from exc
 

@@ -39,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="do not run the embedded event delivery worker in this server",
     )
+    serve.add_argument(
+        "--gunicorn-config",
+        metavar="FILE",
+        help="gunicorn configuration file, e.g. deploy/gunicorn.conf.py (default $ST_PROVIDER_GUNICORN_CONFIG); "
+        "--bind, --workers and --threads still win over it",
+    )
     serve.set_defaults(handler=_cmd_serve)
 
     call = subparsers.add_parser("call", help="send one SOAP call to a running provider and print the result")
@@ -76,6 +82,7 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         threads=args.threads,
         embedded_worker=not args.no_worker,
+        gunicorn_config=args.gunicorn_config or settings.gunicorn_config,
     )
 
 

@@ -131,6 +131,9 @@ class SoapVersion:
         if env == SOAP11_ENV:
             etree.SubElement(fault, "faultcode").text = code
             etree.SubElement(fault, "faultstring").text = message
+            # SOAP 1.1 section 4.4: detail is present when the Body was not processed; ASMX
+            # always writes it, and .NET raises SoapHeaderException for a fault without it.
+            etree.SubElement(fault, "detail")
         else:
             value = etree.SubElement(etree.SubElement(fault, f"{{{env}}}Code"), f"{{{env}}}Value")
             value.text = code

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import REGISTRY
 
-from provider.auth import build_authenticator
+from provider.auth import build_authenticator, build_directory
 from provider.auth.base import TimingFloor
 from provider.auth.ldap import LdapAuthenticator
 from provider.calls import DIRECTORY_UNAVAILABLE, LOGIN_FAILURE, REQUIRED_INPUT_MISSING, Provider
@@ -62,7 +62,12 @@ def database(sqlite_url: str) -> Iterator[Database]:
 def make_provider(slapd: SlapdServer, database: Database, rules: object = None, **overrides: str) -> Provider:
     settings = Settings.from_mapping(slapd.settings(**overrides))
     authenticator = build_authenticator(settings, database)
-    return Provider(Secret(WEB_SERVICE_PASSWORD), authenticator=authenticator, rules=rules)  # type: ignore[arg-type]
+    return Provider(
+        Secret(WEB_SERVICE_PASSWORD),
+        authenticator=authenticator,
+        directory=build_directory(settings, authenticator),
+        rules=rules,  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture

@@ -231,3 +231,20 @@ def test_event_store_failure_is_success_false() -> None:
     provider = Provider(Secret(PW), events=ListSink(broken=True))
     result = call(provider, Operation.NOTIFY_EVENT_FIRED, "eventType=502000")
     assert (result.success, result.message) == (False, EVENT_NOT_STORED)
+
+
+def test_logins_ask_the_authenticator_and_other_operations_the_directory(
+    directory: DictAuthenticator,
+) -> None:
+    """A disabled user is refused at sign-on at once, whatever a lookup cache still holds."""
+    stale = DictAuthenticator(users={"ann": ("pw", ANN)})
+    directory.users.clear()  # the account was just removed from the real store
+    rules = FixedRules()
+    provider = Provider(Secret(PW), authenticator=directory, directory=stale, rules=rules)
+    assert (
+        call(provider, Operation.GET_SIGN_IN_COOKIE_INFO, "loginUsername=ann").output.get("Authentication")
+        == "FAIL"
+    )
+    assert call(provider, Operation.START_CHAT, "loginUsername=ann").success
+    assert rules.seen[-1][2] == ANN
+    assert stale.lookups == ["ann"]
