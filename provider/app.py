@@ -7,8 +7,10 @@ forked (see :mod:`provider.server`): it opens the database, builds the domain
 Routes:
 
 * ``/ExternalProvider.asmx`` (any case) and ``/``: SOAP 1.1/1.2 ``POST``, ``GET ?wsdl``;
-* ``/healthz``: ``200 {"status": "ok", "database": "ok"}``, or 503 when the
+* ``/healthz`` (liveness): ``200 {"status": "ok", "database": "ok"}``, or 503 when the
   database does not answer;
+* ``/readyz`` (readiness): 200 when the database and, when LDAP is configured, the
+  directory answer; 503 naming what does not (``{"status": "unavailable", "directory": "unreachable"}``);
 * ``/metrics``: Prometheus text; aggregated over every worker when the server set
   ``PROMETHEUS_MULTIPROC_DIR`` (passed here as ``metrics_dir``).
 
@@ -24,12 +26,13 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from provider.assembly import build_provider
+from provider.auth import directory_probe
 from provider.calls import Provider
 from provider.db.session import Database
 from provider.metrics import SOAP_CALLS, SOAP_FAULTS, SOAP_LATENCY
@@ -53,10 +56,12 @@ class ProviderApplication:
         *,
         database: Database | None = None,
         metrics_dir: str | None = None,
+        readiness: Mapping[str, Callable[[], bool]] | None = None,
     ) -> None:
         self.router = router
         self.database = database
         self.metrics_dir = metrics_dir
+        self.readiness = dict(readiness or {})
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = str(environ.get("PATH_INFO") or "/")
@@ -65,6 +70,8 @@ class ProviderApplication:
             response = self._soap(environ)
         elif lowered == "/healthz":
             response = self._health(environ)
+        elif lowered == "/readyz":
+            response = self._ready(environ)
         elif lowered == "/metrics":
             response = self._metrics(environ)
         else:
@@ -104,13 +111,21 @@ class ProviderApplication:
         return response
 
     def _health(self, environ: dict[str, Any]) -> SoapResponse:
+        checks = {"database": self.database.ping} if self.database is not None else {}
+        return self._report(environ, checks)
+
+    def _ready(self, environ: dict[str, Any]) -> SoapResponse:
+        checks = {"database": self.database.ping} if self.database is not None else {}
+        checks.update(self.readiness)
+        return self._report(environ, checks)
+
+    def _report(self, environ: dict[str, Any], checks: Mapping[str, Callable[[], bool]]) -> SoapResponse:
         if str(environ.get("REQUEST_METHOD", "GET")).upper() not in ("GET", "HEAD"):
             return _plain("405 Method Not Allowed", b"method not allowed\n", [("Allow", "GET, HEAD")])
-        healthy = self.database.ping() if self.database is not None else True
-        payload = {
-            "status": "ok" if healthy else "unavailable",
-            "database": "ok" if healthy else "unreachable",
-        }
+        results = {name: check() for name, check in checks.items()}
+        healthy = all(results.values())
+        payload = {"status": "ok" if healthy else "unavailable"}
+        payload.update({name: "ok" if ok else "unreachable" for name, ok in results.items()})
         body = json.dumps(payload).encode()
         status = "200 OK" if healthy else "503 Service Unavailable"
         return SoapResponse(
@@ -162,10 +177,12 @@ def build_application(
         database = Database(settings.database_url)
     if provider is None:
         provider = build_provider(settings, database)
+    probe = directory_probe(provider.authenticator)
+    readiness = {"directory": probe} if probe is not None else {}
     router = SoapRouter(
         provider.call,
         namespace=settings.namespace,
         max_body_bytes=settings.max_body_bytes,
         public_url=settings.public_url,
     )
-    return ProviderApplication(router, database=database, metrics_dir=metrics_dir)
+    return ProviderApplication(router, database=database, metrics_dir=metrics_dir, readiness=readiness)

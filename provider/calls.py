@@ -32,6 +32,7 @@ from provider.domain import (
 )
 from provider.errors import AuthenticationFailed, DirectoryError, DirectoryUnavailable, ProviderError
 from provider.event_types import event_name
+from provider.metrics import PREVIOUS_PASSWORD_CALLS
 from provider.settings import Secret
 from provider.variables import InputVariables, OutputVariables
 
@@ -91,6 +92,11 @@ class Provider:
             Operation.NOTIFY_EVENT_FIRED: self._notify_event_fired,
         }
 
+    @property
+    def authenticator(self) -> Authenticator | None:
+        """The login authenticator (for readiness checks); ``None`` when logins always fail."""
+        return self._authenticator
+
     def call(self, request: CallRequest) -> CallResult:
         """Answer one call. Raises only for bugs (see module docstring)."""
         if not self._authorised(request.variables.get(AUTH_PASSWORD_VARIABLE)):
@@ -110,6 +116,8 @@ class Provider:
     def _authorised(self, supplied: str | None) -> bool:
         # Compare against every accepted password, always, so timing does not tell which.
         results = [password.matches(supplied) for password in self._passwords]
+        if len(results) > 1 and results[1] and not results[0]:
+            PREVIOUS_PASSWORD_CALLS.inc()
         return any(results)
 
     # --- login provider ---------------------------------------------------------

@@ -15,6 +15,10 @@ SOAP_CALLS = Counter("st_provider_soap_calls_total", "SOAP calls answered", ["op
 SOAP_LATENCY = Histogram(
     "st_provider_soap_call_seconds", "SOAP call latency", ["operation"], buckets=LATENCY_BUCKETS
 )
+PREVIOUS_PASSWORD_CALLS = Counter(
+    "st_provider_previous_password_calls_total",
+    "Calls authorised by ST_PROVIDER_PREVIOUS_WEB_SERVICE_PASSWORD (drop it once this stops growing)",
+)
 SOAP_FAULTS = Counter("st_provider_soap_faults_total", "Requests answered with a fault or 4xx", ["reason"])
 
 LDAP_LATENCY = Histogram(
@@ -27,9 +31,7 @@ RULE_ERRORS = Counter("st_provider_rule_errors_total", "Rules skipped because th
 RULES_RELOADED = Counter("st_provider_rules_reloads_total", "Times a process reloaded the rule set")
 
 EVENTS_RECEIVED = Counter("st_provider_events_received_total", "NotifyEventFired calls stored", ["duplicate"])
-DELIVERIES = Counter(
-    "st_provider_deliveries_total", "Delivery attempts by outcome", ["channel", "outcome"]
-)
+DELIVERIES = Counter("st_provider_deliveries_total", "Delivery attempts by outcome", ["channel", "outcome"])
 DELIVERY_LATENCY = Histogram(
     "st_provider_delivery_attempt_seconds", "Partner call latency", ["channel"], buckets=LATENCY_BUCKETS
 )
@@ -40,5 +42,8 @@ OLDEST_PENDING = Gauge(
     "st_provider_oldest_pending_seconds", "Age of the oldest pending delivery", multiprocess_mode="livemax"
 )
 CHANNEL_PAUSED = Gauge(
-    "st_provider_channel_paused", "1 while a channel is paused by a partner", ["channel"], multiprocess_mode="livemax"
+    "st_provider_channel_paused",
+    "1 while a channel is paused by a partner",
+    ["channel"],
+    multiprocess_mode="livemax",
 )

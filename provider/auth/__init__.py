@@ -16,12 +16,15 @@ forks its workers is safe.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from provider.auth.cache import CachingAuthenticator
 from provider.auth.ldap import LdapAuthenticator
 from provider.auth.local import LocalAuthenticator
 from provider.auth.throttle import Throttle, ThrottledAuthenticator
 from provider.db.session import Database
 from provider.domain import Authenticator
+from provider.errors import DirectoryUnavailable
 from provider.settings import Settings
 
 
@@ -52,3 +55,26 @@ def build_directory(settings: Settings, authenticator: Authenticator | None) -> 
         return None
     ttl = settings.ldap.cache_ttl if settings.auth == "ldap" and settings.ldap else LOCAL_LOOKUP_TTL
     return CachingAuthenticator(authenticator, ttl=ttl)
+
+
+def directory_probe(authenticator: Authenticator | None) -> Callable[[], bool] | None:
+    """A readiness check for the directory behind ``authenticator`` (``None`` without LDAP).
+
+    The check reads the root DSE on a service connection (failing over like any lookup)
+    and answers whether some server did so within the timeout; it never raises.
+    """
+    inner = authenticator
+    while inner is not None and not isinstance(inner, LdapAuthenticator):
+        inner = getattr(inner, "inner", None)
+    if inner is None:
+        return None
+    directory = inner.directory
+
+    def probe() -> bool:
+        try:
+            directory.with_service(lambda session: session.read("", ("supportedLDAPVersion",)))
+        except DirectoryUnavailable:
+            return False
+        return True
+
+    return probe

@@ -6,6 +6,7 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import REGISTRY
 
 from provider.calls import DIRECTORY_UNAVAILABLE, EVENT_NOT_STORED, PERMISSION_DENIED, Provider
 from provider.domain import CallRequest, CustomFieldData, Decision, Identity, Notification, Operation
@@ -48,9 +49,12 @@ def test_wrong_or_missing_password_is_denied_and_logged_without_value(
 
 def test_previous_password_accepted_during_rotation() -> None:
     provider = Provider(Secret("new"), previous_password=Secret("old"))
+    before = REGISTRY.get_sample_value("st_provider_previous_password_calls_total") or 0.0
     assert call(provider, Operation.START_TICKET, password="old").success
     assert call(provider, Operation.START_TICKET, password="new").success
     assert not call(provider, Operation.START_TICKET, password="older").success
+    # Only the call that still used the old password is counted: the operator's cue to drop it.
+    assert REGISTRY.get_sample_value("st_provider_previous_password_calls_total") == before + 1
 
 
 def test_empty_password_setting_refused() -> None:
