@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +36,8 @@ from provider.assembly import build_provider
 from provider.auth import directory_probe
 from provider.calls import Provider
 from provider.db.session import Database
+from provider.errors import ProviderError
+from provider.events.reports import refresh_queue_metrics
 from provider.metrics import SOAP_CALLS, SOAP_FAULTS, SOAP_LATENCY
 from provider.settings import Settings
 from provider.soap.contract import ENDPOINT_PATH
@@ -62,6 +65,8 @@ class ProviderApplication:
         self.database = database
         self.metrics_dir = metrics_dir
         self.readiness = dict(readiness or {})
+        self._queue_refreshed = float("-inf")
+        self._queue_lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = str(environ.get("PATH_INFO") or "/")
@@ -138,9 +143,29 @@ class ProviderApplication:
             body,
         )
 
+    def _refresh_queue_gauges(self) -> None:
+        """Bring the delivery-queue gauges up to date (at most every few seconds, one thread at a time).
+
+        Workers may run on other hosts, so a scrape of any instance shows the shared queue.
+        """
+        if self.database is None or not self._queue_lock.acquire(blocking=False):
+            return
+        try:
+            if time.monotonic() - self._queue_refreshed < QUEUE_REFRESH_SECONDS:
+                return
+            self._queue_refreshed = time.monotonic()
+            refresh_queue_metrics(self.database)
+        except ProviderError as exc:
+            log.warning(
+                "queue gauges not refreshed", extra={"event": "metrics.queue_failed", "error": str(exc)}
+            )
+        finally:
+            self._queue_lock.release()
+
     def _metrics(self, environ: dict[str, Any]) -> SoapResponse:
         if str(environ.get("REQUEST_METHOD", "GET")).upper() not in ("GET", "HEAD"):
             return _plain("405 Method Not Allowed", b"method not allowed\n", [("Allow", "GET, HEAD")])
+        self._refresh_queue_gauges()
         if self.metrics_dir:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=self.metrics_dir)  # type: ignore[no-untyped-call]
@@ -150,6 +175,9 @@ class ProviderApplication:
         return SoapResponse(
             "200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))], body
         )
+
+
+QUEUE_REFRESH_SECONDS = 5.0
 
 
 def _plain(status: str, body: bytes, extra: list[tuple[str, str]] | None = None) -> SoapResponse:

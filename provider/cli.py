@@ -10,6 +10,7 @@ handler takes ``(args, settings)`` and returns the exit status.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import tomllib
@@ -69,7 +70,35 @@ def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Which module registers each top-level command. Only the module of the command being
+#: run is imported, so `serve` starts with nothing loaded that must come after its set-up
+#: (prometheus_client reads PROMETHEUS_MULTIPROC_DIR when first imported).
+COMMAND_MODULES: dict[str, str] = {
+    "serve": "provider.soap.commands",
+    "call": "provider.soap.commands",
+    "wsdl": "provider.soap.commands",
+    "rules": "provider.rules.commands",
+    "users": "provider.auth.commands",
+    "ldap": "provider.auth.commands",
+    "worker": "provider.events.commands",
+    "deliveries": "provider.events.commands",
+    "events": "provider.events.commands",
+}
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The top-level command in ``argv`` (skipping ``--config FILE``), if any."""
+    words = iter(argv)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; with ``argv`` only the module of the command being run is imported."""
     parser = argparse.ArgumentParser(prog="st-provider", description="SmarterTrack External Provider")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", help="TOML configuration file (else $ST_PROVIDER_CONFIG)")
@@ -81,21 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("revision", nargs="?", default="head")
     up.set_defaults(handler=_cmd_db_upgrade)
 
-    from provider.auth import commands as auth_commands
-    from provider.events import commands as event_commands
-    from provider.rules import commands as rule_commands
-    from provider.soap import commands as soap_commands
-
-    for module in (soap_commands, rule_commands, auth_commands, event_commands):
-        module.register(sub)
+    word = _command_word(argv) if argv is not None else None
+    if word in COMMAND_MODULES:
+        modules = [COMMAND_MODULES[word]]
+    elif word == "db":
+        modules = []
+    else:  # help, or an unknown command: list them all
+        modules = list(dict.fromkeys(COMMAND_MODULES.values()))
+    for name in modules:
+        importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run one command; returns the exit status (0 ok, 1 failure, 2 usage or configuration)."""
     env = os.environ if environ is None else environ
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(arguments).parse_args(arguments)
     try:
         settings = load_settings(env, args.config)
     except ConfigError as exc:

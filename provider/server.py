@@ -24,9 +24,11 @@ import importlib
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from gunicorn.app.base import Application
@@ -57,29 +59,18 @@ REQUIRED_OPTIONS: Final = frozenset(
 def prepare_metrics_dir() -> str:
     """Create a fresh multiprocess directory and export it as ``PROMETHEUS_MULTIPROC_DIR``.
 
-    If ``prometheus_client`` was imported before (by some other command module), its
-    value class is switched to the multiprocess one so the workers still share counts.
+    It must run before ``prometheus_client`` is first imported (the CLI imports only
+    the serve command's module for that reason); if it was imported already, every
+    worker keeps its own counts and a warning says so.
     """
     path = tempfile.mkdtemp(prefix="st-provider-metrics-")
     os.environ[MULTIPROC_ENV] = path
-    _adopt_multiprocess_values()
+    if "prometheus_client" in sys.modules:
+        log.warning(
+            "prometheus_client was imported before the metrics directory was set; /metrics is per worker",
+            extra={"event": "server.metrics_late_import"},
+        )
     return path
-
-
-def _adopt_multiprocess_values() -> None:
-    values = sys.modules.get("prometheus_client.values")
-    if values is None:
-        return
-    values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
-    registry = sys.modules["prometheus_client.registry"].REGISTRY
-    for collector in list(registry._collector_to_names):
-        # Unlabelled metrics made their value at import time; labelled ones make theirs per label set.
-        if getattr(collector, "_labelnames", None) == () and hasattr(collector, "_metric_init"):
-            collector._metric_init()
-    log.warning(
-        "prometheus_client was imported before the metrics directory was set; adopted it",
-        extra={"event": "server.metrics_late_import"},
-    )
 
 
 def apply_migrations(database_url: str) -> None:
@@ -143,6 +134,81 @@ def gunicorn_options(settings: Settings, *, bind: str, workers: int, threads: in
     return options
 
 
+class EmbeddedWorker:
+    """One ``st-provider worker`` process run by the gunicorn master (``serve`` without ``--no-worker``).
+
+    A child process rather than a thread, so the master forks its web workers with no
+    second thread holding locks, and a crashed delivery worker never takes the web
+    service down: the supervisor thread starts it again after a short pause. ``stop``
+    sends SIGTERM (the worker finishes the send in progress), then SIGKILL after
+    ``stop_timeout`` seconds.
+    """
+
+    RESTART_DELAY = 2.0
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], *, stop_timeout: float = 20.0) -> None:
+        self._argv = list(argv)
+        self._env = dict(env)
+        self._stop_timeout = stop_timeout
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        with self._lock:
+            return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._supervise, name="embedded-worker", daemon=True)
+        self._thread.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes] | None:
+        with self._lock:
+            if self._stopping.is_set():
+                return None
+            self._process = subprocess.Popen(self._argv, env=self._env)
+            self.starts += 1
+            return self._process
+
+    def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            process = self._spawn()
+            if process is None:
+                return
+            log.info("embedded worker started", extra={"event": "server.worker_started", "pid": process.pid})
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            log.error(
+                "embedded worker exited; restarting",
+                extra={"event": "server.worker_exited", "pid": process.pid, "returncode": code},
+            )
+            self._stopping.wait(self.RESTART_DELAY)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=self._stop_timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def worker_command(config_file: str | None) -> list[str]:
+    """The command line of the embedded worker (the same interpreter and configuration file)."""
+    config = ["--config", config_file] if config_file else []
+    return [sys.executable, "-m", "provider.cli", *config, "worker"]
+
+
 class ProviderServer(Application):  # type: ignore[misc]
     """gunicorn running the provider's WSGI application, built in each worker."""
 
@@ -152,16 +218,19 @@ class ProviderServer(Application):  # type: ignore[misc]
         options: Mapping[str, Any],
         *,
         metrics_dir: str | None,
-        embedded_worker: bool = True,
+        embedded_worker: EmbeddedWorker | None = None,
         config_file: str | None = None,
     ) -> None:
         self.settings = settings
         self.config_file = config_file
         self.options = dict(options)
         self.metrics_dir = metrics_dir
-        # Whether this server should also run the event delivery worker (``--no-worker``
-        # turns it off); wired up by the events capability.
+        # The event delivery worker this server runs beside gunicorn (None with --no-worker):
+        # started when the master is ready, stopped when it exits.
         self.embedded_worker = embedded_worker
+        if embedded_worker is not None:
+            self.options["when_ready"] = lambda _arbiter: embedded_worker.start()
+            self.options["on_exit"] = lambda _arbiter: embedded_worker.stop()
         super().__init__()
 
     def load_config(self) -> None:
@@ -194,8 +263,13 @@ def serve(
     threads: int | None = None,
     embedded_worker: bool = True,
     gunicorn_config: str | None = None,
+    config_file: str | None = None,
 ) -> int:
     """Run the server until it is stopped (SIGTERM/SIGINT); returns the exit status.
+
+    With ``embedded_worker`` the master also runs one delivery worker
+    (:class:`EmbeddedWorker`, started with ``config_file`` and the settings'
+    environment), so the one-command quick start delivers events too.
 
     With ``gunicorn_config`` (a gunicorn configuration file such as
     deploy/gunicorn.conf.py) the file's settings apply; ``bind``, ``workers`` and
@@ -232,11 +306,15 @@ def serve(
         if gunicorn_config:
             options = {k: v for k, v in options.items() if k in REQUIRED_OPTIONS}
             options.update({k: v for k, v in explicit.items() if v is not None})
+        worker = None
+        if embedded_worker:
+            env = {**settings.environment, MULTIPROC_ENV: metrics_dir}
+            worker = EmbeddedWorker(worker_command(config_file), env, stop_timeout=GRACEFUL_TIMEOUT)
         ProviderServer(
             settings,
             options,
             metrics_dir=metrics_dir,
-            embedded_worker=embedded_worker,
+            embedded_worker=worker,
             config_file=gunicorn_config,
         ).run()
         return 0

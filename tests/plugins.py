@@ -50,7 +50,9 @@ class FixedRules:
     decisions: dict[Operation, Decision] = field(default_factory=dict)
     seen: list[tuple[Operation, InputVariables, Identity | None]] = field(default_factory=list)
 
-    def evaluate(self, operation: Operation, variables: InputVariables, identity: Identity | None) -> Decision:
+    def evaluate(
+        self, operation: Operation, variables: InputVariables, identity: Identity | None
+    ) -> Decision:
         self.seen.append((operation, variables, identity))
         return self.decisions.get(operation, Decision())
 

@@ -57,7 +57,12 @@ def drop_pg_database(name: str) -> None:
 
 def base_env(database_url: str, **extra: str) -> dict[str, str]:
     """An environment for an `st-provider` process: the test password, this database, no stray ST_PROVIDER_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ST_PROVIDER_")}
+    # No stray ST_PROVIDER_* and no metrics directory of another process.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ST_PROVIDER_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
     env.update(
         ST_PROVIDER_WEB_SERVICE_PASSWORD=WEB_SERVICE_PASSWORD,
         ST_PROVIDER_DATABASE_URL=database_url,

@@ -1,3 +1,73 @@
-"""SQLAlchemy models for rules (filled in by the rules capability)."""
+"""SQLAlchemy models for rules, channels, the rule-set version and the audit trail.
+
+* ``rules``: one row per rule. ``method`` and ``actions`` are JSON exactly as the
+  rules file writes them; ``position`` is the file order that breaks priority ties.
+* ``channels``: one row per ``channels:`` entry. ``settings`` are stored as written:
+  ``${VAR}`` references are never resolved here. The event worker reads this table.
+* ``rule_set_version``: a single row (``id = 1``) whose ``version`` grows with every
+  change to rules or channels; serving processes poll it to know when to reload.
+* ``rule_audit``: who changed what, when, through which command.
+"""
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from provider.db.base import Base, UTCDateTime, utcnow
+
+RULE_SET_ROW_ID = 1
+
+
+class RuleRecord(Base):
+    __tablename__ = "rules"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True, nullable=False)
+    description: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    method: Mapped[Any] = mapped_column(sa.JSON, nullable=False)
+    priority: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    position: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    enabled: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=True)
+    when: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    actions: Mapped[Any] = mapped_column(sa.JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class ChannelRecord(Base):
+    __tablename__ = "channels"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(100), unique=True, nullable=False)
+    type: Mapped[str] = mapped_column(sa.String(50), nullable=False)
+    settings: Mapped[Any] = mapped_column(sa.JSON, nullable=False)
+    enabled: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class RuleSetVersion(Base):
+    __tablename__ = "rule_set_version"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class RuleAudit(Base):
+    __tablename__ = "rule_audit"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    command: Mapped[str] = mapped_column(sa.String(500), nullable=False)
+    action: Mapped[str] = mapped_column(sa.String(20), nullable=False)
+    kind: Mapped[str] = mapped_column(sa.String(20), nullable=False)
+    subject: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    version: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    before: Mapped[Any | None] = mapped_column(sa.JSON, nullable=True)
+    after: Mapped[Any | None] = mapped_column(sa.JSON, nullable=True)

@@ -1,10 +1,371 @@
-"""The `st-provider` sub-commands of the events capability."""
+"""The ``st-provider`` sub-commands of the events capability.
+
+- ``worker [--once] [--metrics-bind HOST:PORT]``: deliver queued notifications until
+  SIGTERM/SIGINT (``--once``: deliver what is due now, then exit).
+- ``deliveries list`` with ``--status --channel --event-type --recipient --since
+  --until --event-id --limit --format table|json|csv``.
+- ``deliveries show ID [--format table|json]``: one delivery with every attempt.
+- ``deliveries retry ID`` or ``deliveries retry --failed [--channel NAME]``.
+- ``events list`` with ``--event-type --since --until --limit --format``.
+
+Dates are ISO 8601 (``2024-05-01`` or ``2024-05-01T12:00:00+02:00``; UTC when no
+offset is given). A date alone in ``--until`` includes that whole day.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
+import io
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from types import FrameType
 from typing import Any
 
+from provider.db.migrate import pending
+from provider.db.session import Database
+from provider.errors import ConfigError, ProviderError
+from provider.events import reports
+from provider.settings import Settings
 
-def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
+FORMATS = ("table", "json", "csv")
+TABLE_ERROR_CHARS = 60
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add this capability's sub-commands to the CLI."""
+    worker = subparsers.add_parser("worker", help="deliver queued event notifications")
+    worker.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
+    worker.add_argument("--metrics-bind", metavar="HOST:PORT", help="serve Prometheus metrics there")
+    worker.set_defaults(handler=cmd_worker)
+
+    deliveries = subparsers.add_parser("deliveries", help="see and retry event notifications")
+    dsub = deliveries.add_subparsers(dest="deliveries_command", required=True, metavar="ACTION")
+    listing = dsub.add_parser("list", help="list deliveries, newest first")
+    listing.add_argument("--status", choices=("pending", "sending", "delivered", "failed"))
+    listing.add_argument("--channel", help="channel name")
+    listing.add_argument("--event-type", type=int, help="numeric SmarterTrack event type")
+    listing.add_argument("--recipient", help="part of the recipient (phone number, e-mail address)")
+    listing.add_argument("--since", type=_since, help="created at or after (ISO 8601)")
+    listing.add_argument("--until", type=_until, help="created before (ISO 8601; a date includes that day)")
+    listing.add_argument("--event-id", type=int, help="only this event's deliveries")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    listing.add_argument("--format", choices=FORMATS, default="table")
+    listing.set_defaults(handler=cmd_deliveries_list)
+
+    show = dsub.add_parser("show", help="one delivery with every attempt")
+    show.add_argument("id", type=int)
+    show.add_argument("--format", choices=("table", "json"), default="table")
+    show.set_defaults(handler=cmd_deliveries_show)
+
+    retry = dsub.add_parser("retry", help="queue failed deliveries again")
+    retry.add_argument("id", type=int, nargs="?", help="the failed delivery to retry")
+    retry.add_argument("--failed", action="store_true", help="retry every failed delivery")
+    retry.add_argument("--channel", help="with --failed: only this channel's")
+    retry.set_defaults(handler=cmd_deliveries_retry)
+
+    events = subparsers.add_parser("events", help="see received events")
+    esub = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    elist = esub.add_parser("list", help="list events, newest first")
+    elist.add_argument("--event-type", type=int)
+    elist.add_argument("--since", type=_since)
+    elist.add_argument("--until", type=_until)
+    elist.add_argument("--limit", type=int, default=100)
+    elist.add_argument("--format", choices=FORMATS, default="table")
+    elist.set_defaults(handler=cmd_events_list)
+
+
+# --- argument types --------------------------------------------------------------
+
+
+def _parse_when(text: str, *, end_of_day: bool) -> datetime:
+    raw = text.strip()
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or time") from exc
+    if end_of_day and len(raw) == 10:
+        value += timedelta(days=1)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _since(text: str) -> datetime:
+    return _parse_when(text, end_of_day=False)
+
+
+def _until(text: str) -> datetime:
+    return _parse_when(text, end_of_day=True)
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[Database]:
+    database = Database(settings.database_url)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+# --- worker --------------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Run a delivery worker in the foreground until SIGTERM/SIGINT (or once)."""
+    from provider.events.worker import Worker  # imports every channel: only here
+
+    if pending(settings.database_url):
+        raise ConfigError("the database is not at the newest migration: run `st-provider db upgrade`")
+    if args.metrics_bind:
+        _serve_metrics(args.metrics_bind)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with _database(settings) as database:
+            worker = Worker(settings, database)
+            if args.once:
+                try:
+                    count = worker.drain(stop)
+                finally:
+                    worker.close()
+                print(f"{count} deliveries processed")
+            else:
+                worker.run(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _serve_metrics(bind: str) -> None:
+    from prometheus_client import start_http_server  # only with --metrics-bind
+
+    host, _, port = bind.rpartition(":")
+    if not port.isdigit():
+        raise ConfigError(f"--metrics-bind: expected HOST:PORT, not {bind!r}")
+    try:
+        start_http_server(int(port), addr=host or "127.0.0.1")
+    except OSError as exc:
+        raise ConfigError(f"--metrics-bind: cannot listen on {bind}: {exc.strerror}") from exc
+
+
+# --- reports ---------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, Mapping):
+        return json.dumps(_plain(value), ensure_ascii=False, sort_keys=True)
+    return " ".join(str(value).split())
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows as left-aligned columns under a header line."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+    return "\n".join(lines)
+
+
+def _emit(records: Sequence[Any], fmt: str, table: Callable[[Sequence[Any]], str]) -> None:
+    if fmt == "json":
+        print(json.dumps([_plain(dataclasses.asdict(r)) for r in records], ensure_ascii=False, indent=2))
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        if records:
+            names = [f.name for f in dataclasses.fields(records[0])]
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(names)
+            for record in records:
+                writer.writerow([_csv_cell(getattr(record, n)) for n in names])
+        sys.stdout.write(buffer.getvalue())
+    else:
+        print(table(records) if records else "(none)")
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return json.dumps(_plain(value), ensure_ascii=False, sort_keys=True)
+    return str(value)
+
+
+def _deliveries_table(rows: Sequence[reports.DeliveryRow]) -> str:
+    return format_table(
+        [
+            "ID",
+            "EVENT",
+            "TYPE",
+            "CHANNEL",
+            "RECIPIENT",
+            "STATUS",
+            "ATTEMPTS",
+            "CREATED",
+            "NEXT",
+            "HTTP",
+            "PARTNER ID",
+            "ERROR",
+        ],
+        [
+            [
+                r.id,
+                r.event_id,
+                r.event_type,
+                r.channel,
+                r.recipient,
+                r.status,
+                r.attempts,
+                r.created_at,
+                r.next_attempt_at,
+                r.last_status,
+                r.partner_id,
+                _clip(_cell(r.last_error), TABLE_ERROR_CHARS),
+            ]
+            for r in rows
+        ],
+    )
+
+
+def cmd_deliveries_list(args: argparse.Namespace, settings: Settings) -> int:
+    filters = reports.DeliveryFilter(
+        status=args.status,
+        channel=args.channel,
+        event_type=args.event_type,
+        recipient=args.recipient,
+        since=args.since,
+        until=args.until,
+        event_id=args.event_id,
+    )
+    with _database(settings) as database:
+        rows = reports.list_deliveries(database, filters, limit=args.limit)
+    _emit(rows, args.format, _deliveries_table)
+    return 0
+
+
+def cmd_deliveries_show(args: argparse.Namespace, settings: Settings) -> int:
+    with _database(settings) as database:
+        detail = reports.get_delivery(database, args.id)
+    if args.format == "json":
+        print(json.dumps(_plain(dataclasses.asdict(detail)), ensure_ascii=False, indent=2))
+        return 0
+    d = detail.delivery
+    fields = [
+        ("Delivery", d.id),
+        ("Event", f"{d.event_id} ({d.event_type} {d.event_name or ''})".strip()),
+        ("Rule", d.rule),
+        ("Channel", d.channel),
+        ("Recipient", d.recipient),
+        ("Status", d.status),
+        ("Attempts", d.attempts),
+        ("Created", d.created_at),
+        ("Next attempt", d.next_attempt_at),
+        ("Finished", d.finished_at),
+        ("HTTP status", d.last_status),
+        ("Partner id", d.partner_id),
+        ("Last error", d.last_error),
+        ("Key", detail.key),
+        ("Parameters", json.dumps(_plain(detail.params), ensure_ascii=False, sort_keys=True)),
+    ]
+    if detail.documents:
+        sizes = {name: len(json.dumps(value)) for name, value in detail.documents.items()}
+        fields.append(("Documents", ", ".join(f"{n} ({s} bytes)" for n, s in sizes.items())))
+    width = max(len(name) for name, _ in fields)
+    for name, value in fields:
+        print(f"{name.ljust(width)}  {_cell(value)}")
+    print()
+    print(
+        format_table(
+            ["#", "STARTED", "SECONDS", "OUTCOME", "HTTP", "PARTNER ID", "NEXT ATTEMPT", "WORKER", "ERROR"],
+            [
+                [
+                    a.number,
+                    a.started_at,
+                    a.duration,
+                    a.outcome,
+                    a.http_status,
+                    a.partner_id,
+                    a.next_attempt_at,
+                    a.worker,
+                    a.error,
+                ]
+                for a in detail.attempts
+            ],
+        )
+        if detail.attempts
+        else "(no attempts yet)"
+    )
+    return 0
+
+
+def cmd_deliveries_retry(args: argparse.Namespace, settings: Settings) -> int:
+    if args.failed == (args.id is not None):
+        raise ProviderError("give either a delivery ID or --failed")
+    if args.channel and not args.failed:
+        raise ProviderError("--channel goes with --failed")
+    with _database(settings) as database:
+        if args.failed:
+            count = reports.retry_failed(database, channel=args.channel)
+            print(f"{count} failed deliveries queued again")
+        else:
+            reports.retry_delivery(database, args.id)
+            print(f"delivery {args.id} queued again")
+    return 0
+
+
+def _events_table(rows: Sequence[reports.EventRow]) -> str:
+    return format_table(
+        ["ID", "RECEIVED", "TYPE", "NAME", "REPEATS", "DELIVERIES", "ARGUMENTS"],
+        [
+            [
+                r.id,
+                r.received_at,
+                r.event_type,
+                r.event_name,
+                r.repeats,
+                " ".join(f"{k}={v}" for k, v in sorted(r.deliveries.items())),
+                _clip(_cell(r.arguments), TABLE_ERROR_CHARS),
+            ]
+            for r in rows
+        ],
+    )
+
+
+def cmd_events_list(args: argparse.Namespace, settings: Settings) -> int:
+    with _database(settings) as database:
+        rows = reports.list_events(
+            database, event_type=args.event_type, since=args.since, until=args.until, limit=args.limit
+        )
+    _emit(rows, args.format, _events_table)
+    return 0

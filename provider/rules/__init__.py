@@ -1,12 +1,25 @@
-"""Rules: every provider decision, configured in the database."""
+"""Rules: every provider decision, configured in the database.
+
+Rules files (YAML) are validated by :mod:`provider.rules.loader`, stored by
+:mod:`provider.rules.store`, compiled and evaluated by :mod:`provider.rules.engine`
+over the call context of :mod:`provider.rules.context`, in the sandbox of
+:mod:`provider.rules.environment`. A serving process uses :func:`build_evaluator`.
+"""
 
 from __future__ import annotations
 
 from provider.db.session import Database
-from provider.domain import NoRules, RuleEvaluator
+from provider.domain import RuleEvaluator
+from provider.rules.evaluator import StoredRules
+from provider.rules.store import RuleStore
 from provider.settings import Settings
 
 
 def build_evaluator(settings: Settings, database: Database) -> RuleEvaluator:
-    """The rule evaluator for a serving process (refreshes itself from the database)."""
-    return NoRules()
+    """The rule evaluator for a serving process.
+
+    It caches the compiled rules and checks the rule-set version in ``database`` at
+    most every ``settings.rules_refresh_seconds``, reloading when it changed. Nothing
+    is read until the first call.
+    """
+    return StoredRules(RuleStore(database), refresh_seconds=settings.rules_refresh_seconds)

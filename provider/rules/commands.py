@@ -1,10 +1,470 @@
-"""The `st-provider` sub-commands of the rules capability."""
+"""The ``st-provider rules`` sub-commands.
+
+* ``rules import FILE [--replace]``: validate the whole file, then store it in one
+  transaction (nothing is written if any problem is found; every problem is printed
+  with its line and rule). ``--replace`` makes the stored rules and channels exactly
+  the file's.
+* ``rules export [FILE]``: the stored rules and channels as a rules file (stdout by
+  default); importing it again changes nothing.
+* ``rules validate FILE [--replace]``: the checks of ``import``, writing nothing.
+* ``rules list [--json]``: the stored rules in evaluation order, and the channels.
+* ``rules enable NAME`` / ``rules disable NAME``.
+* ``rules history [--limit N] [--rule NAME]``: the audit trail, newest first.
+* ``rules test OP name=value ... [--user NAME] [--json]``: evaluate one call against
+  the stored rules (enabled and disabled) without SmarterTrack, and print each rule's
+  outcome in order (matched, no match and why, error, disabled, not reached) and the
+  result SmarterTrack would get. ``--user`` takes the user from the configured
+  directory; without it the user is looked up from the call's variables as the
+  service does. A login is evaluated as if the password were right: give no password.
+
+Every change is recorded with the operating-system user and host (``actor``) and the
+command line. Problems end the command with status 1 and a message on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import pwd
+import secrets
+import shlex
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
 
-def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
-    """Add this capability's sub-commands to the CLI."""
+from provider.auth import build_authenticator
+from provider.calls import Provider
+from provider.db.migrate import pending, upgrade
+from provider.db.session import Database
+from provider.domain import Authenticator, CallRequest, CallResult, Decision, Identity, Operation
+from provider.errors import AuthenticationFailed, ConfigError, RulesFileError, StorageError
+from provider.rules.context import SECRET_NAMES
+from provider.rules.engine import NOT_REACHED, RuleSet, TraceEntry, compile_rules
+from provider.rules.loader import dump_rules, load_rules_file
+from provider.rules.store import ImportSummary, RuleStore
+from provider.settings import Secret, Settings
+from provider.variables import InputVariables, split_entry
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add ``rules`` and its actions to the CLI."""
+    rules = subparsers.add_parser("rules", help="manage the rules that make the provider's decisions")
+    sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+
+    imp = sub.add_parser("import", help="validate a rules file and store it")
+    imp.add_argument("file", metavar="FILE")
+    imp.add_argument(
+        "--replace", action="store_true", help="make the stored rules and channels exactly the file's"
+    )
+    imp.set_defaults(handler=cmd_import)
+
+    exp = sub.add_parser("export", help="write the stored rules and channels as a rules file")
+    exp.add_argument("file", metavar="FILE", nargs="?", help="where to write (default: stdout)")
+    exp.set_defaults(handler=cmd_export)
+
+    val = sub.add_parser("validate", help="check a rules file without storing it")
+    val.add_argument("file", metavar="FILE")
+    val.add_argument(
+        "--replace", action="store_true", help="check it as a replacement (ignore stored channels)"
+    )
+    val.set_defaults(handler=cmd_validate)
+
+    lst = sub.add_parser("list", help="show the stored rules in evaluation order")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(handler=cmd_list)
+
+    for action in ("enable", "disable"):
+        toggle = sub.add_parser(action, help=f"{action} one rule")
+        toggle.add_argument("name", metavar="NAME")
+        toggle.set_defaults(handler=cmd_enable if action == "enable" else cmd_disable)
+
+    hist = sub.add_parser("history", help="show who changed which rule or channel, and when")
+    hist.add_argument("--limit", type=int, default=50)
+    hist.add_argument("--rule", help="only this rule or channel")
+    hist.add_argument("--json", action="store_true", help="print JSON")
+    hist.set_defaults(handler=cmd_history)
+
+    test = sub.add_parser("test", help="evaluate one call against the stored rules and explain the result")
+    test.add_argument("operation", metavar="OP", help=", ".join(op.value for op in Operation))
+    test.add_argument("variables", nargs="*", metavar="NAME=VALUE", help="the call's input variables")
+    test.add_argument("--user", help="take this user (attributes, groups) from the directory")
+    test.add_argument("--json", action="store_true", help="print JSON")
+    test.set_defaults(handler=cmd_test)
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def actor() -> str:
+    """Who is making a change: the operating-system user and the host."""
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def command_line() -> str:
+    return shlex.join(["st-provider", *sys.argv[1:]])[:500]
+
+
+@contextmanager
+def open_database(settings: Settings) -> Iterator[Database]:
+    """The configured database, migrated: the embedded SQLite default is upgraded on
+    the spot; another database must be upgraded with ``st-provider db upgrade``."""
+    database = Database(settings.database_url)
+    try:
+        if pending(settings.database_url):
+            if not database.is_sqlite:
+                raise ConfigError("the database is not at the newest migration: run `st-provider db upgrade`")
+            upgrade(settings.database_url)
+        yield database
+    finally:
+        database.dispose()
+
+
+def _stored_channel_types(settings: Settings) -> dict[str, str]:
+    """Stored channel names for ``validate``, without creating or migrating anything."""
+    url = make_url(settings.database_url) if "://" in settings.database_url else None
+    is_sqlite = url is not None and url.get_backend_name() == "sqlite"
+    if is_sqlite and url is not None and (not url.database or not Path(url.database).exists()):
+        return {}
+    database = Database(settings.database_url)
+    try:
+        return RuleStore(database).channel_types()
+    except StorageError:
+        return {}
+    finally:
+        database.dispose()
+
+
+def _print_problems(exc: RulesFileError, source: str) -> None:
+    print(f"{source}: {len(exc.problems)} problem(s); nothing was stored", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def _summary_lines(summary: ImportSummary) -> list[str]:
+    lines = []
+    for kind in ("rule", "channel"):
+        unchanged = summary.unchanged_rules if kind == "rule" else summary.unchanged_channels
+        counts = ", ".join(
+            f"{summary.count(kind, action)} {action}" for action in ("created", "updated", "deleted")
+        )
+        lines.append(f"{kind}s: {counts}, {unchanged} unchanged")
+    if summary.changes:
+        lines.append(f"rule set version {summary.version}")
+    else:
+        lines.append(f"no changes; rule set version {summary.version}")
+    return lines
+
+
+# --- import / export / validate ---------------------------------------------------------
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    with open_database(settings) as database:
+        store = RuleStore(database)
+        try:
+            rules_file = load_rules_file(
+                args.file, stored_channels={} if args.replace else store.channel_types
+            )
+            summary = store.import_rules(
+                rules_file, replace=args.replace, actor=actor(), command=command_line()
+            )
+        except RulesFileError as exc:
+            _print_problems(exc, args.file)
+            return EXIT_PROBLEMS
+    print(f"imported {args.file}: {len(rules_file.rules)} rules, {len(rules_file.channels)} channels")
+    for line in _summary_lines(summary):
+        print(f"  {line}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    with open_database(settings) as database:
+        snapshot = RuleStore(database).snapshot()
+    broken = [r for r in snapshot.rules if r.rule is None]
+    for rule in broken:
+        print(
+            f"st-provider: stored rule {rule.name!r} is invalid and not exported: {rule.problem}",
+            file=sys.stderr,
+        )
+    text = dump_rules(
+        snapshot.to_rules_file(),
+        header=f"st-provider rules export (rule set version {snapshot.version})\n"
+        "${VAR} references are resolved from the environment when a channel is used.",
+    )
+    if args.file:
+        try:
+            Path(args.file).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {args.file}: {exc.strerror}") from exc
+        exported = len(snapshot.rules) - len(broken)
+        print(f"exported {exported} rules, {len(snapshot.channels)} channels to {args.file}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_PROBLEMS if broken else EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        rules_file = load_rules_file(
+            args.file,
+            stored_channels={} if args.replace else (lambda: _stored_channel_types(settings)),
+        )
+    except RulesFileError as exc:
+        print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(f"{args.file}: valid ({len(rules_file.rules)} rules, {len(rules_file.channels)} channels)")
+    return EXIT_OK
+
+
+# --- list / enable / disable / history --------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    with open_database(settings) as database:
+        snapshot = RuleStore(database).snapshot()
+    ordered = sorted(snapshot.rules, key=lambda r: (r.priority, r.position))
+    if args.json:
+        payload = {
+            "version": snapshot.version,
+            "rules": [
+                {
+                    "name": r.name,
+                    "priority": r.priority,
+                    "enabled": r.enabled,
+                    "methods": r.rule.method_names() if r.rule is not None else [],
+                    "when": r.mapping.get("when"),
+                    "actions": list(r.mapping["then"]),
+                    "valid": r.rule is not None,
+                    "problem": r.problem,
+                    "updated_at": r.updated_at.isoformat(),
+                }
+                for r in ordered
+            ],
+            "channels": [
+                {"name": c.spec.name, "type": c.spec.type, "enabled": c.spec.enabled}
+                for c in snapshot.channels
+            ],
+        }
+        print(json.dumps(payload, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    print(f"rule set version {snapshot.version}: {len(ordered)} rules, {len(snapshot.channels)} channels")
+    if ordered:
+        width = max(len(r.name) for r in ordered)
+        print(f"  {'priority':>8}  {'rule':<{width}}  {'state':<8}  methods / actions / when")
+        for r in ordered:
+            state = "enabled" if r.enabled else "disabled"
+            if r.rule is None:
+                state = "INVALID"
+            methods = ",".join(r.rule.method_names()) if r.rule is not None else "?"
+            actions = ",".join(r.mapping["then"])
+            when = r.mapping.get("when") or "(always)"
+            print(f"  {r.priority:>8}  {r.name:<{width}}  {state:<8}  {methods}  [{actions}]  when {when}")
+    for c in snapshot.channels:
+        print(f"  channel {c.spec.name} ({c.spec.type}){'' if c.spec.enabled else ' disabled'}")
+    return EXIT_OK
+
+
+def _toggle(args: argparse.Namespace, settings: Settings, enabled: bool) -> int:
+    with open_database(settings) as database:
+        version, changed = RuleStore(database).set_enabled(
+            args.name, enabled, actor=actor(), command=command_line()
+        )
+    state = "enabled" if enabled else "disabled"
+    if changed:
+        print(f"rule {args.name!r} {state}; rule set version {version}")
+    else:
+        print(f"rule {args.name!r} was already {state}; rule set version {version}")
+    return EXIT_OK
+
+
+def cmd_enable(args: argparse.Namespace, settings: Settings) -> int:
+    return _toggle(args, settings, True)
+
+
+def cmd_disable(args: argparse.Namespace, settings: Settings) -> int:
+    return _toggle(args, settings, False)
+
+
+def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    with open_database(settings) as database:
+        entries = RuleStore(database).history(limit=max(1, args.limit), subject=args.rule)
+    if args.json:
+        print(json.dumps([asdict(e) for e in entries], indent=2, default=str, ensure_ascii=False))
+        return EXIT_OK
+    for e in entries:
+        print(
+            f"{e.created_at.isoformat(timespec='seconds')}  v{e.version:<4} {e.kind:<7} {e.subject}  "
+            f"{e.action}  by {e.actor}  ({e.command})"
+        )
+    if not entries:
+        print("no changes recorded")
+    return EXIT_OK
+
+
+# --- test --------------------------------------------------------------------------
+
+
+class _TestAuthenticator:
+    """The service's authenticator for ``rules test``: users are looked up, never
+    password-checked (a login is evaluated as if the password were right)."""
+
+    def __init__(self, inner: Authenticator | None, user: Identity | None) -> None:
+        self._inner = inner
+        self._user = user
+
+    def authenticate(self, username: str, password: str, *, client_address: str | None = None) -> Identity:
+        identity = self.lookup(username)
+        if identity is None:
+            raise AuthenticationFailed("unknown_user")
+        return identity
+
+    def lookup(self, username: str) -> Identity | None:
+        if self._user is not None:
+            return self._user
+        if self._inner is None:
+            return None
+        return self._inner.lookup(username)
+
+
+class _TracingEvaluator:
+    """Evaluates with a trace; ``--user`` replaces whatever user the call would have."""
+
+    def __init__(self, rule_set: RuleSet, user: Identity | None) -> None:
+        self._rule_set = rule_set
+        self._user = user
+        self.trace: list[TraceEntry] = []
+        self.decision: Decision | None = None
+        self.identity: Identity | None = None
+        self.evaluated = False
+
+    def evaluate(
+        self, operation: Operation, variables: InputVariables, identity: Identity | None
+    ) -> Decision:
+        self.identity = self._user if self._user is not None else identity
+        self.evaluated = True
+        self.decision = self._rule_set.evaluate(operation, variables, self.identity, trace=self.trace)
+        return self.decision
+
+
+def _operation(name: str) -> Operation:
+    for op in Operation:
+        if op.value.lower() == name.strip().lower():
+            return op
+    raise ConfigError(f"unknown operation {name!r} (known: {', '.join(op.value for op in Operation)})")
+
+
+def _pairs(entries: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for entry in entries:
+        split = split_entry(entry)
+        if split is None or not split[0].strip():
+            raise ConfigError(f"{entry!r} is not NAME=VALUE")
+        if split[0].strip().lower() in SECRET_NAMES:
+            raise ConfigError(f"do not give {split[0].strip()}: rules never see passwords")
+        pairs.append((split[0].strip(), split[1]))
+    return pairs
+
+
+def _result_payload(result: CallResult) -> dict[str, Any]:
+    return {
+        "success": result.success,
+        "message": result.message,
+        "output": result.output.to_list(),
+        "custom_fields": [asdict(f) for f in result.custom_fields],
+        "user_info_html": result.user_info_html,
+    }
+
+
+def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
+    operation = _operation(args.operation)
+    pairs = _pairs(args.variables)
+    with open_database(settings) as database:
+        snapshot = RuleStore(database).snapshot()
+        authenticator = build_authenticator(settings, database)
+        user = None
+        if args.user:
+            if authenticator is None:
+                raise ConfigError("--user needs a directory or local users, but ST_PROVIDER_AUTH is none")
+            user = authenticator.lookup(args.user)
+            if user is None:
+                raise ConfigError(f"the directory does not know an enabled user {args.user!r}")
+        rule_set = compile_rules(snapshot.valid_rules(), version=snapshot.version)
+        evaluator = _TracingEvaluator(rule_set, user)
+        token = secrets.token_urlsafe(16)
+        provider = Provider(
+            Secret(token), authenticator=_TestAuthenticator(authenticator, user), rules=evaluator
+        )
+        variables = [("authPW", token), *pairs]
+        if operation is Operation.AUTHENTICATE:
+            variables.append(("loginPassword", "(not checked by rules test)"))
+        result = provider.call(CallRequest(operation=operation, variables=InputVariables(variables)))
+    decision = evaluator.decision
+    payload = {
+        "version": snapshot.version,
+        "operation": operation.value,
+        "user": evaluator.identity.username if evaluator.identity is not None else None,
+        "evaluated": evaluator.evaluated,
+        "trace": [asdict(t) for t in evaluator.trace],
+        "matched": list(decision.matched) if decision is not None else [],
+        "notifications": [
+            {"rule": n.rule, "channel": n.channel, "params": n.params}
+            for n in (decision.notifications if decision is not None else [])
+        ],
+        "result": _result_payload(result),
+    }
+    if args.json:
+        print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        return EXIT_OK
+    _print_test(payload, len(snapshot.rules), [r.name for r in snapshot.rules if r.rule is None])
+    return EXIT_OK
+
+
+def _print_test(payload: dict[str, Any], stored: int, invalid: list[str]) -> None:
+    trace = payload["trace"]
+    print(
+        f"rule set version {payload['version']}: {len(trace)} of {stored} stored rules apply to "
+        f"{payload['operation']}; user: {payload['user'] or '(none)'}"
+    )
+    for name in invalid:
+        print(f"  ! stored rule {name!r} is invalid and never applies")
+    if not payload["evaluated"]:
+        print("  the rules were not evaluated: the call ended before (for a login: no such user)")
+    if trace:
+        width = max(len(t["rule"]) for t in trace)
+        for i, t in enumerate(trace, 1):
+            outcome = t["outcome"].upper() if t["outcome"] != NOT_REACHED else t["outcome"]
+            detail = f": {t['detail']}" if t["detail"] else ""
+            print(f"  {i:>3}. [{t['priority']:>5}] {t['rule']:<{width}}  {outcome}{detail}")
+    result = payload["result"]
+    print("result:")
+    print(f"  Success: {str(result['success']).lower()}")
+    print(f"  Message: {result['message']}")
+    print("  OutputVariables:")
+    for entry in result["output"]:
+        print(f"    {entry}")
+    if result["custom_fields"]:
+        print("  CustomFieldDataItems:")
+        for f in result["custom_fields"]:
+            print(f"    {json.dumps(f, ensure_ascii=False)}")
+    if result["user_info_html"] is not None:
+        print(f"  UserInfoHtml: {result['user_info_html']}")
+    if payload["notifications"]:
+        print("notifications (rendered, not sent):")
+        for n in payload["notifications"]:
+            print(f"  {n['channel']} (rule {n['rule']}): {json.dumps(n['params'], ensure_ascii=False)}")

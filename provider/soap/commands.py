@@ -83,6 +83,7 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         threads=args.threads,
         embedded_worker=not args.no_worker,
         gunicorn_config=args.gunicorn_config or settings.gunicorn_config,
+        config_file=args.config,
     )
 
 

@@ -58,7 +58,10 @@ def load_config(path: Path = CONFIG) -> Config:
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in (*SIZING_ENV, "FORWARDED_ALLOW_IPS", "GUNICORN_ACCESSLOG", "PROMETHEUS_MULTIPROC_DIR"):
-        monkeypatch.delenv(name, raising=False)
+        # setenv first, so monkeypatch restores the variable's absence even when a hook
+        # under test sets it directly in os.environ.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     return monkeypatch
 
 

@@ -17,6 +17,7 @@ from provider.events.retry import (
     decide,
     make_policy,
 )
+from provider.events.worker import channel_policy
 from provider.settings import WorkerSettings
 
 SMARTCOMM = RetryPolicy(
@@ -141,3 +142,15 @@ def test_make_policy_falls_back_to_worker_settings() -> None:
     unknown = make_policy(None, worker)
     assert dict(unknown.waits) == dict(DEFAULT_RETRY_WAITS)
     assert unknown.max_attempts == 5
+
+
+def test_partner_defaults_reach_the_worker() -> None:
+    worker = WorkerSettings()
+    smartcomm = make_policy(channel_policy("smartcomm", {}), worker)
+    assert dict(smartcomm.waits) == {500: 5.0, 429: 60.0, 503: 120.0}
+    assert smartcomm.rate_limit == (100, 60.0)
+    tuned = make_policy(channel_policy("smartcomm", {"retry_waits": {"429": 1}, "rate_limit": "off"}), worker)
+    assert dict(tuned.waits) == {500: 5.0, 429: 1.0, 503: 120.0}
+    assert tuned.rate_limit is None
+    unknown = make_policy(channel_policy("no-such-type", {}), worker)
+    assert dict(unknown.waits) == dict(DEFAULT_RETRY_WAITS)

@@ -377,3 +377,26 @@ def test_no_rules_for_the_method_is_neutral() -> None:
     rule_set = rules("  - {name: a, method: StartTicket, then: {allow: false}}\n")
     assert decide(rule_set, Operation.START_CHAT) == Decision()
     assert len(rule_set) == 1 and rule_set.for_method(Operation.START_CHAT) == ()
+
+
+def test_a_matched_denial_stands_when_its_templates_fail() -> None:
+    rule_set = rules(
+        """\
+  - name: deny
+    method: [StartTicket, GetCustomFieldOptions]
+    when: "subject == 'x' or loginUsername == 'bob'"
+    then: {allow: false, message: "Sorry {{ user.display_name }}", set: {cf_A: a}}
+  - name: no-chats
+    method: GetCustomFieldOptions
+    then: {allow_chats: false, fields: [{name: F, list_from: "user.accounts"}]}
+"""
+    )
+    ticket = call(rule_set, Operation.START_TICKET, "subject=x")
+    assert ticket.output.to_list() == ["TicketCreation=FALSE"]
+    assert ticket.message == "Ticket creation denied"
+    options = call(rule_set, Operation.GET_CUSTOM_FIELD_OPTIONS, "loginUsername=zed")
+    assert options.output.to_list() == ["CanStartTickets=True", "CanStartChats=False"]
+    assert options.custom_fields == []
+    trace = traced(rule_set, Operation.START_TICKET, "subject=x")
+    assert trace[0].outcome == ERROR and trace[0].detail is not None
+    assert trace[0].detail.endswith("only the denial was applied, without its message")

@@ -100,9 +100,11 @@ def test_the_issue_example_parses_into_the_model() -> None:
     assert [r.line for r in rules_file.rules] == [10, 22, 27, 34]
 
 
-@pytest.mark.parametrize(
-    "name", ["sample-provider.yaml", *sorted(p.name for p in (REPO / "rules").glob("*.yaml"))]
-)
+def test_the_sample_provider_file_is_shipped() -> None:
+    assert (REPO / "rules" / "sample-provider.yaml").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "rules").glob("*.yaml")))
 def test_shipped_examples_are_valid(name: str) -> None:
     rules_file = load_rules_file(REPO / "rules" / name)
     assert rules_file.rules
@@ -400,13 +402,16 @@ channels:
   mail: {type: carrier-pigeon}
   ok: {type: webhook, url: "https://example.org", enabled: maybe}
   "bad name!": {type: webhook}
+  %s: {type: webhook, url: "https://example.org"}
 rules: []
-"""
+""" % ("c" * 101)
     messages = [str(p) for p in problems(text)]
     assert any("line 2" in m and "channel 'sms' needs a 'type'" in m for m in messages)
     assert any("line 3" in m and "unknown channel type 'carrier-pigeon'" in m for m in messages)
     assert any("line 4" in m and "enabled must be true or false" in m for m in messages)
+    assert any("a channel name is longer than 100 characters" in m for m in messages)
     assert any("'bad name!' may only hold" in m for m in messages)
+    assert any("a channel name is longer than 100 characters" in m for m in messages)
 
 
 def test_duplicate_keys_are_problems() -> None:

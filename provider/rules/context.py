@@ -1,0 +1,192 @@
+"""The context a rule sees: one call's inputs under SmarterTrack's names.
+
+:func:`build_context` turns ``(operation, variables, identity)`` into the mapping every
+``when`` and template of that call is evaluated against:
+
+* each SmarterTrack input under its documented name (:data:`CANONICAL_NAMES`, e.g.
+  ``loginUsername``, ``departmentName``), matched case-insensitively from what was
+  sent; an input that was not sent is ``""`` (``eventType``, an integer, is ``None``);
+* ``cf``: custom fields by name without ``cf_``; ``args``: event arguments without
+  ``args_``; ``variables``: every other input as sent. All three match names
+  case-insensitively; a missing key raises, so the rule is skipped;
+* ``eventName`` (``502000`` -> ``"Ticket Created"``, else ``None``) and ``method``;
+* ``user``: the directory's attributes of the user (each a list of values that prints
+  as its values joined by ``", "`` and equals a string when it has exactly that one
+  value), plus ``username``, ``email``, ``display_name`` and ``dn``; empty when the
+  directory does not know the user;
+* ``groups``: the user's group names (``in`` ignores case); empty otherwise.
+
+The password variables (``authPW``, ``loginPassword``) are never in the context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from provider.domain import Identity, Operation
+from provider.event_types import event_name
+from provider.variables import ARGUMENT_PREFIX, CUSTOM_FIELD_PREFIX, InputVariables
+
+#: SmarterTrack's input variables, as the sample provider spells them.
+CANONICAL_NAMES: tuple[str, ...] = (
+    "loginUsername",
+    "departmentName",
+    "location",
+    "emailFrom",
+    "subject",
+    "ticketNumber",
+    "username",
+    "email",
+    "brandName",
+    "groupName",
+    "interactionType",
+    "eventType",
+)
+
+#: Spellings SmarterTrack's documentation also uses for a canonical input.
+ALIASES: Mapping[str, str] = {"group": "groupName"}
+
+SECRET_NAMES = frozenset({"authpw", "loginpassword"})
+_CANONICAL_KEYS = tuple((name, name.lower()) for name in CANONICAL_NAMES)
+_CF_LENGTH = len(CUSTOM_FIELD_PREFIX)
+_ARGS_LENGTH = len(ARGUMENT_PREFIX)
+
+#: Every name a condition or template may use.
+CONTEXT_NAMES: frozenset[str] = frozenset(
+    (*CANONICAL_NAMES, "cf", "args", "variables", "eventName", "method", "user", "groups")
+)
+
+V = TypeVar("V")
+
+
+class CaseInsensitiveDict(dict[str, V]):
+    """A read-mostly dict whose lookups ignore case; iteration keeps the names as given."""
+
+    __slots__ = ("_folded",)
+
+    def __init__(self, items: Iterable[tuple[str, V]] = ()) -> None:
+        super().__init__()
+        self._folded: dict[str, str] = {}
+        for key, value in items:
+            folded = key.lower()
+            previous = self._folded.get(folded)
+            if previous is not None and previous != key:
+                super().__delitem__(previous)
+            self._folded[folded] = key
+            super().__setitem__(key, value)
+
+    @classmethod
+    def of_unique(cls, items: Iterable[tuple[str, V]]) -> CaseInsensitiveDict[V]:
+        """A faster constructor for names already unique ignoring case."""
+        mapping: CaseInsensitiveDict[V] = dict.__new__(cls)
+        dict.update(mapping, items)
+        mapping._folded = {key.lower(): key for key in mapping}
+        return mapping
+
+    def __missing__(self, key: str) -> V:
+        if isinstance(key, str):
+            original = self._folded.get(key.lower())
+            if original is not None:
+                return super().__getitem__(original)
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._folded
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self:
+            return self[key]
+        return default
+
+
+class Values(tuple[str, ...]):
+    """A directory attribute's values.
+
+    Prints as the values joined by ``", "``; equals a string when it holds exactly
+    that one value; ``in`` tests membership of one value.
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return ", ".join(self)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return len(self) == 1 and self[0] == other
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = tuple.__hash__
+
+
+class Names(tuple[str, ...]):
+    """Group names: ``"Customers" in groups`` ignores case, as directories do."""
+
+    __slots__ = ()
+
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, str):
+            return False
+        folded = item.lower()
+        return any(name.lower() == folded for name in self)
+
+
+def _event_type(raw: str | None) -> int | None:
+    text = (raw or "").strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return None
+
+
+def user_mapping(identity: Identity | None) -> CaseInsensitiveDict[Any]:
+    """The ``user`` of the context: attributes, then the identity's own fields over them."""
+    if identity is None:
+        return CaseInsensitiveDict()
+    items: list[tuple[str, Any]] = [
+        (name, Values(str(v) for v in values)) for name, values in identity.attributes.items()
+    ]
+    items.append(("username", identity.username))
+    items.append(("email", identity.email or ""))
+    items.append(("display_name", identity.display_name or ""))
+    items.append(("dn", identity.dn or ""))
+    return CaseInsensitiveDict(items)
+
+
+def build_context(
+    operation: Operation, variables: InputVariables, identity: Identity | None
+) -> dict[str, Any]:
+    """The context of one call (see the module docstring). Never contains a password."""
+    sent: dict[str, tuple[str, str]] = {}  # folded name -> (name as sent, value); the last wins
+    for raw_name, value in variables.pairs:
+        name = raw_name.strip()
+        key = name.lower()
+        sent.pop(key, None)
+        sent[key] = (name, value)
+    custom_fields: list[tuple[str, str]] = []
+    arguments: list[tuple[str, str]] = []
+    plain: list[tuple[str, str]] = []
+    for key, (name, value) in sent.items():
+        if key.startswith(CUSTOM_FIELD_PREFIX) and len(key) > _CF_LENGTH:
+            custom_fields.append((name[_CF_LENGTH:], value))
+        elif key.startswith(ARGUMENT_PREFIX) and len(key) > _ARGS_LENGTH:
+            arguments.append((name[_ARGS_LENGTH:], value))
+        elif key not in SECRET_NAMES:
+            plain.append((name, value))
+    context: dict[str, Any] = {name: sent[key][1] if key in sent else "" for name, key in _CANONICAL_KEYS}
+    for alias, name in ALIASES.items():
+        if name.lower() not in sent and alias in sent:
+            context[name] = sent[alias][1]
+    event_type = _event_type(context["eventType"])
+    context["eventType"] = event_type
+    context["eventName"] = event_name(event_type)
+    context["method"] = operation.value
+    context["cf"] = CaseInsensitiveDict.of_unique(custom_fields)
+    context["args"] = CaseInsensitiveDict.of_unique(arguments)
+    context["variables"] = CaseInsensitiveDict.of_unique(plain)
+    context["user"] = user_mapping(identity)
+    context["groups"] = Names(identity.groups if identity is not None else ())
+    return context

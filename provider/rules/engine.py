@@ -1,0 +1,433 @@
+"""Compiling rules and evaluating them for one call.
+
+:func:`compile_rule` turns a :class:`~provider.rules.model.Rule` into a
+:class:`CompiledRule` (every expression and template compiled once);
+:class:`RuleSet` holds the compiled rules of one rule-set version and answers
+:meth:`RuleSet.evaluate` with a :class:`~provider.domain.Decision`.
+
+Evaluation, for the enabled rules of the operation in ascending priority (equal
+priorities keep file order):
+
+1. ``when`` (absent = always) is evaluated; false -> next rule.
+2. Every template of ``then`` is rendered *before* anything is applied, so a rule
+   either applies whole or not at all -- except that a matched rule's denials
+   (``allow``/``allow_tickets``/``allow_chats: false``) stand even when its templates
+   fail (fail closed; the default denial message is used).
+3. ``allow: false`` denies the call and ends evaluation (a deny is final; its
+   ``message``, or none, becomes the result message). ``allow_tickets``/``allow_chats:
+   false`` deny one of the two. ``message``, ``set`` (per variable), ``fields`` (per
+   field name) and ``html`` replace what earlier rules wrote; ``notify`` entries add up.
+4. ``stop: true`` ends evaluation after this rule.
+
+A rule whose expression or template raises at run time is skipped: it is logged
+(event ``rules.error`` with the rule name and the error type, never values) and
+counted in ``st_provider_rule_errors_total``; the call goes on. Pass a ``trace`` list
+to :meth:`RuleSet.evaluate` to learn what happened to every rule (``rules test``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from provider.domain import CustomFieldData, Decision, Identity, Notification, Operation
+from provider.errors import RuleError
+from provider.metrics import RULE_ERRORS
+from provider.rules.context import CONTEXT_NAMES, build_context
+from provider.rules.environment import (
+    CompileError,
+    Condition,
+    Scope,
+    TextTemplate,
+    compile_condition,
+    compile_text,
+)
+from provider.rules.model import FieldSpec, Rule
+from provider.variables import InputVariables
+
+log = logging.getLogger("provider.rules")
+
+Path = tuple[str | int, ...]
+
+# Outcomes in a trace.
+MATCHED = "matched"
+NO_MATCH = "no match"
+ERROR = "error"
+NOT_REACHED = "not reached"
+DISABLED = "disabled"
+
+
+class RuleCompileError(RuleError):
+    """A rule's expressions or templates do not compile.
+
+    ``problems`` pairs the path of the offending value inside the rule (such as
+    ``("then", "set", "departmentName")``) with what is wrong with it.
+    """
+
+    def __init__(self, rule: str, problems: Sequence[tuple[Path, str]]) -> None:
+        self.rule = rule
+        self.problems = tuple(problems)
+        text = "; ".join(f"{'.'.join(str(p) for p in path)}: {msg}" for path, msg in self.problems)
+        super().__init__(f"rule {rule!r}: {text}")
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    """What happened to one rule during an evaluation (for ``rules test``)."""
+
+    rule: str
+    priority: int
+    outcome: str
+    detail: str | None = None
+
+
+@dataclass
+class Effects:
+    """A matched rule's rendered actions, applied only once all of them rendered."""
+
+    deny: bool = False
+    deny_tickets: bool = False
+    deny_chats: bool = False
+    message: str | None = None
+    variables: list[tuple[str, str]] = field(default_factory=list)
+    fields: list[CustomFieldData] = field(default_factory=list)
+    html: str | None = None
+    notifications: list[Notification] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CompiledField:
+    spec: FieldSpec
+    options: tuple[TextTemplate, ...] | None
+    options_from: Condition | None
+
+    def render(self, scope: Scope) -> CustomFieldData:
+        options: list[str] | None = None
+        if self.options is not None:
+            options = [t.render(scope) for t in self.options]
+        elif self.options_from is not None:
+            options = _as_options(self.options_from(scope))
+        spec = self.spec
+        return CustomFieldData(
+            name=spec.name,
+            display_with_information_lookup=spec.lookup,
+            change_list_options=options is not None,
+            list_options=tuple(o for o in options or () if o != ""),
+            change_required=spec.required is not None,
+            new_required_value=bool(spec.required),
+            change_visible=spec.visible is not None,
+            new_visible_value=bool(spec.visible),
+        )
+
+
+def _as_options(value: Any) -> list[str]:
+    """The result of ``list_from`` as drop-down options."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        raise TypeError("list_from gave a mapping, not a list")
+    return [str(item) for item in value if item is not None]
+
+
+class _Params:
+    """A ``notify`` entry's parameters, with every string leaf a compiled template."""
+
+    def __init__(self, tree: Any) -> None:
+        self.tree = tree
+
+    def render(self, scope: Scope) -> Any:
+        return _render_tree(self.tree, scope)
+
+
+def _render_tree(node: Any, scope: Scope) -> Any:
+    if isinstance(node, TextTemplate):
+        return node.render(scope)
+    if isinstance(node, dict):
+        return {key: _render_tree(value, scope) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_render_tree(value, scope) for value in node]
+    return node
+
+
+class CompiledRule:
+    """One rule, ready to evaluate. ``position`` breaks priority ties (file order)."""
+
+    def __init__(
+        self,
+        rule: Rule,
+        *,
+        position: int,
+        when: Condition | None,
+        message: TextTemplate | None,
+        set_values: tuple[tuple[str, TextTemplate], ...],
+        fields: tuple[CompiledField, ...],
+        html: TextTemplate | None,
+        notify: tuple[tuple[str, _Params], ...],
+    ) -> None:
+        self.rule = rule
+        self.name = rule.name
+        self.position = position
+        self.when = when
+        self.message = message
+        self.set_values = set_values
+        self.fields = fields
+        self.html = html
+        self.notify = notify
+        self.deny = rule.then.allow is False
+        self.final = self.deny or rule.then.stop
+        then = rule.then
+        self.denies = self.deny or then.allow_tickets is False or then.allow_chats is False
+
+    def matches(self, scope: Scope) -> bool:
+        return self.when is None or bool(self.when(scope))
+
+    def bare_denial(self) -> Effects:
+        """This rule's denials alone (when rendering the rest of it failed)."""
+        then = self.rule.then
+        return Effects(
+            deny=self.deny, deny_tickets=then.allow_tickets is False, deny_chats=then.allow_chats is False
+        )
+
+    def effects(self, scope: Scope) -> Effects:
+        then = self.rule.then
+        return Effects(
+            deny=self.deny,
+            deny_tickets=then.allow_tickets is False,
+            deny_chats=then.allow_chats is False,
+            message=self.message.render(scope) if self.message is not None else None,
+            variables=[(name, value.render(scope)) for name, value in self.set_values],
+            fields=[f.render(scope) for f in self.fields],
+            html=self.html.render(scope) if self.html is not None else None,
+            notifications=[
+                Notification(rule=self.name, channel=channel, params=params.render(scope))
+                for channel, params in self.notify
+            ],
+        )
+
+
+class _Compiler:
+    """Compiles one rule, collecting every problem with its path."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.problems: list[tuple[Path, str]] = []
+
+    def condition(self, path: Path, source: str) -> Condition | None:
+        try:
+            return compile_condition(source, CONTEXT_NAMES)
+        except CompileError as exc:
+            self.problems.extend((path, p) for p in exc.problems)
+            return None
+
+    def text(self, path: Path, source: str, *, html: bool = False) -> TextTemplate:
+        try:
+            return compile_text(source, CONTEXT_NAMES, html=html)
+        except CompileError as exc:
+            self.problems.extend((path, p) for p in exc.problems)
+            return TextTemplate(source, None)
+
+    def tree(self, path: Path, node: Any) -> Any:
+        if isinstance(node, str):
+            return self.text(path, node)
+        if isinstance(node, Mapping):
+            return {key: self.tree((*path, key), value) for key, value in node.items()}
+        if isinstance(node, list | tuple):
+            return [self.tree((*path, i), value) for i, value in enumerate(node)]
+        return node
+
+    def compile(self, position: int) -> CompiledRule:
+        rule, then = self.rule, self.rule.then
+        when = self.condition(("when",), rule.when) if rule.when is not None else None
+        message = self.text(("then", "message"), then.message) if then.message is not None else None
+        set_values = tuple((name, self.text(("then", "set", name), value)) for name, value in then.set)
+        fields = []
+        for i, spec in enumerate(then.fields):
+            options = None
+            if spec.options is not None:
+                options = tuple(
+                    self.text(("then", "fields", i, "list", j), option)
+                    for j, option in enumerate(spec.options)
+                )
+            options_from = None
+            if spec.options_from is not None:
+                options_from = self.condition(("then", "fields", i, "list_from"), spec.options_from)
+            fields.append(CompiledField(spec, options, options_from))
+        html = self.text(("then", "html"), then.html, html=True) if then.html is not None else None
+        notify = tuple(
+            (entry.channel, _Params(self.tree(("then", "notify", i), dict(entry.params))))
+            for i, entry in enumerate(then.notify)
+        )
+        if self.problems:
+            raise RuleCompileError(rule.name, self.problems)
+        return CompiledRule(
+            rule,
+            position=position,
+            when=when,
+            message=message,
+            set_values=set_values,
+            fields=tuple(fields),
+            html=html,
+            notify=notify,
+        )
+
+
+def compile_rule(rule: Rule, position: int = 0) -> CompiledRule:
+    """Compile every expression and template of ``rule``.
+
+    Raises :class:`RuleCompileError` listing every problem (the loader turns them
+    into line-numbered :class:`~provider.errors.RuleProblem` entries).
+    """
+    return _Compiler(rule).compile(position)
+
+
+class _Accumulator:
+    """Applies matched rules' effects to a Decision, with name indexes for replacing in place."""
+
+    __slots__ = ("_fields", "_variables", "decision")
+
+    def __init__(self) -> None:
+        self.decision = Decision()
+        self._variables: dict[str, int] = {}
+        self._fields: dict[str, int] = {}
+
+    def apply(self, effects: Effects, rule: str) -> None:
+        decision = self.decision
+        decision.matched.append(rule)
+        if effects.deny:
+            decision.allow = False
+            decision.message = effects.message
+        elif effects.message is not None:
+            decision.message = effects.message
+        if effects.deny_tickets:
+            decision.allow_tickets = False
+        if effects.deny_chats:
+            decision.allow_chats = False
+        for name, value in effects.variables:
+            # Replace in place keeping the first spelling, as OutputVariables.set does.
+            index = self._variables.get(name.lower())
+            if index is None:
+                self._variables[name.lower()] = len(decision.variables)
+                decision.variables.append((name, value))
+            else:
+                decision.variables[index] = (decision.variables[index][0], value)
+        for data in effects.fields:
+            index = self._fields.get(data.name.lower())
+            if index is None:
+                self._fields[data.name.lower()] = len(decision.fields)
+                decision.fields.append(data)
+            else:
+                decision.fields[index] = replace(data, name=decision.fields[index].name)
+        if effects.html is not None:
+            decision.html = effects.html
+        decision.notifications.extend(effects.notifications)
+
+
+def _skip(rule: CompiledRule, operation: Operation, stage: str, exc: Exception) -> None:
+    RULE_ERRORS.labels(rule=rule.name).inc()
+    log.warning(
+        "rule skipped: it raised",
+        extra={
+            "event": "rules.error",
+            "rule": rule.name,
+            "error": type(exc).__name__,
+            "stage": stage,
+            "operation": operation.value,
+        },
+    )
+
+
+class RuleSet:
+    """The compiled rules of one rule-set version, indexed by operation.
+
+    Immutable once built; safe to share between threads.
+    """
+
+    def __init__(self, rules: Iterable[CompiledRule] = (), *, version: int = 0) -> None:
+        ordered = sorted(rules, key=lambda r: (r.rule.priority, r.position))
+        self.version = version
+        self.rules: tuple[CompiledRule, ...] = tuple(ordered)
+        self._all: dict[Operation, tuple[CompiledRule, ...]] = {}
+        self._enabled: dict[Operation, tuple[CompiledRule, ...]] = {}
+        for operation in Operation:
+            applicable = tuple(r for r in ordered if operation in r.rule.methods)
+            self._all[operation] = applicable
+            self._enabled[operation] = tuple(r for r in applicable if r.rule.enabled)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def for_method(self, operation: Operation, *, include_disabled: bool = False) -> tuple[CompiledRule, ...]:
+        """The rules of ``operation`` in evaluation order."""
+        return (self._all if include_disabled else self._enabled)[operation]
+
+    def evaluate(
+        self,
+        operation: Operation,
+        variables: InputVariables,
+        identity: Identity | None,
+        trace: list[TraceEntry] | None = None,
+    ) -> Decision:
+        """The decision for one call (see the module docstring). Never raises for a rule."""
+        rules = self.for_method(operation, include_disabled=trace is not None)
+        if not rules:
+            return Decision()
+        scope = Scope(build_context(operation, variables, identity))
+        result = _Accumulator()
+        stopped_by: str | None = None
+        for rule in rules:
+            priority = rule.rule.priority
+            if stopped_by is not None:
+                if trace is not None:
+                    trace.append(
+                        TraceEntry(rule.name, priority, NOT_REACHED, f"evaluation stopped by {stopped_by!r}")
+                    )
+                continue
+            if not rule.rule.enabled:
+                if trace is not None:
+                    trace.append(TraceEntry(rule.name, priority, DISABLED))
+                continue
+            try:
+                matched = rule.matches(scope)
+            except Exception as exc:  # noqa: BLE001 - any error in an admin's expression skips the rule
+                _skip(rule, operation, "when", exc)
+                if trace is not None:
+                    trace.append(TraceEntry(rule.name, priority, ERROR, f"when: {type(exc).__name__}: {exc}"))
+                continue
+            if not matched:
+                if trace is not None:
+                    trace.append(
+                        TraceEntry(rule.name, priority, NO_MATCH, f"when is false: {rule.rule.when}")
+                    )
+                continue
+            try:
+                effects = rule.effects(scope)
+            except Exception as exc:  # noqa: BLE001 - any error in an admin's template skips the rule
+                _skip(rule, operation, "then", exc)
+                failure = f"then: {type(exc).__name__}: {exc}"
+                if not rule.denies:
+                    if trace is not None:
+                        trace.append(TraceEntry(rule.name, priority, ERROR, failure))
+                    continue
+                # Fail closed: the condition matched, so its denial stands; the rest is dropped.
+                effects = rule.bare_denial()
+                if trace is not None:
+                    note = f"{failure}; only the denial was applied, without its message"
+                    trace.append(TraceEntry(rule.name, priority, ERROR, note))
+                result.apply(effects, rule.name)
+            else:
+                result.apply(effects, rule.name)
+                if trace is not None:
+                    actions = ", ".join(rule.rule.then.names()) or None
+                    trace.append(TraceEntry(rule.name, priority, MATCHED, actions))
+            if rule.final:
+                stopped_by = rule.name
+        return result.decision
+
+
+def compile_rules(rules: Iterable[Rule], *, version: int = 0) -> RuleSet:
+    """Compile ``rules`` (in file order) into a :class:`RuleSet`; raises RuleCompileError."""
+    return RuleSet((compile_rule(rule, i) for i, rule in enumerate(rules)), version=version)

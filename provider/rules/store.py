@@ -1,0 +1,509 @@
+"""Rules and channels in the database: import, export, enable/disable, version, audit.
+
+Every change runs in one transaction that first locks the rule-set version row
+(``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so
+concurrent changes from many hosts apply one after the other. A change that
+changes something bumps the version (serving processes poll it, see
+:meth:`RuleStore.version`) and writes one audit row per rule or channel touched:
+who, when, which command, and the stored form before and after.
+
+Import semantics:
+
+* without ``replace``: channels and rules of the file are added, or update the stored
+  ones of the same name (which keep their place in the order); new rules go after the
+  stored ones; nothing else changes. ``notify`` may use channels already stored.
+* with ``replace``: the stored rules and channels become exactly the file's
+  (same-named ones are updated, others deleted), in the file's order.
+
+Nothing is written when the file does not fit (RulesFileError); database failures
+are StorageError. Both leave the stored rule set as it was.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from provider.db.base import utcnow
+from provider.db.rules import RULE_SET_ROW_ID, ChannelRecord, RuleAudit, RuleRecord, RuleSetVersion
+from provider.db.session import Database
+from provider.errors import RuleNotFound, RuleProblem, RulesFileError, StorageError
+from provider.rules.loader import rule_from_mapping
+from provider.rules.model import ChannelSpec, Rule, RulesFile
+
+log = logging.getLogger("provider.rules.store")
+
+_VERSION_QUERY = select(RuleSetVersion.version).where(RuleSetVersion.id == RULE_SET_ROW_ID)
+
+CREATED = "created"
+UPDATED = "updated"
+DELETED = "deleted"
+ENABLED = "enabled"
+DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One rule or channel an import or command changed."""
+
+    kind: str  # "rule" or "channel"
+    subject: str
+    action: str  # created, updated, deleted, enabled, disabled
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What an import changed, and the rule-set version after it."""
+
+    version: int
+    changes: tuple[Change, ...]
+    unchanged_rules: int
+    unchanged_channels: int
+
+    def count(self, kind: str, action: str) -> int:
+        return sum(1 for c in self.changes if c.kind == kind and c.action == action)
+
+
+@dataclass(frozen=True)
+class StoredRule:
+    """A rule as stored, with its place in the order and its timestamps.
+
+    ``rule`` is ``None`` when the stored definition no longer validates (``problem``
+    says why); such a rule is skipped by the serving processes.
+    """
+
+    name: str
+    position: int
+    priority: int
+    enabled: bool
+    mapping: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    rule: Rule | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredChannel:
+    spec: ChannelSpec
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The stored rule set at one version (rules in file order)."""
+
+    version: int
+    rules: tuple[StoredRule, ...]
+    channels: tuple[StoredChannel, ...]
+
+    def valid_rules(self) -> tuple[Rule, ...]:
+        return tuple(r.rule for r in self.rules if r.rule is not None)
+
+    def to_rules_file(self) -> RulesFile:
+        return RulesFile(rules=self.valid_rules(), channels=tuple(c.spec for c in self.channels))
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    created_at: datetime
+    actor: str
+    command: str
+    action: str
+    kind: str
+    subject: str
+    version: int
+    before: Any
+    after: Any
+
+
+def _rule_mapping(record: RuleRecord) -> dict[str, Any]:
+    """A stored rule as a rules file writes it."""
+    out: dict[str, Any] = {"name": record.name}
+    if record.description is not None:
+        out["description"] = record.description
+    out["method"] = record.method
+    out["priority"] = record.priority
+    if not record.enabled:
+        out["enabled"] = False
+    if record.when is not None:
+        out["when"] = record.when
+    out["then"] = record.actions
+    return out
+
+
+def _channel_mapping(record: ChannelRecord) -> dict[str, Any]:
+    return {"type": record.type, "enabled": record.enabled, "settings": record.settings}
+
+
+def _spec_mapping(spec: ChannelSpec) -> dict[str, Any]:
+    return {"type": spec.type, "enabled": spec.enabled, "settings": dict(spec.settings)}
+
+
+def _record_values(rule: Rule) -> dict[str, Any]:
+    mapping = rule.to_mapping()
+    return {
+        "description": rule.description,
+        "method": mapping["method"],
+        "priority": rule.priority,
+        "enabled": rule.enabled,
+        "when": rule.when,
+        "actions": mapping["then"],
+    }
+
+
+class RuleStore:
+    """Reads and changes the stored rule set. One per process is enough; thread-safe."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    # --- reading ------------------------------------------------------------------
+
+    def version(self) -> int:
+        """The current rule-set version: one primary-key lookup of one small row.
+
+        Runs on a plain pooled connection (no ORM session): serving processes call it
+        every few seconds. Raises StorageError when the database cannot answer.
+        """
+        try:
+            with self._db.engine.connect() as connection:
+                value = connection.execute(_VERSION_QUERY).scalar_one_or_none()
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database error: {type(exc).__name__}") from exc
+        return int(value or 0)
+
+    def snapshot(self) -> Snapshot:
+        """Every rule and channel, consistent with the version returned with them.
+
+        The version is read first: should a change commit in between, the next poll
+        sees a newer version and loads again.
+        """
+        with self._db.session() as session:
+            version = session.execute(
+                select(RuleSetVersion.version).where(RuleSetVersion.id == RULE_SET_ROW_ID)
+            ).scalar_one_or_none()
+            channels = session.scalars(select(ChannelRecord).order_by(ChannelRecord.id)).all()
+            records = session.scalars(select(RuleRecord).order_by(RuleRecord.position, RuleRecord.id)).all()
+            channel_specs = tuple(
+                StoredChannel(
+                    ChannelSpec(name=c.name, type=c.type, settings=dict(c.settings), enabled=c.enabled),
+                    c.created_at,
+                    c.updated_at,
+                )
+                for c in channels
+            )
+            types = {c.name: c.type for c in channels}
+            rules = tuple(self._stored_rule(r, types) for r in records)
+        return Snapshot(version=int(version or 0), rules=rules, channels=channel_specs)
+
+    @staticmethod
+    def _stored_rule(record: RuleRecord, channel_types: dict[str, str]) -> StoredRule:
+        mapping = _rule_mapping(record)
+        rule: Rule | None = None
+        problem = None
+        try:
+            rule = rule_from_mapping(mapping, channels=channel_types)
+        except RulesFileError as exc:
+            problem = str(exc)
+            log.error(
+                "stored rule is invalid; skipped",
+                extra={"event": "rules.invalid_stored", "rule": record.name},
+            )
+        return StoredRule(
+            name=record.name,
+            position=record.position,
+            priority=record.priority,
+            enabled=record.enabled,
+            mapping=mapping,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            rule=rule,
+            problem=problem,
+        )
+
+    def channel_types(self) -> dict[str, str]:
+        """Stored channels: name -> type."""
+        with self._db.session() as session:
+            return {
+                name: type_ for name, type_ in session.execute(select(ChannelRecord.name, ChannelRecord.type))
+            }
+
+    def export(self) -> RulesFile:
+        """The stored rule set as a rules file (``${VAR}`` references intact)."""
+        return self.snapshot().to_rules_file()
+
+    def history(self, limit: int = 50, subject: str | None = None) -> list[AuditEntry]:
+        """The newest audit entries first."""
+        with self._db.session() as session:
+            query = select(RuleAudit).order_by(RuleAudit.id.desc()).limit(limit)
+            if subject is not None:
+                query = query.where(RuleAudit.subject == subject)
+            return [
+                AuditEntry(
+                    id=a.id,
+                    created_at=a.created_at,
+                    actor=a.actor,
+                    command=a.command,
+                    action=a.action,
+                    kind=a.kind,
+                    subject=a.subject,
+                    version=a.version,
+                    before=a.before,
+                    after=a.after,
+                )
+                for a in session.scalars(query).all()
+            ]
+
+    # --- changing -----------------------------------------------------------------
+
+    @staticmethod
+    def _lock(session: Session) -> RuleSetVersion:
+        state = session.get(RuleSetVersion, RULE_SET_ROW_ID, with_for_update=True)
+        if state is None:
+            state = RuleSetVersion(id=RULE_SET_ROW_ID, version=0, updated_at=utcnow())
+            session.add(state)
+            session.flush()
+        return state
+
+    @staticmethod
+    def _audit(
+        session: Session,
+        changes: Sequence[tuple[Change, Any, Any]],
+        *,
+        version: int,
+        actor: str,
+        command: str,
+    ) -> None:
+        now = utcnow()
+        for change, before, after in changes:
+            session.add(
+                RuleAudit(
+                    created_at=now,
+                    actor=actor[:200],
+                    command=command[:500],
+                    action=change.action,
+                    kind=change.kind,
+                    subject=change.subject,
+                    version=version,
+                    before=before,
+                    after=after,
+                )
+            )
+
+    def import_rules(
+        self, rules_file: RulesFile, *, replace: bool, actor: str, command: str
+    ) -> ImportSummary:
+        """Store ``rules_file`` (see the module docstring) in one transaction.
+
+        Raises RulesFileError (nothing written) when a ``notify`` names a channel that
+        would not exist; StorageError when the database fails.
+        """
+        with self._db.session(immediate=True) as session:
+            state = self._lock(session)
+            stored_channels = {c.name: c for c in session.scalars(select(ChannelRecord)).all()}
+            stored_rules = {r.name: r for r in session.scalars(select(RuleRecord)).all()}
+            self._check_channels(rules_file, set() if replace else set(stored_channels))
+            changes: list[tuple[Change, Any, Any]] = []
+            now = utcnow()
+            unchanged_channels = _write_channels(
+                session,
+                rules_file=rules_file,
+                stored=stored_channels,
+                replace=replace,
+                now=now,
+                changes=changes,
+            )
+            unchanged_rules = _write_rules(
+                session,
+                rules_file=rules_file,
+                stored=stored_rules,
+                replace=replace,
+                now=now,
+                changes=changes,
+            )
+            if changes:
+                state.version += 1
+                state.updated_at = now
+                self._audit(session, changes, version=state.version, actor=actor, command=command)
+            version = state.version
+        summary = ImportSummary(
+            version=version,
+            changes=tuple(c for c, _, _ in changes),
+            unchanged_rules=unchanged_rules,
+            unchanged_channels=unchanged_channels,
+        )
+        log.info(
+            "rules imported",
+            extra={
+                "event": "rules.imported",
+                "version": version,
+                "replace": replace,
+                "changes": len(summary.changes),
+                "actor": actor,
+            },
+        )
+        return summary
+
+    @staticmethod
+    def _check_channels(rules_file: RulesFile, stored: set[str]) -> None:
+        available = stored | {c.name for c in rules_file.channels}
+        problems = [
+            RuleProblem(
+                message=f"notify: unknown channel {entry.channel!r} (define it under channels:)",
+                rule=rule.name,
+                line=rule.line,
+            )
+            for rule in rules_file.rules
+            for entry in rule.then.notify
+            if entry.channel not in available
+        ]
+        if problems:
+            raise RulesFileError(problems)
+
+    def set_enabled(self, name: str, enabled: bool, *, actor: str, command: str) -> tuple[int, bool]:
+        """Enable or disable the rule ``name``; returns (version, whether it changed).
+
+        Raises RuleNotFound (with a "did you mean") when no rule has that name.
+        """
+        with self._db.session(immediate=True) as session:
+            state = self._lock(session)
+            record = session.scalars(select(RuleRecord).where(RuleRecord.name == name)).one_or_none()
+            if record is None:
+                names = session.scalars(select(RuleRecord.name)).all()
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise RuleNotFound(f"no rule is named {name!r}{hint}")
+            if record.enabled == enabled:
+                return state.version, False
+            now = utcnow()
+            record.enabled = enabled
+            record.updated_at = now
+            state.version += 1
+            state.updated_at = now
+            change = Change("rule", name, ENABLED if enabled else DISABLED)
+            self._audit(
+                session,
+                [(change, {"enabled": not enabled}, {"enabled": enabled})],
+                version=state.version,
+                actor=actor,
+                command=command,
+            )
+            version = state.version
+        log.info(
+            "rule %s",
+            change.action,
+            extra={"event": f"rules.{change.action}", "rule": name, "version": version},
+        )
+        return version, True
+
+
+def _write_channels(
+    session: Session,
+    *,
+    rules_file: RulesFile,
+    stored: dict[str, ChannelRecord],
+    replace: bool,
+    now: datetime,
+    changes: list[tuple[Change, Any, Any]],
+) -> int:
+    """Add, update (and with ``replace`` delete) channels; returns how many were unchanged."""
+    unchanged = 0
+    for spec in rules_file.channels:
+        record = stored.get(spec.name)
+        after = _spec_mapping(spec)
+        if record is None:
+            session.add(
+                ChannelRecord(
+                    name=spec.name,
+                    type=spec.type,
+                    settings=dict(spec.settings),
+                    enabled=spec.enabled,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            changes.append((Change("channel", spec.name, CREATED), None, after))
+            continue
+        before = _channel_mapping(record)
+        if before == after:
+            unchanged += 1
+            continue
+        record.type, record.settings, record.enabled = spec.type, dict(spec.settings), spec.enabled
+        record.updated_at = now
+        changes.append((Change("channel", spec.name, UPDATED), before, after))
+    if replace:
+        in_file = {c.name for c in rules_file.channels}
+        for name, record in stored.items():
+            if name not in in_file:
+                changes.append((Change("channel", name, DELETED), _channel_mapping(record), None))
+                session.delete(record)
+        session.flush()
+    return unchanged
+
+
+def _write_rules(
+    session: Session,
+    *,
+    rules_file: RulesFile,
+    stored: dict[str, RuleRecord],
+    replace: bool,
+    now: datetime,
+    changes: list[tuple[Change, Any, Any]],
+) -> int:
+    """Add, update (and with ``replace`` delete and reorder) rules; returns how many were unchanged."""
+    if replace:
+        in_file = {r.name for r in rules_file.rules}
+        for name, record in stored.items():
+            if name not in in_file:
+                changes.append((Change("rule", name, DELETED), _rule_mapping(record), None))
+                session.delete(record)
+        session.flush()
+    unchanged = 0
+    next_position = 1 + max((r.position for r in stored.values()), default=-1)
+    for index, rule in enumerate(rules_file.rules):
+        values = _record_values(rule)
+        existing = stored.get(rule.name)
+        if existing is None:
+            position = index if replace else next_position
+            next_position += 1
+            session.add(
+                RuleRecord(name=rule.name, position=position, created_at=now, updated_at=now, **values)
+            )
+            changes.append(
+                (Change("rule", rule.name, CREATED), None, {**rule.to_mapping(), "position": position})
+            )
+            continue
+        position = index if replace else existing.position
+        after = {**rule.to_mapping(), "position": position}
+        before = {**_rule_mapping(existing), "position": existing.position}
+        if before == after:
+            unchanged += 1
+            continue
+        for key, value in values.items():
+            setattr(existing, key, value)
+        existing.position = position
+        existing.updated_at = now
+        changes.append((Change("rule", rule.name, UPDATED), before, after))
+    return unchanged
+
+
+__all__ = [
+    "AuditEntry",
+    "Change",
+    "ImportSummary",
+    "RuleStore",
+    "Snapshot",
+    "StoredChannel",
+    "StoredRule",
+]
