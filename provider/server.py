@@ -1,8 +1,11 @@
 """``st-provider serve``: gunicorn (gthread workers) running :mod:`provider.app`.
 
-What happens, in order, in the master process:
+Without ``--no-worker``, ``serve`` is a small parent of two children, ``serve --no-worker``
+and ``worker``, sharing one metrics directory (:func:`supervise`). What happens, in
+order, in the gunicorn master (``--no-worker``):
 
-1. ``PROMETHEUS_MULTIPROC_DIR`` is pointed at a fresh temporary directory, before
+1. ``PROMETHEUS_MULTIPROC_DIR`` is pointed at a fresh temporary directory (or the one
+   the parent handed down), before
    anything here imports ``prometheus_client`` (it reads the variable at import), so
    ``/metrics`` in any worker aggregates every worker;
 2. pending migrations are applied once (on PostgreSQL under an advisory lock, so
@@ -24,6 +27,7 @@ import importlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,21 +60,25 @@ REQUIRED_OPTIONS: Final = frozenset(
 )
 
 
-def prepare_metrics_dir() -> str:
-    """Create a fresh multiprocess directory and export it as ``PROMETHEUS_MULTIPROC_DIR``.
+def prepare_metrics_dir(inherited: str | None = None) -> tuple[str, bool]:
+    """The multiprocess directory, exported as ``PROMETHEUS_MULTIPROC_DIR``; and whether we made it.
 
-    It must run before ``prometheus_client`` is first imported (the CLI imports only
-    the serve command's module for that reason); if it was imported already, every
-    worker keeps its own counts and a warning says so.
+    ``inherited`` (the variable as this process received it) is used when it names an
+    existing directory: ``serve`` with its embedded worker hands one directory to both
+    children so /metrics shows the delivery counters too. Otherwise a fresh temporary
+    directory is made (the caller removes it at the end). It must run before
+    ``prometheus_client`` is first imported (the CLI imports only the serve command's
+    module for that reason); if it was imported already, a warning says /metrics is per worker.
     """
-    path = tempfile.mkdtemp(prefix="st-provider-metrics-")
+    owned = not (inherited and os.path.isdir(inherited))
+    path = tempfile.mkdtemp(prefix="st-provider-metrics-") if owned else str(inherited)
     os.environ[MULTIPROC_ENV] = path
     if "prometheus_client" in sys.modules:
         log.warning(
             "prometheus_client was imported before the metrics directory was set; /metrics is per worker",
             extra={"event": "server.metrics_late_import"},
         )
-    return path
+    return path, owned
 
 
 def apply_migrations(database_url: str) -> None:
@@ -134,19 +142,19 @@ def gunicorn_options(settings: Settings, *, bind: str, workers: int, threads: in
     return options
 
 
-class EmbeddedWorker:
-    """One ``st-provider worker`` process run by the gunicorn master (``serve`` without ``--no-worker``).
+class ChildProcess:
+    """One child command, started again after a pause whenever it exits on its own.
 
-    A child process rather than a thread, so the master forks its web workers with no
-    second thread holding locks, and a crashed delivery worker never takes the web
-    service down: the supervisor thread starts it again after a short pause. ``stop``
-    sends SIGTERM (the worker finishes the send in progress), then SIGKILL after
-    ``stop_timeout`` seconds.
+    ``stop`` sends SIGTERM (a delivery worker finishes the send in progress), then
+    SIGKILL after ``stop_timeout`` seconds.
     """
 
     RESTART_DELAY = 2.0
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str], *, stop_timeout: float = 20.0) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], *, stop_timeout: float = 20.0
+    ) -> None:
+        self.name = name
         self._argv = list(argv)
         self._env = dict(env)
         self._stop_timeout = stop_timeout
@@ -154,15 +162,9 @@ class EmbeddedWorker:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
-        self.starts = 0
-
-    @property
-    def pid(self) -> int | None:
-        with self._lock:
-            return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._supervise, name="embedded-worker", daemon=True)
+        self._thread = threading.Thread(target=self._supervise, name=self.name, daemon=True)
         self._thread.start()
 
     def _spawn(self) -> subprocess.Popen[bytes] | None:
@@ -170,7 +172,6 @@ class EmbeddedWorker:
             if self._stopping.is_set():
                 return None
             self._process = subprocess.Popen(self._argv, env=self._env)
-            self.starts += 1
             return self._process
 
     def _supervise(self) -> None:
@@ -178,7 +179,10 @@ class EmbeddedWorker:
             process = self._spawn()
             if process is None:
                 return
-            log.info("embedded worker started", extra={"event": "server.worker_started", "pid": process.pid})
+            log.info(
+                "embedded worker started",
+                extra={"event": "server.worker_started", "pid": process.pid},
+            )
             code = process.wait()
             if self._stopping.is_set():
                 return
@@ -187,6 +191,10 @@ class EmbeddedWorker:
                 extra={"event": "server.worker_exited", "pid": process.pid, "returncode": code},
             )
             self._stopping.wait(self.RESTART_DELAY)
+
+    def stopping(self) -> None:
+        """From now on an exit is expected: do not start it again (safe in a signal handler)."""
+        self._stopping.set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -203,10 +211,45 @@ class EmbeddedWorker:
             self._thread.join(timeout=5)
 
 
-def worker_command(config_file: str | None) -> list[str]:
-    """The command line of the embedded worker (the same interpreter and configuration file)."""
+def cli_command(config_file: str | None, *args: str) -> list[str]:
+    """``st-provider [--config FILE] ARGS`` with this interpreter."""
     config = ["--config", config_file] if config_file else []
-    return [sys.executable, "-m", "provider.cli", *config, "worker"]
+    return [sys.executable, "-m", "provider.cli", *config, *args]
+
+
+def supervise(web_argv: Sequence[str], worker_argv: Sequence[str], env: Mapping[str, str]) -> int:
+    """Run the web server and one delivery worker as two children until the web server ends.
+
+    This process is their plain parent, not gunicorn's master: a thread in a master that
+    forks its web workers would leak file descriptors and locks into them, and the master
+    reaps every child it has. SIGTERM/SIGINT stop both (the web server first); SIGHUP is
+    passed on to the web server (graceful reload). A delivery worker that dies is started
+    again; the web server's exit ends everything. Returns the web server's exit status.
+    """
+    finished = threading.Event()
+    web = subprocess.Popen(list(web_argv), env=dict(env))
+    worker = ChildProcess("embedded-worker", worker_argv, env, stop_timeout=GRACEFUL_TIMEOUT)
+
+    def forward(signum: int, _frame: Any) -> None:
+        if web.poll() is None:
+            web.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
+        if signum != signal.SIGHUP:
+            worker.stopping()  # it may get the same signal from the terminal or a process group
+            finished.set()
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        worker.start()
+        while web.poll() is None:
+            finished.wait(0.5)
+        return int(web.wait())
+    finally:
+        worker.stop()
+        if web.poll() is None:
+            web.terminate()
+            web.wait(timeout=GRACEFUL_TIMEOUT + 10)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class ProviderServer(Application):  # type: ignore[misc]
@@ -218,19 +261,12 @@ class ProviderServer(Application):  # type: ignore[misc]
         options: Mapping[str, Any],
         *,
         metrics_dir: str | None,
-        embedded_worker: EmbeddedWorker | None = None,
         config_file: str | None = None,
     ) -> None:
         self.settings = settings
         self.config_file = config_file
         self.options = dict(options)
         self.metrics_dir = metrics_dir
-        # The event delivery worker this server runs beside gunicorn (None with --no-worker):
-        # started when the master is ready, stopped when it exits.
-        self.embedded_worker = embedded_worker
-        if embedded_worker is not None:
-            self.options["when_ready"] = lambda _arbiter: embedded_worker.start()
-            self.options["on_exit"] = lambda _arbiter: embedded_worker.stop()
         super().__init__()
 
     def load_config(self) -> None:
@@ -267,9 +303,9 @@ def serve(
 ) -> int:
     """Run the server until it is stopped (SIGTERM/SIGINT); returns the exit status.
 
-    With ``embedded_worker`` the master also runs one delivery worker
-    (:class:`EmbeddedWorker`, started with ``config_file`` and the settings'
-    environment), so the one-command quick start delivers events too.
+    With ``embedded_worker`` a delivery worker runs beside the web server (both children
+    of this process, started with ``config_file`` and the settings' environment; see
+    :func:`supervise`), so the one-command quick start delivers events too.
 
     With ``gunicorn_config`` (a gunicorn configuration file such as
     deploy/gunicorn.conf.py) the file's settings apply; ``bind``, ``workers`` and
@@ -281,12 +317,23 @@ def serve(
     settings.require_password()
     if gunicorn_config and not os.path.isfile(gunicorn_config):
         raise ConfigError(f"--gunicorn-config {gunicorn_config}: no such file")
-    explicit = {"bind": [_check_bind(bind)] if bind else None, "workers": workers, "threads": threads}
+    if bind:
+        _check_bind(bind)
+    if embedded_worker:
+        return _serve_with_worker(
+            settings,
+            bind=bind,
+            workers=workers,
+            threads=threads,
+            gunicorn_config=gunicorn_config,
+            config_file=config_file,
+        )
+    explicit = {"bind": [bind] if bind else None, "workers": workers, "threads": threads}
     bind = _check_bind(bind or settings.bind)
     workers = workers or settings.workers
     threads = threads or settings.threads
     master = os.getpid()
-    metrics_dir = prepare_metrics_dir()
+    metrics_dir, owned = prepare_metrics_dir(settings.environment.get(MULTIPROC_ENV))
     try:
         apply_migrations(settings.database_url)
         # Import (but do not build) the application here: workers fork with the modules
@@ -306,19 +353,38 @@ def serve(
         if gunicorn_config:
             options = {k: v for k, v in options.items() if k in REQUIRED_OPTIONS}
             options.update({k: v for k, v in explicit.items() if v is not None})
-        worker = None
-        if embedded_worker:
-            env = {**settings.environment, MULTIPROC_ENV: metrics_dir}
-            worker = EmbeddedWorker(worker_command(config_file), env, stop_timeout=GRACEFUL_TIMEOUT)
-        ProviderServer(
-            settings,
-            options,
-            metrics_dir=metrics_dir,
-            embedded_worker=worker,
-            config_file=gunicorn_config,
-        ).run()
+        ProviderServer(settings, options, metrics_dir=metrics_dir, config_file=gunicorn_config).run()
         return 0
     finally:
         # Workers leave through here too (gunicorn forks inside run()): only the master cleans up.
-        if os.getpid() == master:
+        if os.getpid() == master and owned:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve_with_worker(
+    settings: Settings,
+    *,
+    bind: str | None,
+    workers: int | None,
+    threads: int | None,
+    gunicorn_config: str | None,
+    config_file: str | None,
+) -> int:
+    """``serve`` plus one delivery worker: both as children of this process (see :func:`supervise`)."""
+    # Before either child starts: the worker refuses a database behind the newest migration.
+    apply_migrations(settings.database_url)
+    metrics_dir = tempfile.mkdtemp(prefix="st-provider-metrics-")
+    web_args = ["serve", "--no-worker"]
+    for flag, value in (("--bind", bind), ("--workers", workers), ("--threads", threads)):
+        if value:
+            web_args += [flag, str(value)]
+    if gunicorn_config:
+        web_args += ["--gunicorn-config", gunicorn_config]
+    try:
+        return supervise(
+            cli_command(config_file, *web_args),
+            cli_command(config_file, "worker"),
+            {**settings.environment, MULTIPROC_ENV: metrics_dir},
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -58,6 +58,12 @@ def fire(server: ServerProcess, ticket: str) -> bool:
     return bool(client.service.NotifyEventFired(inputs={"InputVariables": {"string": entries}}).Success)
 
 
+def delivered(env: dict[str, str]) -> int:
+    listed = run_cli(["deliveries", "list", "--status", "delivered", "--format", "json"], env)
+    assert listed.returncode == 0, listed.stderr
+    return len(json.loads(listed.stdout))
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -82,7 +88,8 @@ def test_serve_runs_a_supervised_delivery_worker(
 
     with serve(env, tmp_path / "server.log", workers=1) as server:
         assert fire(server, "T-1")
-        wait_until(lambda: len(webhook_receiver.deliveries) == 1)
+        wait_until(lambda: delivered(env) == 1)  # recorded: killing the worker now loses nothing
+        assert len(webhook_receiver.deliveries) == 1
         [started] = events(server, "server.worker_started")
 
         # A crashed delivery worker is started again and goes on delivering.
@@ -93,6 +100,10 @@ def test_serve_runs_a_supervised_delivery_worker(
         assert fire(server, "T-2")
         wait_until(lambda: len(webhook_receiver.deliveries) == 2)
         worker_pid = events(server, "server.worker_started")[-1]["pid"]
+        # The worker shares the server's metrics directory: its counters show on /metrics
+        # (only a worker delivers, so the series exists only if the directory is shared).
+        series = 'st_provider_deliveries_total{channel="hook",outcome="delivered"}'
+        wait_until(lambda: series in httpx.get(f"{server.url}/metrics", timeout=10).text, timeout=20)
 
     assert sorted(d["ticket"] for d in webhook_receiver.deliveries) == ["T-1", "T-2"]
     # Stopping the server stops its worker too.
