@@ -33,9 +33,9 @@ server did not start or a sample answer was wrong.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
-import os
 import statistics
 import sys
 import tempfile
@@ -54,11 +54,11 @@ from _common import (
     LoadSpec,
     check_answer,
     combine,
-    free_port,
     generator_name,
     measure_load,
     percentile,
-    running_server,
+    provider_env,
+    provider_server,
 )
 
 from provider.domain import Operation
@@ -199,57 +199,44 @@ def main(argv: list[str] | None = None) -> int:
         hole = BlackHole()
         slapd, slapd_process = start_slapd(workdir / "slapd", f"{hole.url}/ou=partners,dc=elsewhere,dc=test")
         try:
-            port = free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("ST_PROVIDER_")}
-            env.update(
-                {f"ST_PROVIDER_{k.upper()}": v for k, v in slapd.settings().items()},
-                ST_PROVIDER_WEB_SERVICE_PASSWORD=PASSWORD,
-                ST_PROVIDER_DATABASE_URL=f"sqlite:///{workdir / 'provider.db'}",
+            env = provider_env(
+                PASSWORD,
+                f"sqlite:///{workdir / 'provider.db'}",
+                **slapd.env(),
                 ST_PROVIDER_LOG_LEVEL="warning",
                 ST_PROVIDER_THROTTLE_MAX_FAILURES_PER_ADDRESS="1000000",
             )
-            argv_serve = [
-                sys.executable,
-                "-m",
-                "provider.cli",
-                "serve",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(args.workers),
-                "--threads",
-                str(args.threads),
-                "--no-worker",
-            ]
-            url = f"http://127.0.0.1:{port}/ExternalProvider.asmx"
-            alice = USERS["alice"]
-            auth = soap_spec(
-                url,
-                Operation.AUTHENTICATE,
-                [f"authPW={PASSWORD}", "loginUsername=alice", f"loginPassword={alice.password}"],
-                connections,
-                b"Authentication=OK",
-            )
-            cookie = soap_spec(
-                url,
-                Operation.GET_SIGN_IN_COOKIE_INFO,
-                [f"authPW={PASSWORD}", "loginUsername=alice"],
-                connections,
-                b"Authentication=OK",
-            )
+            server_stack = contextlib.ExitStack()
             try:
-                server_cm = running_server(
-                    argv_serve,
-                    health_url=f"http://127.0.0.1:{port}/healthz",
-                    log_path=workdir / "serve.log",
-                    env=env,
+                server = server_stack.enter_context(
+                    provider_server(
+                        env,
+                        workdir / "serve.log",
+                        workers=args.workers,
+                        threads=args.threads,
+                        no_worker=True,
+                    )
                 )
-                server = server_cm.__enter__()
             except RuntimeError as exc:
                 print(f"the provider did not start: {exc}", file=sys.stderr)
                 return 2
-            context = multiprocessing.get_context("spawn")
             try:
+                alice = USERS["alice"]
+                auth = soap_spec(
+                    server.endpoint,
+                    Operation.AUTHENTICATE,
+                    [f"authPW={PASSWORD}", "loginUsername=alice", f"loginPassword={alice.password}"],
+                    connections,
+                    b"Authentication=OK",
+                )
+                cookie = soap_spec(
+                    server.endpoint,
+                    Operation.GET_SIGN_IN_COOKIE_INFO,
+                    [f"authPW={PASSWORD}", "loginUsername=alice"],
+                    connections,
+                    b"Authentication=OK",
+                )
+                context = multiprocessing.get_context("spawn")
                 try:
                     check_answer(auth)
                     check_answer(cookie)
@@ -311,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                         ):
                             rows.setdefault(label, []).append(run())
             finally:
-                server_cm.__exit__(None, None, None)
+                server_stack.close()
         finally:
             stop_process(slapd_process)
             hole.close()

@@ -54,17 +54,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # the benchmarks directory is not a package
     REPO,
+    Comparison,
     LoadResult,
     LoadSpec,
+    ProviderServer,
     check_answer,
-    combine,
     format_table,
-    free_port,
     generator_name,
     measure_load,
-    percentile,
+    print_notes,
     process_group_cpu_seconds,
-    running_server,
+    provider_env,
+    provider_server,
+    run_wrk,
+    warn_on_errors,
     wrk_script,
 )
 from soap_throughput import (  # the same representative call
@@ -138,13 +141,7 @@ def _safe(dsn: str) -> str:
 
 
 def server_env(database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ST_PROVIDER_")}
-    env.update(
-        ST_PROVIDER_WEB_SERVICE_PASSWORD=PASSWORD,
-        ST_PROVIDER_DATABASE_URL=database_url,
-        PYTHONUNBUFFERED="1",
-    )
-    return env
+    return provider_env(PASSWORD, database_url, PYTHONUNBUFFERED="1")
 
 
 def prepare(database_url: str, tmp: Path) -> None:
@@ -168,35 +165,13 @@ def prepare(database_url: str, tmp: Path) -> None:
 # --- the servers ------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Instance:
-    url: str  # the SOAP endpoint
-    port: int
-    pgid: int
-
-
 @contextlib.contextmanager
-def instance(args: argparse.Namespace, database_url: str, log_path: Path) -> Iterator[Instance]:
+def instance(args: argparse.Namespace, database_url: str, log_path: Path) -> Iterator[ProviderServer]:
     """``st-provider serve --no-worker`` on a free loopback port, stopped on exit."""
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "provider.cli",
-        "serve",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(args.workers),
-        "--threads",
-        str(args.threads),
-        "--no-worker",
-    ]
-    base = f"http://127.0.0.1:{port}"
-    with running_server(
-        argv, health_url=f"{base}/healthz", log_path=log_path, env=server_env(database_url)
-    ) as process:
-        yield Instance(f"{base}/ExternalProvider.asmx", port, process.pid)
+    with provider_server(
+        server_env(database_url), log_path, workers=args.workers, threads=args.threads, no_worker=True
+    ) as server:
+        yield server
 
 
 # --- load -------------------------------------------------------------------------------------------
@@ -218,9 +193,9 @@ end
 """
 
 
-def _spec(args: argparse.Namespace, target: Instance) -> LoadSpec:
+def _spec(args: argparse.Namespace, target: ProviderServer) -> LoadSpec:
     return LoadSpec(
-        url=target.url,
+        url=target.endpoint,
         body=request_envelope(),
         headers=request_headers(),
         connections=args.connections or args.workers * args.threads,
@@ -229,65 +204,40 @@ def _spec(args: argparse.Namespace, target: Instance) -> LoadSpec:
     )
 
 
-def measure(label: str, args: argparse.Namespace, targets: Sequence[Instance], seconds: float) -> LoadResult:
+def measure(
+    label: str, args: argparse.Namespace, targets: Sequence[ProviderServer], seconds: float
+) -> LoadResult:
     """The same load on each of ``targets`` at once, as one result (server CPU summed)."""
-    before = sum(process_group_cpu_seconds(t.pgid) for t in targets)
+    before = sum(process_group_cpu_seconds(t.pid) for t in targets)
     if generator_name(args.httpx) == "wrk":
         result = _run_wrk(label, [_spec(args, t) for t in targets], [t.port for t in targets], seconds)
     else:
         result = _run_httpx(label, args, targets, seconds)
-    used = sum(process_group_cpu_seconds(t.pgid) for t in targets) - before
+    used = sum(process_group_cpu_seconds(t.pid) for t in targets) - before
     return dataclasses.replace(result, cpu_seconds=used)
 
 
 def _run_wrk(label: str, specs: Sequence[LoadSpec], ports: Sequence[int], seconds: float) -> LoadResult:
     spec = specs[0]
-    script_text = wrk_script(spec) + _SETUP.format(ports=", ".join(f'"{p}"' for p in ports))
-    with tempfile.TemporaryDirectory(prefix="bench-scaleout-") as tmp:
-        script = Path(tmp) / "post.lua"
-        script.write_text(script_text, encoding="utf-8")
-        argv = [
-            "wrk",
-            f"-t{spec.threads * len(specs)}",
-            f"-c{spec.connections * len(specs)}",
-            f"-d{max(1, round(seconds))}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            spec.url,
-        ]
-        completed = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    if completed.returncode != 0:
-        raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr.strip()}")
-    values: dict[str, float] = {}
-    for line in completed.stdout.splitlines():
-        if line.startswith("BENCH "):
-            for key, value in re.findall(r"(\w+)=([0-9.]+)", line):
-                values[key] = float(value)
-    try:
-        return LoadResult(
-            label=label,
-            generator="wrk",
-            requests=int(values["requests"]),
-            seconds=values["duration_us"] / 1e6,
-            errors=int(values["errors"] + values["status_errors"]),
-            p50_ms=values["p50_us"] / 1000.0,
-            p99_ms=values["p99_us"] / 1000.0,
-            mean_ms=values["mean_us"] / 1000.0,
-        )
-    except KeyError as exc:
-        raise RuntimeError(f"could not read wrk's report ({exc}):\n{completed.stdout}") from exc
+    script = wrk_script(spec) + _SETUP.format(ports=", ".join(f'"{p}"' for p in ports))
+    return run_wrk(
+        label,
+        script,
+        spec.url,
+        threads=spec.threads * len(specs),
+        connections=spec.connections * len(specs),
+        seconds=seconds,
+    )
 
 
 def _run_httpx(
-    label: str, args: argparse.Namespace, targets: Sequence[Instance], seconds: float
+    label: str, args: argparse.Namespace, targets: Sequence[ProviderServer], seconds: float
 ) -> LoadResult:
     """The httpx fallback: one load per target at once; latencies are the slower target's."""
     results: list[LoadResult | BaseException] = []
     lock = threading.Lock()
 
-    def run(target: Instance) -> None:
+    def run(target: ProviderServer) -> None:
         try:
             outcome: LoadResult | BaseException = measure_load(
                 label, _spec(args, target), seconds, force_httpx=True
@@ -324,10 +274,10 @@ def _run_httpx(
 
 def measure_both(
     args: argparse.Namespace, database_url: str, tmp: Path
-) -> tuple[LoadResult, LoadResult, list[float], dict[str, float]]:
+) -> tuple[Comparison, dict[str, float]]:
     """Both instances up the whole time; one and two loaded in alternating rounds.
 
-    Returns (one, two, the per-round ratios two / one, CPU seconds per instance in the two-rounds).
+    Returns (two measured against one, CPU seconds per instance in the two-rounds).
     """
     with (
         instance(args, database_url, tmp / "instance-a.log") as a,
@@ -345,13 +295,12 @@ def measure_both(
         for index in range(args.rounds):
             order = (ONE, TWO) if index % 2 == 0 else (TWO, ONE)
             for label in order:
-                before = {"A": process_group_cpu_seconds(a.pgid), "B": process_group_cpu_seconds(b.pgid)}
+                before = {"A": process_group_cpu_seconds(a.pid), "B": process_group_cpu_seconds(b.pid)}
                 rounds[label].append(measure(label, args, configurations[label], per_round))
                 if label == TWO:
-                    split["A"] += process_group_cpu_seconds(a.pgid) - before["A"]
-                    split["B"] += process_group_cpu_seconds(b.pgid) - before["B"]
-    ratios = [t.rps / o.rps if o.rps else 0.0 for o, t in zip(rounds[ONE], rounds[TWO], strict=True)]
-    return combine(ONE, rounds[ONE]), combine(TWO, rounds[TWO]), ratios, split
+                    split["A"] += process_group_cpu_seconds(a.pid) - before["A"]
+                    split["B"] += process_group_cpu_seconds(b.pid) - before["B"]
+    return Comparison.from_rounds(rounds[TWO], rounds[ONE]), split
 
 
 # --- main -------------------------------------------------------------------------------------------
@@ -389,14 +338,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with scratch_database(args.pg_admin_dsn) as database_url:
                 prepare(database_url, tmp)
-                one, two, ratios, split = measure_both(args, database_url, tmp)
+                comparison, split = measure_both(args, database_url, tmp)
         except (RuntimeError, OSError, psycopg.Error) as exc:
             print(f"scaleout: {exc}", file=sys.stderr)
             return 2
-    ratio = percentile(ratios, 50)
-    overall = two.rps / one.rps if one.rps else 0.0
-    one_cpu, two_cpu = one.requests_per_cpu_second, two.requests_per_cpu_second
-    cpu_ratio = two_cpu / one_cpu if one_cpu and two_cpu else None
+    one, two = comparison.baseline, comparison.measured
+    cpu_ratio = comparison.ratio_per_cpu_second
     connections = args.connections or args.workers * args.threads
     cpus = os.cpu_count() or 1
     caveat = (
@@ -416,10 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             "connections_per_instance": connections,
             "cpus": cpus,
             "results": [one.as_dict(), two.as_dict()],
-            "round_ratios": [round(r, 3) for r in ratios],
-            "ratio_two_to_one": round(ratio, 3),
-            "ratio_of_totals": round(overall, 3),
-            "ratio_per_server_cpu_second": None if cpu_ratio is None else round(cpu_ratio, 3),
+            **comparison.as_dict("ratio_two_to_one"),
             "two_instances_cpu_seconds": {k: round(v, 2) for k, v in split.items()},
             "note": caveat if cpus <= 4 else None,
         }
@@ -433,11 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             f"in {args.rounds} alternating rounds ({generator_name(args.httpx)}), {cpus} CPUs"
         )
         print(format_table([one, two]))
-        print(f"ratio two / one instances: {ratio:.2f}")
-        print(
-            f"  median of the per-round ratios {', '.join(f'{r:.2f}' for r in ratios)}; "
-            f"ratio of the totals {overall:.2f}"
-        )
+        print(f"ratio two / one instances: {comparison.ratio:.2f}")
+        print(comparison.rounds_line())
         if cpu_ratio is not None:
             print(f"  per server CPU-second (requests / CPU the instances used): {cpu_ratio:.2f}")
         total = sum(split.values())
@@ -448,11 +389,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if cpus <= 4:
             print(f"note: {caveat}")
-        for row in (one, two):
-            for note in row.notes:
-                print(f"note ({row.label}): {note}")
-    if one.errors or two.errors:
-        print("warning: some requests failed during the load; see the errors column", file=sys.stderr)
+        print_notes([one, two])
+    warn_on_errors([one, two])
     return 0
 
 

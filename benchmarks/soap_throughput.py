@@ -55,17 +55,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # the benchmarks directory is not a package
     REPO,
+    Comparison,
     LoadResult,
     LoadSpec,
     check_answer,
-    combine,
     format_table,
     free_port,
     generator_name,
     measure_load,
-    percentile,
+    print_notes,
+    provider_env,
+    provider_server,
     running_server,
     time_per_call,
+    warn_on_errors,
 )
 
 NAMESPACE = "http://tempuri.org/"
@@ -320,29 +323,11 @@ def ours_server(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[str, int]
     """``st-provider serve`` on a fresh SQLite database; yields (SOAP endpoint URL, process group)."""
     database_url = f"sqlite:///{tmp / 'server.db'}"
     upgrade(database_url)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ST_PROVIDER_")}
-    env.update(
-        ST_PROVIDER_WEB_SERVICE_PASSWORD=PASSWORD,
-        ST_PROVIDER_DATABASE_URL=database_url,
-        PYTHONUNBUFFERED="1",
-    )
-    argv = [
-        sys.executable,
-        "-m",
-        "provider.cli",
-        "serve",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(args.workers),
-        "--threads",
-        str(args.threads),
-        *(["--no-worker"] if args.no_worker else []),
-    ]
-    base = f"http://127.0.0.1:{port}"
-    with running_server(argv, health_url=f"{base}/healthz", log_path=tmp / "ours.log", env=env) as process:
-        yield f"{base}/ExternalProvider.asmx", process.pid
+    env = provider_env(PASSWORD, database_url, PYTHONUNBUFFERED="1")
+    with provider_server(
+        env, tmp / "ours.log", workers=args.workers, threads=args.threads, no_worker=args.no_worker
+    ) as server:
+        yield server.endpoint, server.pid
 
 
 @contextlib.contextmanager
@@ -365,10 +350,10 @@ def bare_server(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[str, int]
         yield f"{base}/", process.pid
 
 
-def measure_servers(args: argparse.Namespace, tmp: Path) -> tuple[LoadResult, LoadResult, list[float]]:
+def measure_servers(args: argparse.Namespace, tmp: Path) -> Comparison:
     """Both servers up at once, loaded in alternating rounds so drifting machine load hits both.
 
-    Returns (ours, bare Spyne, the per-round ratios).
+    Returns ours measured against bare Spyne.
     """
     with ours_server(args, tmp) as (ours_url, ours_pgid), bare_server(args, tmp) as (bare_url, bare_pgid):
         specs = {OURS: _spec(args, ours_url), BARE: _spec(args, bare_url)}
@@ -387,8 +372,7 @@ def measure_servers(args: argparse.Namespace, tmp: Path) -> tuple[LoadResult, Lo
                         label, specs[label], per_round, force_httpx=args.httpx, server_pgid=groups[label]
                     )
                 )
-    ratios = [o.rps / b.rps if b.rps else 0.0 for o, b in zip(rounds[OURS], rounds[BARE], strict=True)]
-    return combine(OURS, rounds[OURS]), combine(BARE, rounds[BARE]), ratios
+    return Comparison.from_rounds(rounds[OURS], rounds[BARE])
 
 
 def _spec(args: argparse.Namespace, url: str) -> LoadSpec:
@@ -434,16 +418,12 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         try:
             in_process = measure_in_process(tmp, seconds=min(3.0, max(1.0, args.duration / 10)))
-            ours, bare, ratios = measure_servers(args, tmp)
+            comparison = measure_servers(args, tmp)
         except RuntimeError as exc:
             print(f"soap_throughput: {exc}", file=sys.stderr)
             return 2
-    # The headline is the median of the per-round ratios: one round disturbed by something else on
-    # the machine moves it less than it moves the totals.
-    ratio = percentile(ratios, 50)
-    overall = ours.rps / bare.rps if bare.rps else 0.0
-    ours_cpu, bare_cpu = ours.requests_per_cpu_second, bare.requests_per_cpu_second
-    cpu_ratio = ours_cpu / bare_cpu if ours_cpu and bare_cpu else None
+    ours, bare = comparison.measured, comparison.baseline
+    ratio, cpu_ratio = comparison.ratio, comparison.ratio_per_cpu_second
     connections = args.connections or args.workers * args.threads
     if args.json:
         report = {
@@ -454,10 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             "connections": connections,
             "results": [ours.as_dict(), bare.as_dict()],
             "in_process_us_per_call": {k: round(v, 1) for k, v in in_process.items()},
-            "round_ratios": [round(r, 3) for r in ratios],
-            "ratio_ours_to_bare_spyne": round(ratio, 3),
-            "ratio_of_totals": round(overall, 3),
-            "ratio_per_server_cpu_second": None if cpu_ratio is None else round(cpu_ratio, 3),
+            **comparison.as_dict("ratio_ours_to_bare_spyne"),
             "goal": GOAL,
         }
         print(json.dumps(report, indent=2))
@@ -471,10 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table([ours, bare]))
         verdict = "meets" if ratio >= GOAL else "BELOW"
         print(f"ratio ours / bare Spyne: {ratio:.2f} ({verdict} the goal of {GOAL})")
-        print(
-            f"  median of the per-round ratios {', '.join(f'{r:.2f}' for r in ratios)}; "
-            f"ratio of the totals {overall:.2f}"
-        )
+        print(comparison.rounds_line())
         if cpu_ratio is not None:
             print(f"  per server CPU-second (requests / CPU the server processes used): {cpu_ratio:.2f}")
             if abs(cpu_ratio - ratio) > 0.2 * max(cpu_ratio, ratio):
@@ -485,11 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         print("in process, one core, no HTTP (best of 3):")
         for label, micros in in_process.items():
             print(f"  {label:<24}{micros:>9.1f} us per call  ({1e6 / micros:>8,.0f} calls/s)")
-        for row in (ours, bare):
-            for note in row.notes:
-                print(f"note ({row.label}): {note}")
-    if ours.errors or bare.errors:
-        print("warning: some requests failed during the load; see the errors column", file=sys.stderr)
+        print_notes([ours, bare])
+    warn_on_errors([ours, bare])
     return 1 if args.strict and ratio < GOAL else 0
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,13 +105,19 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[bytes], *, timeout: float = 20) -> int:
+    """SIGTERM ``process`` if it still runs, SIGKILL it after ``timeout`` seconds; its exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    return int(process.returncode)
 
 
 def wait_http(url: str, *, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -129,11 +135,71 @@ def wait_http(url: str, *, timeout: float = 30.0, process: subprocess.Popen[byte
     raise TimeoutError(f"{url} did not answer 200 within {timeout}s: {last!r}")
 
 
-@contextmanager
-def serve(
+def poll(check: Callable[[], bool], timeout: float) -> bool:
+    """Whether ``check()`` became true within ``timeout`` seconds (asked every 50 ms, and once at the end)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait until ``check()`` is true; AssertionError naming ``what`` after ``timeout`` seconds."""
+    if not poll(check, timeout):
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Workers:
+    """``st-provider worker`` processes, each logging to its own file; all stopped at the end."""
+
+    env: dict[str, str]
+    logs: Path
+    running: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        with (self.logs / f"worker-{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "provider.cli", "worker"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        self.running.append(process)
+        return process
+
+    def wait_ready(self, name: str, timeout: float = 60) -> None:
+        """Wait until worker ``name`` logged that it started (its imports can take seconds).
+
+        Needs the JSON log format (``ST_PROVIDER_LOG_FORMAT=json``) in ``env``.
+        """
+        log = self.logs / f"worker-{name}.log"
+        wait_until(
+            lambda: log.exists() and '"worker.started"' in log.read_text(errors="replace"), timeout, name
+        )
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop(self, process: subprocess.Popen[bytes]) -> int:
+        return stop_process(process)
+
+    def stop_all(self) -> list[int]:
+        return [self.stop(p) for p in self.running]
+
+
+def start_serve(
     env: Mapping[str, str], log_path: Path, *, workers: int = 2, extra_args: tuple[str, ...] = ()
-) -> Iterator[ServerProcess]:
-    """Start `st-provider serve` with gunicorn on a free loopback port; stop it afterwards."""
+) -> ServerProcess:
+    """Start `st-provider serve` with gunicorn on a free loopback port, without waiting for it.
+
+    The caller waits (``wait_http(f"{server.url}/healthz", process=server.process)``) and stops it
+    (``server.stop()``); :func:`serve` does both.
+    """
     port = free_port()
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
@@ -153,9 +219,17 @@ def serve(
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
-    server = ServerProcess(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    return ServerProcess(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+
+
+@contextmanager
+def serve(
+    env: Mapping[str, str], log_path: Path, *, workers: int = 2, extra_args: tuple[str, ...] = ()
+) -> Iterator[ServerProcess]:
+    """Start `st-provider serve` with gunicorn on a free loopback port; stop it afterwards."""
+    server = start_serve(env, log_path, workers=workers, extra_args=extra_args)
     try:
-        wait_http(f"{server.url}/healthz", process=process)
+        wait_http(f"{server.url}/healthz", process=server.process)
         yield server
     finally:
         server.stop()

@@ -689,6 +689,13 @@ class Worker:
         }
         if next_attempt is not None:
             values["next_attempt_at"] = next_attempt
+        self._update_leased(items, values)
+
+    def _renew(self, items: Sequence[Claimed]) -> None:
+        self._update_leased(items, {"lease_expires_at": self._clock() + self._lease})
+
+    def _update_leased(self, items: Sequence[Claimed], values: Mapping[str, Any]) -> None:
+        """Set ``values`` on those of ``items`` this worker still leases (status sending, owner us)."""
         with self._db.session(immediate=True) as session:
             session.execute(
                 update(DeliveryRecord)
@@ -698,20 +705,6 @@ class Worker:
                     DeliveryRecord.lease_owner == self.name,
                 )
                 .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-
-    def _renew(self, items: Sequence[Claimed]) -> None:
-        now = self._clock()
-        with self._db.session(immediate=True) as session:
-            session.execute(
-                update(DeliveryRecord)
-                .where(
-                    DeliveryRecord.id.in_([item.id for item in items]),
-                    DeliveryRecord.status == SENDING,
-                    DeliveryRecord.lease_owner == self.name,
-                )
-                .values(lease_expires_at=now + self._lease)
                 .execution_options(synchronize_session=False)
             )
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import zeep
 from zeep.transports import Transport
 
 from tests.emulators.webhook import WebhookReceiver
-from tests.support import WEB_SERVICE_PASSWORD, ServerProcess, base_env, run_cli, serve
+from tests.support import WEB_SERVICE_PASSWORD, ServerProcess, base_env, run_cli, serve, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -34,14 +32,6 @@ rules:
         - channel: hook
           body: {{ticket: "{{{{ args.ticketNumber }}}}"}}
 """
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.1)
 
 
 def events(server: ServerProcess, name: str) -> list[dict[str, Any]]:
@@ -88,27 +78,29 @@ def test_serve_runs_a_supervised_delivery_worker(
 
     with serve(env, tmp_path / "server.log", workers=1) as server:
         assert fire(server, "T-1")
-        wait_until(lambda: delivered(env) == 1)  # recorded: killing the worker now loses nothing
+        wait_until(
+            lambda: delivered(env) == 1, 60, "the first delivery recorded"
+        )  # recorded: killing the worker now loses nothing
         assert len(webhook_receiver.deliveries) == 1
         [started] = events(server, "server.worker_started")
 
         # A crashed delivery worker is started again and goes on delivering.
         os.kill(started["pid"], signal.SIGKILL)
-        wait_until(lambda: len(events(server, "server.worker_started")) == 2)
+        wait_until(lambda: len(events(server, "server.worker_started")) == 2, 60, "the worker restarted")
         [exited] = events(server, "server.worker_exited")
         assert (exited["pid"], exited["returncode"]) == (started["pid"], -signal.SIGKILL)
         assert fire(server, "T-2")
-        wait_until(lambda: len(webhook_receiver.deliveries) == 2)
+        wait_until(lambda: len(webhook_receiver.deliveries) == 2, 60, "the second delivery")
         worker_pid = events(server, "server.worker_started")[-1]["pid"]
         # The worker shares the server's metrics directory: its counters show on /metrics
         # (only a worker delivers, so the series exists only if the directory is shared).
         series = 'st_provider_deliveries_total{channel="hook",outcome="delivered"}'
-        wait_until(lambda: series in httpx.get(f"{server.url}/metrics", timeout=10).text, timeout=20)
+        wait_until(lambda: series in httpx.get(f"{server.url}/metrics", timeout=10).text, 20, "the series")
 
     assert sorted(d["ticket"] for d in webhook_receiver.deliveries) == ["T-1", "T-2"]
     # Stopping the server stops its worker too.
     assert server.process.returncode == 0
-    wait_until(lambda: not alive(worker_pid), timeout=10)
+    wait_until(lambda: not alive(worker_pid), 10, "the worker to stop")
 
 
 def test_no_worker_flag_runs_none(sqlite_url: str, webhook_receiver: WebhookReceiver, tmp_path: Path) -> None:

@@ -11,14 +11,11 @@ settings so the run stays short.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -35,7 +32,16 @@ from provider.domain import CallRequest, Operation
 from provider.settings import Settings
 from provider.variables import InputVariables
 from tests.emulators.webhook import WebhookReceiver
-from tests.support import REPO, WEB_SERVICE_PASSWORD, ServerProcess, base_env, run_cli, serve
+from tests.support import (
+    WEB_SERVICE_PASSWORD,
+    ServerProcess,
+    Workers,
+    base_env,
+    poll,
+    run_cli,
+    serve,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -73,51 +79,6 @@ rules:
 
 
 # --- processes ---------------------------------------------------------------------
-
-
-@dataclass
-class Workers:
-    """``st-provider worker`` processes, each logging to its own file; all stopped at the end."""
-
-    env: dict[str, str]
-    logs: Path
-    running: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, name: str) -> subprocess.Popen[bytes]:
-        with (self.logs / f"worker-{name}.log").open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "provider.cli", "worker"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
-        self.running.append(process)
-        return process
-
-    def wait_ready(self, name: str, timeout: float = 60) -> None:
-        """Wait until worker ``name`` logged that it started (its imports can take seconds)."""
-        log = self.logs / f"worker-{name}.log"
-        wait_until(
-            lambda: log.exists() and '"worker.started"' in log.read_text(errors="replace"), timeout, name
-        )
-
-    def kill(self, process: subprocess.Popen[bytes]) -> None:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-
-    def stop(self, process: subprocess.Popen[bytes]) -> int:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        return int(process.returncode)
-
-    def stop_all(self) -> list[int]:
-        return [self.stop(p) for p in self.running]
 
 
 @dataclass
@@ -219,20 +180,6 @@ def fire(endpoint: str, tickets: Iterable[str], *, threads: int = 4) -> list[Fir
 
 
 # --- database views ----------------------------------------------------------------
-
-
-def poll(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    if not poll(check, timeout):
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def all_deliveries(database: Database) -> list[DeliveryRecord]:

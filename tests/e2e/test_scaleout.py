@@ -17,16 +17,12 @@ Run it on its own with ``pytest -m scaleout``.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import httpx
@@ -39,7 +35,7 @@ from provider.domain import Operation
 from provider.soap.client import CallAnswer, parse_answer
 from tests.emulators.webhook import WebhookReceiver
 from tests.fixtures.server import AUTH, soap_request
-from tests.support import REPO, ServerProcess, base_env, run_cli, serve
+from tests.support import ServerProcess, Workers, base_env, run_cli, serve, wait_until
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.e2e, pytest.mark.postgres]
 
@@ -90,38 +86,11 @@ class Cluster:
     """Two SOAP instances and two delivery workers sharing one PostgreSQL database."""
 
     instances: list[ServerProcess]
-    workers: list[subprocess.Popen[bytes]]
-    worker_logs: list[Path]
+    workers: Workers
     receiver: WebhookReceiver
     database: Database
     env: dict[str, str]
     rules_path: Path
-
-
-def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "provider.cli", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-
-
-def stop_worker(process: subprocess.Popen[bytes]) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    return int(process.returncode)
-
-
-def logged_start(log_path: Path) -> bool:
-    return '"worker.started"' in log_path.read_text(errors="replace")
 
 
 def log_events(text: str, name: str) -> list[dict[str, object]]:
@@ -153,14 +122,6 @@ def stale_processes(instance: ServerProcess, version: int = 2) -> set[int]:
     return older - loaded.get(version, set())
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def cluster(postgres_url: str, webhook_receiver: WebhookReceiver, tmp_path: Path) -> Iterator[Cluster]:
     env = base_env(postgres_url, **ENV)
@@ -169,22 +130,22 @@ def cluster(postgres_url: str, webhook_receiver: WebhookReceiver, tmp_path: Path
     imported = run_cli(["rules", "import", str(rules_path)], env)
     assert imported.returncode == 0, imported.stderr
     database = Database(postgres_url)
-    workers: list[subprocess.Popen[bytes]] = []
-    worker_logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
+    workers = Workers(env, tmp_path)
     with ExitStack() as stack:
         stack.callback(database.dispose)
-        stack.callback(lambda: [stop_worker(w) for w in workers])
+        stack.callback(workers.stop_all)
         # The workers boot while the instances do; the instances start one after the other.
-        workers.extend(start_worker(env, log) for log in worker_logs)
+        for name in ("a", "b"):
+            workers.start(name)
         instances = [
             stack.enter_context(
                 serve(env, tmp_path / f"instance-{name}.log", workers=2, extra_args=("--no-worker",))
             )
             for name in ("a", "b")
         ]
-        for log in worker_logs:
-            wait_until(partial(logged_start, log), 60, f"{log.name} to log worker.started")
-        yield Cluster(instances, workers, worker_logs, webhook_receiver, database, env, rules_path)
+        for name in ("a", "b"):
+            workers.wait_ready(name)
+        yield Cluster(instances, workers, webhook_receiver, database, env, rules_path)
 
 
 # --- SOAP --------------------------------------------------------------------------
@@ -377,7 +338,7 @@ def test_two_instances_two_workers_share_one_database(cluster: Cluster) -> None:
     tried = attempts(c.database)
     assert Counter(t.delivery_id for t in tried) == Counter({d.id: 1 for d in rows})
     assert {t.outcome for t in tried} == {OUTCOME_DELIVERED}
-    pids = {w.pid for w in c.workers}
+    pids = {w.pid for w in c.workers.running}
     by_worker = Counter(next((pid for pid in pids if f":{pid}:" in (t.worker or "")), None) for t in tried)
     assert None not in by_worker, f"a delivery attempt by a process other than the workers: {by_worker}"
 
@@ -395,5 +356,5 @@ def test_two_instances_two_workers_share_one_database(cluster: Cluster) -> None:
         f"scale-out: {EVENTS} events delivered once each; deliveries by worker "
         + ", ".join(f"pid {pid}: {count}" for pid, count in sorted(by_worker.items(), key=str))
     )
-    for process in c.workers:
-        assert stop_worker(process) == 0
+    for process in c.workers.running:
+        assert c.workers.stop(process) == 0

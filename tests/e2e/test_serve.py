@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -26,6 +22,7 @@ from tests.support import (
     pg_url,
     run_cli,
     serve,
+    start_serve,
     wait_http,
 )
 
@@ -162,48 +159,20 @@ def test_migrates_logs_counts_across_workers_and_cleans_up(tmp_path: Path) -> No
 def test_two_instances_start_together_on_a_fresh_postgres_database(tmp_path: Path) -> None:
     name = create_pg_database()  # empty: both instances race to migrate it
     url = pg_url(name)
-    processes: list[tuple[subprocess.Popen[bytes], int, Path]] = []
+    servers: list[ServerProcess] = []
     try:
         for index in range(2):
-            port = free_port()
-            log_path = tmp_path / f"server{index}.log"
-            with log_path.open("wb") as log_file:
-                process = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "provider.cli",
-                        "serve",
-                        "--bind",
-                        f"127.0.0.1:{port}",
-                        "--workers",
-                        "1",
-                    ],
-                    env=base_env(url),
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    cwd=REPO,
-                )
-            processes.append((process, port, log_path))
-        for process, port, _ in processes:
-            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60, process=process)
+            servers.append(start_serve(base_env(url), tmp_path / f"server{index}.log", workers=1))
+        for server in servers:
+            wait_http(f"{server.url}/healthz", timeout=60, process=server.process)
         assert not pending(url)
-        for _, port, _ in processes:
+        for server in servers:
             body, headers = soap_request(Operation.START_CHAT, [AUTH])
-            response = httpx.post(
-                f"http://127.0.0.1:{port}/ExternalProvider.asmx", content=body, headers=headers, timeout=10
-            )
+            response = httpx.post(server.endpoint, content=body, headers=headers, timeout=10)
             assert response.status_code == 200
     finally:
-        for process, _, _ in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process, _, _ in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        for server in servers:
+            server.stop()
         drop_pg_database(name)
-    for _, _, log_path in processes:
-        assert "Traceback" not in log_path.read_text(errors="replace")
+    for server in servers:
+        assert "Traceback" not in server.log()

@@ -27,7 +27,7 @@ from gunicorn.app.base import Application
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
-from tests.support import REPO, base_env, free_port, wait_http
+from tests.support import REPO, base_env, free_port, stop_process, wait_http
 
 CONFIG = REPO / "deploy" / "gunicorn.conf.py"
 SIZING_ENV = ("ST_PROVIDER_WORKERS", "ST_PROVIDER_THREADS", "ST_PROVIDER_BIND", "WEB_CONCURRENCY")
@@ -198,13 +198,7 @@ def plain_gunicorn(env: dict[str, str], log_path: Path, cwd: Path) -> Iterator[s
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_process(process, timeout=30)
 
 
 def _wait_for(predicate: Any, timeout: float = 20.0) -> bool:
