@@ -277,14 +277,19 @@ def compile_condition(source: str, known_names: Collection[str]) -> Condition:
         ast.set_environment(env)
     except TemplateError as exc:
         raise CompileError([_syntax_problem(exc)]) from exc
+    return Condition(source, _checked_template(ast, env, known_names))
+
+
+def _checked_template(ast: nodes.Template, env: RulesEnvironment, known_names: Collection[str]) -> Template:
+    """The compiled template of a parsed ``ast``, once its static checks pass (else CompileError)."""
     problems = _static_problems(ast, env, known_names)
     if problems:
         raise CompileError(problems)
     try:
-        template = env.from_string(ast)
+        template: Template = env.from_string(ast)
     except TemplateError as exc:
         raise CompileError([_syntax_problem(exc)]) from exc
-    return Condition(source, template)
+    return template
 
 
 def compile_text(source: str, known_names: Collection[str], *, html: bool = False) -> TextTemplate:
@@ -296,13 +301,7 @@ def compile_text(source: str, known_names: Collection[str], *, html: bool = Fals
         ast = env.parse(source)
     except TemplateError as exc:
         raise CompileError([_syntax_problem(exc)]) from exc
-    problems = _static_problems(ast, env, known_names)
-    if problems:
-        raise CompileError(problems)
-    try:
-        template = env.from_string(ast)
-    except TemplateError as exc:
-        raise CompileError([_syntax_problem(exc)]) from exc
+    template = _checked_template(ast, env, known_names)
     assigns = any(True for _ in ast.find_all(_ASSIGNING_NODES))
     return TextTemplate(source, template, assigns=assigns)
 
