@@ -30,7 +30,13 @@ from provider.domain import (
     Operation,
     RuleEvaluator,
 )
-from provider.errors import AuthenticationFailed, DirectoryError, DirectoryUnavailable, ProviderError
+from provider.errors import (
+    AuthenticationFailed,
+    DirectoryError,
+    DirectoryUnavailable,
+    ProviderError,
+    StorageError,
+)
 from provider.event_types import event_name
 from provider.metrics import PREVIOUS_PASSWORD_CALLS
 from provider.settings import Secret
@@ -44,6 +50,7 @@ LOGIN_SUCCESSFUL = "Login Successful"
 LOGIN_FAILURE = "Login Failure"
 DIRECTORY_UNAVAILABLE = "The directory service is unavailable. Please try again later."
 EVENT_NOT_STORED = "The event could not be stored. SmarterTrack should retry."
+STORAGE_UNAVAILABLE = "The provider's database is unavailable. Please try again later."
 
 AUTH_PASSWORD_VARIABLE = "authPW"  # noqa: S105 (a variable name, not a password)
 SECRET_VARIABLES = frozenset({"authpw", "loginpassword"})
@@ -111,7 +118,19 @@ class Provider:
                 },
             )
             return CallResult(success=False, message=PERMISSION_DENIED)
-        return self._handlers[request.operation](request)
+        try:
+            return self._handlers[request.operation](request)
+        except StorageError:
+            # The provider's own database (rules, throttle, users) is out of reach.
+            log.exception(
+                "storage unavailable",
+                extra={
+                    "event": "storage.unavailable",
+                    "operation": str(request.operation),
+                    "request_id": request.request_id,
+                },
+            )
+            return CallResult(success=False, message=STORAGE_UNAVAILABLE)
 
     def _authorised(self, supplied: str | None) -> bool:
         # Compare against every accepted password, always, so timing does not tell which.

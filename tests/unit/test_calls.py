@@ -8,8 +8,15 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import REGISTRY
 
-from provider.calls import DIRECTORY_UNAVAILABLE, EVENT_NOT_STORED, PERMISSION_DENIED, Provider
+from provider.calls import (
+    DIRECTORY_UNAVAILABLE,
+    EVENT_NOT_STORED,
+    PERMISSION_DENIED,
+    STORAGE_UNAVAILABLE,
+    Provider,
+)
 from provider.domain import CallRequest, CustomFieldData, Decision, Identity, Notification, Operation
+from provider.errors import StorageError
 from provider.settings import Secret
 from provider.variables import InputVariables
 from tests.plugins import DictAuthenticator, FixedRules, ListSink
@@ -252,3 +259,27 @@ def test_logins_ask_the_authenticator_and_other_operations_the_directory(
     assert call(provider, Operation.START_CHAT, "loginUsername=ann").success
     assert rules.seen[-1][2] == ANN
     assert stale.lookups == ["ann"]
+
+
+class UnreachableRules:
+    """A rule evaluator whose database is down (as the stored rules' first load can be)."""
+
+    def evaluate(
+        self, operation: Operation, variables: InputVariables, identity: Identity | None
+    ) -> Decision:
+        raise StorageError("database error: OperationalError")
+
+
+@pytest.mark.parametrize("op", [o for o in Operation if o is not Operation.AUTHENTICATE])
+def test_an_unreachable_database_is_success_false_with_a_clear_message(
+    op: Operation, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = Provider(
+        Secret(PW), rules=UnreachableRules(), authenticator=DictAuthenticator(users={"ann": ("pw", ANN)})
+    )
+    with caplog.at_level(logging.ERROR, logger="provider.calls"):
+        result = call(provider, op, "loginUsername=ann", "eventType=502000")
+    assert (result.success, result.message) == (False, STORAGE_UNAVAILABLE)
+    assert [r.operation for r in caplog.records if getattr(r, "event", None) == "storage.unavailable"] == [
+        op.value
+    ]
