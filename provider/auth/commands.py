@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from provider.auth.directory import Directory
@@ -95,15 +97,19 @@ def read_password(prompt: str, *, confirm: bool, stdin: TextIO | None = None) ->
 # --- users ------------------------------------------------------------------------------------
 
 
-def _users(settings: Settings) -> tuple[Database, LocalUsers]:
+@contextmanager
+def _users(settings: Settings) -> Iterator[LocalUsers]:
+    """The local users in the configured database, closed again after the block."""
     database = Database(settings.database_url)
-    return database, LocalUsers(database)
+    try:
+        yield LocalUsers(database)
+    finally:
+        database.dispose()
 
 
 def _cmd_add(args: argparse.Namespace, settings: Settings) -> int:
     password = read_password(f"Password for {args.username}: ", confirm=True)
-    database, users = _users(settings)
-    try:
+    with _users(settings) as users:
         record = users.add(
             args.username,
             password,
@@ -112,49 +118,35 @@ def _cmd_add(args: argparse.Namespace, settings: Settings) -> int:
             groups=args.group,
             enabled=not args.disabled,
         )
-    finally:
-        database.dispose()
     print(f"added {record.username}" + ("" if record.enabled else " (disabled)"))
     return EXIT_OK
 
 
 def _cmd_passwd(args: argparse.Namespace, settings: Settings) -> int:
     password = read_password(f"New password for {args.username}: ", confirm=True)
-    database, users = _users(settings)
-    try:
+    with _users(settings) as users:
         users.set_password(args.username, password)
-    finally:
-        database.dispose()
     print(f"password changed for {args.username.strip()}")
     return EXIT_OK
 
 
 def _cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
-    database, users = _users(settings)
-    try:
+    with _users(settings) as users:
         users.remove(args.username)
-    finally:
-        database.dispose()
     print(f"removed {args.username.strip()}")
     return EXIT_OK
 
 
 def _cmd_enable(args: argparse.Namespace, settings: Settings) -> int:
-    database, users = _users(settings)
-    try:
+    with _users(settings) as users:
         users.set_enabled(args.username, args.enabled)
-    finally:
-        database.dispose()
     print(f"{'enabled' if args.enabled else 'disabled'} {args.username.strip()}")
     return EXIT_OK
 
 
 def _cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    database, users = _users(settings)
-    try:
+    with _users(settings) as users:
         records = users.list_users()
-    finally:
-        database.dispose()
     print("username\tstatus\temail\tdisplay name\tgroups")
     for record in records:
         print(
