@@ -18,6 +18,14 @@ Every SOAP request gets a request id (uuid4 hex, also sent back as ``X-Request-I
 and exactly one structured log line, event ``soap.call``, with the operation, the
 outcome, the duration and the client address; and it is counted in ``SOAP_CALLS``,
 ``SOAP_LATENCY`` and (for refused requests) ``SOAP_FAULTS``.
+
+The client address is resolved once per request by :mod:`provider.client_address`
+(``X-Forwarded-For`` only from ``ST_PROVIDER_TRUSTED_PROXIES``). Wrong Web Service
+Passwords are counted per address by a :class:`~provider.password_limiter.PasswordFailureLimiter`:
+a blocked address gets ``429 Too Many Requests`` with ``Retry-After`` on the SOAP paths,
+before its body is read, with no ``soap.call`` line (a flood must not flood the log);
+the block is logged once when it starts (event ``security.authpw_blocked``) and counted
+in ``AUTHPW_BLOCKS``; each refused request in ``SOAP_FAULTS{reason="authpw_blocked"}``.
 """
 
 from __future__ import annotations
@@ -35,10 +43,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from provider.assembly import build_provider
 from provider.auth import directory_probe
 from provider.calls import Provider
+from provider.client_address import IPNetwork, address_bucket, client_address
 from provider.db.session import Database
 from provider.errors import ProviderError
 from provider.events.reports import refresh_queue_metrics
-from provider.metrics import SOAP_CALLS, SOAP_FAULTS, SOAP_LATENCY
+from provider.metrics import AUTHPW_BLOCKS, SOAP_CALLS, SOAP_FAULTS, SOAP_LATENCY
+from provider.password_limiter import PasswordFailureLimiter
 from provider.settings import Settings
 from provider.soap.contract import ENDPOINT_PATH
 from provider.soap.router import SoapResponse, SoapRouter
@@ -60,8 +70,12 @@ class ProviderApplication:
         database: Database | None = None,
         metrics_dir: str | None = None,
         readiness: Mapping[str, Callable[[], bool]] | None = None,
+        limiter: PasswordFailureLimiter | None = None,
+        trusted_proxies: tuple[IPNetwork, ...] = (),
     ) -> None:
         self.router = router
+        self.limiter = limiter
+        self.trusted_proxies = trusted_proxies
         self.database = database
         self.metrics_dir = metrics_dir
         self.readiness = dict(readiness or {})
@@ -87,12 +101,19 @@ class ProviderApplication:
     def _soap(self, environ: dict[str, Any]) -> SoapResponse:
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
-        client = environ.get("REMOTE_ADDR")
+        client = client_address(environ, self.trusted_proxies)
+        bucket = address_bucket(client)
+        if self.limiter is not None:
+            retry_after = self.limiter.retry_after(bucket)
+            if retry_after is not None:
+                return _blocked(retry_after, request_id)
         response = self.router.dispatch(environ, request_id=request_id, client=client)
         response.headers.append(("X-Request-Id", request_id))
         record = response.record
         if record is None:
             return response
+        if record.permission_denied and self.limiter is not None and self.limiter.record_failure(bucket):
+            _log_block(self.limiter, client, request_id)
         elapsed = time.perf_counter() - started
         SOAP_CALLS.labels(record.operation, record.outcome).inc()
         SOAP_LATENCY.labels(record.operation).observe(elapsed)
@@ -180,6 +201,30 @@ class ProviderApplication:
 QUEUE_REFRESH_SECONDS = 5.0
 
 
+def _log_block(limiter: PasswordFailureLimiter, client: str | None, request_id: str) -> None:
+    """Once per block, when it starts: the log event and the metric."""
+    AUTHPW_BLOCKS.inc()
+    log.warning(
+        "client blocked after too many wrong Web Service Passwords",
+        extra={
+            "event": "security.authpw_blocked",
+            "client": client,
+            "failures": limiter.max_failures,
+            "window_seconds": limiter.window_seconds,
+            "cooldown_seconds": limiter.cooldown_seconds,
+            "request_id": request_id,
+        },
+    )
+
+
+def _blocked(retry_after: int, request_id: str) -> SoapResponse:
+    """429 for an address in its cooldown (the request itself is not read)."""
+    SOAP_FAULTS.labels("authpw_blocked").inc()
+    body = b"too many wrong Web Service Passwords from this address; retry later\n"
+    extra = [("Retry-After", str(retry_after)), ("Cache-Control", "no-store"), ("X-Request-Id", request_id)]
+    return _plain("429 Too Many Requests", body, extra)
+
+
 def _plain(status: str, body: bytes, extra: list[tuple[str, str]] | None = None) -> SoapResponse:
     headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
     return SoapResponse(status, headers + (extra or []), body)
@@ -213,4 +258,11 @@ def build_application(
         max_body_bytes=settings.max_body_bytes,
         public_url=settings.public_url,
     )
-    return ProviderApplication(router, database=database, metrics_dir=metrics_dir, readiness=readiness)
+    return ProviderApplication(
+        router,
+        database=database,
+        metrics_dir=metrics_dir,
+        readiness=readiness,
+        limiter=PasswordFailureLimiter.from_settings(settings.password_limit),
+        trusted_proxies=settings.trusted_proxies,
+    )

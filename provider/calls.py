@@ -117,7 +117,7 @@ class Provider:
                     "password_supplied": AUTH_PASSWORD_VARIABLE in request.variables,
                 },
             )
-            return CallResult(success=False, message=PERMISSION_DENIED)
+            return CallResult(success=False, message=PERMISSION_DENIED, permission_denied=True)
         try:
             return self._handlers[request.operation](request)
         except StorageError:

@@ -58,6 +58,8 @@ class CallResult:
 
     ``custom_fields`` is used by GetCustomFieldOptions only, ``user_info_html`` by
     GetUserDetails only; the encoder ignores them for other operations.
+    ``permission_denied`` is true when the Web Service Password was wrong or missing
+    (the transport counts those per client address); it is never sent.
     """
 
     success: bool
@@ -65,6 +67,7 @@ class CallResult:
     output: OutputVariables = field(default_factory=OutputVariables)
     custom_fields: list[CustomFieldData] = field(default_factory=list)
     user_info_html: str | None = None
+    permission_denied: bool = False
 
 
 @dataclass(frozen=True)

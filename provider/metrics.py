@@ -20,6 +20,11 @@ PREVIOUS_PASSWORD_CALLS = Counter(
     "Calls authorised by ST_PROVIDER_PREVIOUS_WEB_SERVICE_PASSWORD (drop it once this stops growing)",
 )
 SOAP_FAULTS = Counter("st_provider_soap_faults_total", "Requests answered with a fault or 4xx", ["reason"])
+AUTHPW_BLOCKS = Counter(
+    "st_provider_authpw_blocks_total",
+    "Client addresses blocked for too many wrong Web Service Passwords (each refused request "
+    'is counted in st_provider_soap_faults_total{reason="authpw_blocked"})',
+)
 
 LDAP_LATENCY = Histogram(
     "st_provider_ldap_seconds", "Directory operation latency", ["operation"], buckets=LATENCY_BUCKETS

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from provider.client_address import LOOPBACK_PROXIES, IPNetwork, parse_networks
 from provider.errors import ConfigError
 
 ENV_PREFIX = "ST_PROVIDER_"
@@ -99,6 +100,20 @@ class ThrottleSettings:
 
 
 @dataclass(frozen=True)
+class PasswordLimitSettings:
+    """Wrong Web Service Passwords per client address (ST_PROVIDER_AUTHPW_*), counted per process.
+
+    ``max_failures`` wrong passwords within ``window_seconds`` block the address for
+    ``cooldown_seconds`` (HTTP 429); 0 turns it off. ``max_addresses`` bounds the table.
+    """
+
+    max_failures: int = 20
+    window_seconds: int = 60
+    cooldown_seconds: int = 60
+    max_addresses: int = 10_000
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     """The event delivery worker."""
 
@@ -133,6 +148,9 @@ class Settings:
     auth: str = "local"  # "ldap", "local" or "none"
     ldap: LdapSettings | None = None
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    password_limit: PasswordLimitSettings = field(default_factory=PasswordLimitSettings)
+    # Reverse proxies whose X-Forwarded-For is believed (see provider/client_address.py).
+    trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=lambda: parse_networks(LOOPBACK_PROXIES))
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     rules_refresh_seconds: float = 2.0
     event_dedup_seconds: int = 600
@@ -212,6 +230,10 @@ def _parse_urls(raw: Any) -> tuple[str, ...]:
     return urls
 
 
+def _parse_networks(raw: Any) -> tuple[IPNetwork, ...]:
+    return parse_networks(raw if isinstance(raw, list | tuple) else str(raw))
+
+
 def _choice(*options: str) -> Callable[[Any], str]:
     def parse(raw: Any) -> str:
         text = str(raw).strip().lower()
@@ -289,6 +311,17 @@ class _Builder:
                     "max_failures_per_address": _parse_non_negative_int,
                 },
             ),
+            password_limit=self._section(
+                "authpw_",
+                PasswordLimitSettings,
+                {
+                    "max_failures": _parse_non_negative_int,
+                    "window_seconds": _parse_positive_int,
+                    "cooldown_seconds": _parse_positive_int,
+                    "max_addresses": _parse_positive_int,
+                },
+            ),
+            trusted_proxies=self.get("trusted_proxies", _parse_networks, parse_networks(LOOPBACK_PROXIES)),
             worker=self._section(
                 "worker_",
                 WorkerSettings,

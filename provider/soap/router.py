@@ -88,7 +88,8 @@ class CallRecord:
 
     ``operation`` is one of the seven names or ``"unknown"``; ``outcome`` is
     ``success``/``failure`` (the result's Success), ``fault`` (the request was
-    refused) or ``error`` (an internal error); ``fault`` is a short fixed reason.
+    refused) or ``error`` (an internal error); ``fault`` is a short fixed reason;
+    ``permission_denied``: the domain refused the Web Service Password.
     """
 
     operation: str
@@ -96,6 +97,7 @@ class CallRecord:
     soap_version: str
     fault: str | None = None
     namespace: str | None = None
+    permission_denied: bool = False
 
 
 @dataclass(frozen=True)
@@ -485,7 +487,8 @@ class SoapRouter:
             return SoapResponse(status, _xml_headers(version, fault), fault, record)
         result = call.result
         outcome = "success" if result is not None and result.success else "failure"
-        record = CallRecord(spec.name, outcome, version.name, None, namespace)
+        denied = result is not None and result.permission_denied
+        record = CallRecord(spec.name, outcome, version.name, None, namespace, permission_denied=denied)
         return SoapResponse("200 OK", _xml_headers(version, body), body, record)
 
     def _invoke(self, spec: OperationSpec, inputs: Any, types: ContractTypes, call: _Call) -> Any:

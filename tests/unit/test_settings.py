@@ -114,3 +114,56 @@ def test_cli_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     from provider.db.migrate import pending
 
     assert not pending(url)
+
+
+def test_wrong_password_limit_and_trusted_proxies_defaults() -> None:
+    settings = Settings.from_mapping({})
+    limit = settings.password_limit
+    assert (limit.max_failures, limit.window_seconds, limit.cooldown_seconds) == (20, 60, 60)
+    assert limit.max_addresses == 10_000
+    # Only nginx on this host (deploy/) is believed by default.
+    assert [str(n) for n in settings.trusted_proxies] == ["127.0.0.1/32", "::1/128"]
+
+
+def test_wrong_password_limit_and_trusted_proxies_from_the_environment() -> None:
+    settings = load_settings(
+        {
+            "ST_PROVIDER_AUTHPW_MAX_FAILURES": "5",
+            "ST_PROVIDER_AUTHPW_WINDOW_SECONDS": "30",
+            "ST_PROVIDER_AUTHPW_COOLDOWN_SECONDS": "120",
+            "ST_PROVIDER_AUTHPW_MAX_ADDRESSES": "500",
+            "ST_PROVIDER_TRUSTED_PROXIES": "10.0.0.5, 10.1.0.0/16 fd00::/8",
+        }
+    )
+    limit = settings.password_limit
+    assert (limit.max_failures, limit.window_seconds, limit.cooldown_seconds, limit.max_addresses) == (
+        5,
+        30,
+        120,
+        500,
+    )
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.5/32", "10.1.0.0/16", "fd00::/8"]
+    assert load_settings({"ST_PROVIDER_AUTHPW_MAX_FAILURES": "0"}).password_limit.max_failures == 0
+    assert load_settings({"ST_PROVIDER_TRUSTED_PROXIES": ""}).trusted_proxies == ()
+
+
+def test_wrong_password_limit_and_trusted_proxies_are_validated() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_mapping(
+            {
+                "authpw_max_failures": "-1",
+                "authpw_window_seconds": "0",
+                "authpw_cooldown_seconds": "soon",
+                "authpw_max_addresses": "0",
+                "trusted_proxies": "127.0.0.1, *",
+            }
+        )
+    message = str(info.value)
+    for expected in (
+        "AUTHPW_MAX_FAILURES",
+        "AUTHPW_WINDOW_SECONDS",
+        "AUTHPW_COOLDOWN_SECONDS",
+        "AUTHPW_MAX_ADDRESSES",
+        "TRUSTED_PROXIES: '*' is not an IP address",
+    ):
+        assert expected in message
