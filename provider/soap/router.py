@@ -20,7 +20,9 @@ owns everything around it:
    configured one, the one Spyne application answers, and the answer's elements are
    renamed back, so the caller gets its own namespace. Nothing is built or kept per
    namespace (no classes, no cache): a request in a new namespace costs what any other
-   request costs. Any other namespace is refused with a fault;
+   request costs (libxml2 keeps each distinct name it has parsed, a few dozen bytes,
+   as for any element name; worker recycling bounds that). Any other namespace, and
+   those of the XML and SOAP specifications, are refused with a fault;
 5. ``GET ?wsdl`` (any case) renders the contract with the configured public URL or
    the request's own address, fresh for every request.
 
@@ -73,6 +75,10 @@ log = logging.getLogger("provider.soap")
 UNKNOWN_OPERATION: Final = "unknown"
 READ_BLOCK: Final = 64 * 1024
 _SPECS: Final = {spec.name: spec for spec in OPERATIONS}
+# Namespaces of the XML and SOAP specifications: never a contract's, refused even with "*".
+_RESERVED: Final = frozenset(
+    {SOAP11_ENV, SOAP12_ENV, "http://www.w3.org/XML/1998/namespace", "http://www.w3.org/2000/xmlns/"}
+)
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 # libxml2's messages for bytes that do not decode ("Input is not proper UTF-8", "encoding error").
@@ -281,7 +287,7 @@ class SoapRouter:
     operation namespaces served (``"*"``: any; the configured one always is);
     ``public_url`` (optional) is the externally visible URL written into the WSDL;
     ``max_body_bytes`` caps request bodies. Thread-safe: one router serves every thread
-    of a worker. Everything is built here; a request allocates nothing that outlives it.
+    of a worker. The Spyne applications are built here, once; requests build nothing.
     """
 
     def __init__(
@@ -467,7 +473,7 @@ class SoapRouter:
             raise _Refused("unknown_operation", "Unknown operation namespace.", operation=qname.localname)
         if namespace == self.namespace:
             return _SPECS[qname.localname], None
-        if not (self.accept_any or namespace in self.accepted_namespaces):
+        if namespace in _RESERVED or not (self.accept_any or namespace in self.accepted_namespaces):
             raise _Refused(
                 "namespace",
                 "The operation's namespace is not accepted: use the namespace in this service's WSDL.",

@@ -388,6 +388,21 @@ def test_only_accepted_namespaces_are_served(
     )
 
 
+@pytest.mark.parametrize("prefix", ["s", "xml"], ids=["soap-envelope", "xml"])
+def test_namespaces_of_the_specifications_are_refused_even_with_any(
+    app: ProviderApplication, prefix: str
+) -> None:
+    # "s" is the SOAP 1.1 envelope namespace, "xml" the XML namespace (declared implicitly).
+    body = (
+        f'<s:Envelope xmlns:s="{SOAP11_ENV}"><s:Body><{prefix}:StartTicket><{prefix}:inputs/>'
+        f"</{prefix}:StartTicket></s:Body></s:Envelope>"
+    )
+    result = wsgi_call(app, body=body.encode(), headers={"Content-Type": "text/xml"})
+    assert result.status == 500
+    with pytest.raises(SoapFault, match="not accepted"):
+        parse_answer(result.body, Operation.START_TICKET, status=result.status)
+
+
 def test_an_empty_accept_list_serves_only_the_configured_namespace(tmp_path: Path) -> None:
     app = make_app(tmp_path, accept_namespaces="")
     assert call(app, Operation.START_CHAT, [AUTH]).status == 200
