@@ -255,6 +255,7 @@ def build_application(
     router = SoapRouter(
         provider.call,
         namespace=settings.namespace,
+        accept_namespaces=settings.accept_namespaces,
         max_body_bytes=settings.max_body_bytes,
         public_url=settings.public_url,
     )

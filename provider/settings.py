@@ -24,6 +24,8 @@ from provider.errors import ConfigError
 ENV_PREFIX = "ST_PROVIDER_"
 DEFAULT_DATABASE_URL = "sqlite:///st-provider.db"
 DEFAULT_NAMESPACE = "http://tempuri.org/"
+ANY_NAMESPACE = "*"
+MAX_NAMESPACE_LENGTH = 1024
 DEFAULT_USER_FILTER = "(|(uid={username})(sAMAccountName={username})(userPrincipalName={username}))"
 
 
@@ -139,6 +141,8 @@ class Settings:
     previous_web_service_password: Secret | None = None
     database_url: str = DEFAULT_DATABASE_URL
     namespace: str = DEFAULT_NAMESPACE
+    # Other operation namespaces answered (in the caller's namespace); "*" is any.
+    accept_namespaces: tuple[str, ...] = (ANY_NAMESPACE,)
     public_url: str | None = None
     max_body_bytes: int = 1_048_576
     bind: str = "127.0.0.1:8080"
@@ -234,6 +238,18 @@ def _parse_networks(raw: Any) -> tuple[IPNetwork, ...]:
     return parse_networks(raw if isinstance(raw, list | tuple) else str(raw))
 
 
+def _parse_namespaces(raw: Any) -> tuple[str, ...]:
+    """``"* "`` / ``"urn:a, http://b/"`` / a list -> the namespaces; empty: none besides the configured one."""
+    items = raw if isinstance(raw, list | tuple) else re.split(r"[\s,]+", str(raw))
+    namespaces = tuple(dict.fromkeys(str(n).strip() for n in items if str(n).strip()))
+    for namespace in namespaces:
+        if len(namespace) > MAX_NAMESPACE_LENGTH:
+            raise ValueError(f"a namespace is longer than {MAX_NAMESPACE_LENGTH} characters")
+        if "*" in namespace and namespace != ANY_NAMESPACE:
+            raise ValueError(f"{namespace!r}: '*' stands alone (any namespace); patterns are not supported")
+    return namespaces
+
+
 def _choice(*options: str) -> Callable[[Any], str]:
     def parse(raw: Any) -> str:
         text = str(raw).strip().lower()
@@ -293,6 +309,7 @@ class _Builder:
             previous_web_service_password=self.get("previous_web_service_password", _parse_secret, None),
             database_url=self.get("database_url", _str, DEFAULT_DATABASE_URL).strip(),
             namespace=namespace or DEFAULT_NAMESPACE,
+            accept_namespaces=self.get("accept_namespaces", _parse_namespaces, (ANY_NAMESPACE,)),
             public_url=self.get("public_url", _opt_str, None),
             max_body_bytes=self.get("max_body_bytes", _parse_positive_int, 1_048_576),
             bind=self.get("bind", _str, "127.0.0.1:8080"),

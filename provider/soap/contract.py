@@ -7,8 +7,10 @@ SmarterTrack calls an ASMX web service through proxies generated from its
 :func:`build_types` / :func:`build_services` build Spyne classes from it.
 
 Spyne fixes a class's namespace when the first :class:`~spyne.Application` is built
-from it, so every namespace gets fresh classes from the factory here (namespace
-tolerance in :mod:`provider.soap.router` relies on that).
+from it, and keeps every class it has seen for the life of the process, so the
+router builds these classes once, for the configured namespace; requests in other
+namespaces are renamed into it (see :mod:`provider.soap.router`), never given
+classes of their own.
 
 Encoding choices, measured against Spyne 2.14 and XmlSerializer:
 
@@ -154,7 +156,10 @@ class ContractTypes:
 
 
 def build_types(namespace: str) -> ContractTypes:
-    """Fresh Spyne classes for every contract type, in ``namespace``."""
+    """Fresh Spyne classes for every contract type, in ``namespace``.
+
+    Spyne never frees them: call this once per process and namespace, not per request.
+    """
     strings = Array(Unicode, type_name=ARRAY_OF_STRING).customize(__namespace__=namespace)
     spyne_kind: dict[str, Any] = {
         "string": Unicode(min_occurs=0, nillable=False),

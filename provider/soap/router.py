@@ -13,10 +13,16 @@ owns everything around it:
 3. the body is parsed once here with DTD loading, entity expansion and network
    access off; a DOCTYPE is refused outright; the parsed envelope is handed to
    Spyne (no second parse);
-4. the operation is found from the body's first element; an operation in a namespace
-   other than the configured one is answered by a Spyne application built for that
-   namespace (a bounded cache), so a SmarterTrack whose proxy used another namespace
-   keeps working;
+4. the operation is found from the body's first element. An operation in another
+   namespace than the configured one is served when ``accept_namespaces`` accepts it
+   (``*``: any), so a SmarterTrack whose proxy was generated with another namespace
+   keeps working: the request's elements in that namespace are renamed into the
+   configured one, the one Spyne application answers, and the answer's elements are
+   renamed back, so the caller gets its own namespace. Nothing is built or kept per
+   namespace (no classes, no cache): a request in a new namespace costs what any other
+   request costs (libxml2 keeps each distinct name it has parsed, a few dozen bytes,
+   as for any element name; worker recycling bounds that). Any other namespace, and
+   those of the XML and SOAP specifications, are refused with a fault;
 5. ``GET ?wsdl`` (any case) renders the contract with the configured public URL or
    the request's own address, fresh for every request.
 
@@ -37,9 +43,8 @@ import logging
 import re
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -50,6 +55,7 @@ from spyne.server import ServerBase
 
 from provider.domain import CallRequest, CallResult
 from provider.logging import quiet_spyne
+from provider.settings import ANY_NAMESPACE, MAX_NAMESPACE_LENGTH
 from provider.soap import codec
 from provider.soap.contract import (
     OPERATION_NAMES,
@@ -67,10 +73,12 @@ from provider.soap.wsdl import WsdlDocument, service_address
 log = logging.getLogger("provider.soap")
 
 UNKNOWN_OPERATION: Final = "unknown"
-NAMESPACE_CACHE_SIZE: Final = 8
-MAX_NAMESPACE_LENGTH: Final = 1024
 READ_BLOCK: Final = 64 * 1024
 _SPECS: Final = {spec.name: spec for spec in OPERATIONS}
+# Namespaces of the XML and SOAP specifications: never a contract's, refused even with "*".
+_RESERVED: Final = frozenset(
+    {SOAP11_ENV, SOAP12_ENV, "http://www.w3.org/XML/1998/namespace", "http://www.w3.org/2000/xmlns/"}
+)
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 # libxml2's messages for bytes that do not decode ("Input is not proper UTF-8", "encoding error").
@@ -186,17 +194,37 @@ class _Refused(Exception):
 
 
 class _Soap11In(Soap11):  # type: ignore[misc]
-    """Spyne's SOAP 1.1 protocol, taking the envelope the router parsed."""
+    """Spyne's SOAP 1.1 protocol, taking the envelope the router parsed.
+
+    Writes the answer in the caller's namespace (``ctx.udc.foreign``) when that is
+    not the configured one.
+    """
 
     def create_in_document(self, ctx: Any, charset: str | None = None) -> None:
         ctx.in_document = (ctx.udc.envelope, None)
+
+    def create_out_string(self, ctx: Any, charset: str | None = None) -> None:
+        _echo_namespace(ctx)
+        super().create_out_string(ctx, charset)
 
 
 class _Soap12In(Soap12):  # type: ignore[misc]
-    """Spyne's SOAP 1.2 protocol, taking the envelope the router parsed."""
+    """Spyne's SOAP 1.2 protocol, taking the envelope the router parsed (see :class:`_Soap11In`)."""
 
     def create_in_document(self, ctx: Any, charset: str | None = None) -> None:
         ctx.in_document = (ctx.udc.envelope, None)
+
+    def create_out_string(self, ctx: Any, charset: str | None = None) -> None:
+        _echo_namespace(ctx)
+        super().create_out_string(ctx, charset)
+
+
+def _echo_namespace(ctx: Any) -> None:
+    """Rename the answer's elements from the configured namespace to the caller's."""
+    call: _Call = ctx.udc
+    if call.foreign is not None and ctx.out_document is not None:
+        rename_namespace(ctx.out_document, ctx.app.tns, call.foreign)
+        etree.cleanup_namespaces(ctx.out_document)
 
 
 @dataclass
@@ -206,6 +234,8 @@ class _Call:
     envelope: etree._Element
     request_id: str
     client: str | None
+    # The caller's namespace when it is not the configured one: the answer is renamed into it.
+    foreign: str | None = None
     result: CallResult | None = None
     failed: bool = False
 
@@ -249,24 +279,17 @@ def _close(ctx: Any) -> None:
     ctx.is_closed = True
 
 
-@dataclass
-class _Endpoint:
-    """The two Spyne applications (SOAP 1.1 and 1.2) of one namespace."""
-
-    namespace: str
-    types: ContractTypes
-    servers: Mapping[str, _SpyneServer] = field(default_factory=dict)
-
-
 # --- the router ------------------------------------------------------------------
 
 
 class SoapRouter:
     """Answers SOAP requests for the seven operations with ``call`` (the domain entry).
 
-    ``namespace`` is the contract's target namespace; ``public_url`` (optional) is the
-    externally visible URL written into the WSDL; ``max_body_bytes`` caps request bodies.
-    Thread-safe: one router serves every thread of a worker.
+    ``namespace`` is the contract's target namespace; ``accept_namespaces`` the other
+    operation namespaces served (``"*"``: any; the configured one always is);
+    ``public_url`` (optional) is the externally visible URL written into the WSDL;
+    ``max_body_bytes`` caps request bodies. Thread-safe: one router serves every thread
+    of a worker. The Spyne applications are built here, once; requests build nothing.
     """
 
     def __init__(
@@ -276,30 +299,24 @@ class SoapRouter:
         namespace: str,
         max_body_bytes: int,
         public_url: str | None = None,
-        namespace_cache_size: int = NAMESPACE_CACHE_SIZE,
+        accept_namespaces: Iterable[str] = (ANY_NAMESPACE,),
     ) -> None:
         quiet_spyne()
         # Spyne logs every fault raised in a service at ERROR with a traceback; ours never raise.
         # Same for refused input in spyne.server (its message can quote the input), and
-        # the registry's warning that a second application (SOAP 1.2, a new namespace) shares a name.
+        # the registry's warning that a second application (SOAP 1.2) shares a name.
         for name in ("spyne.application", "spyne.server", "spyne.util.appreg"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
         self._call = call
         self.namespace = namespace
         self.max_body_bytes = max_body_bytes
         self.public_address = service_address(public_url) if public_url else None
+        accepted = frozenset(accept_namespaces)
+        self.accept_any = ANY_NAMESPACE in accepted
+        self.accepted_namespaces = accepted - {ANY_NAMESPACE} | {namespace}
         self._wsdl = WsdlDocument(namespace)
-        self._cache_size = namespace_cache_size
-        self._lock = threading.Lock()
-        self._primary = self._build_endpoint(namespace)
-        self._others: OrderedDict[str, _Endpoint] = OrderedDict()
+        self._servers = self._build_servers(namespace)
         self._parsers = threading.local()
-
-    @property
-    def cached_namespaces(self) -> tuple[str, ...]:
-        """The foreign namespaces that currently have Spyne applications, oldest first."""
-        with self._lock:
-            return tuple(self._others)
 
     # --- entry points ---------------------------------------------------------------
 
@@ -344,11 +361,11 @@ class SoapRouter:
         try:
             body = self._read_body(environ)
             envelope = self._parse(body, params.get("charset"), version)
-            spec, namespace = self._operation(envelope, version)
-            endpoint = self._endpoint(namespace)
+            spec, foreign = self._operation(envelope, version)
         except _Refused as refused:
             return self._fault(version, refused, operation=refused.operation)
-        return self._answer(endpoint, version, envelope, spec, request_id=request_id, client=client)
+        call = _Call(envelope=envelope, request_id=request_id, client=client, foreign=foreign)
+        return self._answer(version, spec, call)
 
     # --- steps ------------------------------------------------------------------------
 
@@ -440,7 +457,12 @@ class SoapRouter:
             raise _Refused("not_envelope", "The request is not a SOAP envelope.")
         return root
 
-    def _operation(self, envelope: etree._Element, version: SoapVersion) -> tuple[OperationSpec, str]:
+    def _operation(self, envelope: etree._Element, version: SoapVersion) -> tuple[OperationSpec, str | None]:
+        """The operation named by the body's first element, and its namespace if foreign.
+
+        A foreign namespace that is accepted is renamed into the configured one in place
+        (the operation element and its descendants), so the one Spyne application reads it.
+        """
         body = envelope.find(f"{{{version.envelope}}}Body")
         if body is None or len(body) == 0:
             raise _Refused("no_operation", "The SOAP body names no operation.")
@@ -451,22 +473,21 @@ class SoapRouter:
         namespace = qname.namespace or ""
         if not namespace or len(namespace) > MAX_NAMESPACE_LENGTH:
             raise _Refused("unknown_operation", "Unknown operation namespace.", operation=qname.localname)
+        if namespace == self.namespace:
+            return _SPECS[qname.localname], None
+        if namespace in _RESERVED or not (self.accept_any or namespace in self.accepted_namespaces):
+            raise _Refused(
+                "namespace",
+                "The operation's namespace is not accepted: use the namespace in this service's WSDL.",
+                operation=qname.localname,
+            )
+        rename_namespace(element, namespace, self.namespace)
         return _SPECS[qname.localname], namespace
 
-    def _answer(
-        self,
-        endpoint: _Endpoint,
-        version: SoapVersion,
-        envelope: etree._Element,
-        spec: OperationSpec,
-        *,
-        request_id: str,
-        client: str | None,
-    ) -> SoapResponse:
-        call = _Call(envelope=envelope, request_id=request_id, client=client)
-        namespace = None if endpoint.namespace == self.namespace else endpoint.namespace
+    def _answer(self, version: SoapVersion, spec: OperationSpec, call: _Call) -> SoapResponse:
+        request_id, namespace = call.request_id, call.foreign
         try:
-            ctx, body = endpoint.servers[version.name].answer(call)
+            ctx, body = self._servers[version.name].answer(call)
         except Exception:  # any failure in Spyne: answered, logged with its traceback
             log.exception(
                 "SOAP processing failed",
@@ -508,9 +529,10 @@ class SoapRouter:
             call.failed = True
             return None
 
-    # --- namespaces ---------------------------------------------------------------------
+    # --- the Spyne applications ----------------------------------------------------------
 
-    def _build_endpoint(self, namespace: str) -> _Endpoint:
+    def _build_servers(self, namespace: str) -> dict[str, _SpyneServer]:
+        """The SOAP 1.1 and 1.2 Spyne servers of the contract in ``namespace`` (built once)."""
         types = build_types(namespace)
         services = build_services(types, self._invoke)
         servers = {}
@@ -523,25 +545,7 @@ class SoapRouter:
                 out_protocol=protocol(),
             )
             servers[version] = _SpyneServer(app)
-        return _Endpoint(namespace=namespace, types=types, servers=servers)
-
-    def _endpoint(self, namespace: str) -> _Endpoint:
-        if namespace == self.namespace:
-            return self._primary
-        with self._lock:
-            endpoint = self._others.get(namespace)
-            if endpoint is not None:
-                self._others.move_to_end(namespace)
-                return endpoint
-            endpoint = self._build_endpoint(namespace)
-            self._others[namespace] = endpoint
-            while len(self._others) > self._cache_size:
-                self._others.popitem(last=False)
-        log.info(
-            "serving an operation in another namespace",
-            extra={"event": "soap.foreign_namespace", "namespace": namespace[:200]},
-        )
-        return endpoint
+        return servers
 
     # --- faults -------------------------------------------------------------------------
 
@@ -565,6 +569,16 @@ def _xml_headers(version: SoapVersion, body: bytes) -> list[tuple[str, str]]:
 
 
 # --- helpers (pure) ------------------------------------------------------------------------
+
+
+def rename_namespace(element: etree._Element, old: str, new: str) -> None:
+    """Move ``element`` and its descendants that are in namespace ``old`` into ``new``, in place.
+
+    Elements in other namespaces (or none), attributes and text are left as they are.
+    """
+    prefix = f"{{{old}}}"
+    for node in list(element.iter(f"{prefix}*")):
+        node.tag = f"{{{new}}}{node.tag[len(prefix) :]}"
 
 
 def parse_content_type(value: str) -> tuple[str, dict[str, str]]:

@@ -39,6 +39,27 @@ def test_every_problem_is_reported_at_once() -> None:
         assert expected in message
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("*", ("*",)),
+        ("urn:acme:connector, http://example.org/st/", ("urn:acme:connector", "http://example.org/st/")),
+        ("  urn:a\nurn:b ,urn:a ", ("urn:a", "urn:b")),
+        (["urn:a", " http://b/ "], ("urn:a", "http://b/")),
+        ("", ()),
+    ],
+)
+def test_accept_namespaces(raw: object, expected: tuple[str, ...]) -> None:
+    assert Settings.from_mapping({}).accept_namespaces == ("*",)
+    assert Settings.from_mapping({"accept_namespaces": raw}).accept_namespaces == expected
+
+
+@pytest.mark.parametrize("raw", ["urn:acme:*", "x" * 1025])
+def test_accept_namespaces_refuses_patterns_and_overlong_names(raw: str) -> None:
+    with pytest.raises(ConfigError, match="ST_PROVIDER_ACCEPT_NAMESPACES"):
+        Settings.from_mapping({"accept_namespaces": raw})
+
+
 def test_ldap_settings_and_default_auth() -> None:
     settings = Settings.from_mapping(
         {

@@ -6,12 +6,15 @@ The WSGI application is the real one (`provider.app.build_application`) around a
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from pathlib import Path
 
 import pytest
 from lxml import etree
+from spyne.model.complex import ComplexModelBase
+from spyne.util import appreg
 
 from provider.app import ProviderApplication, build_application
 from provider.calls import PERMISSION_DENIED, Provider
@@ -311,6 +314,7 @@ def test_an_operation_in_another_namespace_is_answered_in_that_namespace(
     assert res.find(f"{{{other}}}Success").text == "true"
     assert [c.text for c in res.find(f"{{{other}}}OutputVariables")] == ["TicketCreation=TRUE"]
     assert not list(root.iter(f"{{{NAMESPACE}}}StartTicketResult"))
+    assert NAMESPACE.encode() not in result.body
     (record,) = [r for r in caplog.records if getattr(r, "event", None) == "soap.call"]
     assert record.namespace == other
     # The configured namespace still answers in its own namespace afterwards.
@@ -318,17 +322,95 @@ def test_an_operation_in_another_namespace_is_answered_in_that_namespace(
     assert list(etree.fromstring(again.body).iter(f"{{{NAMESPACE}}}StartTicketResult"))
 
 
-def test_the_foreign_namespace_cache_is_bounded(app: ProviderApplication) -> None:
-    for i in range(12):
-        namespace = f"urn:example:{i}"
-        body, headers = soap_request(Operation.START_CHAT, [AUTH], namespace=namespace)
-        result = wsgi_call(app, body=body, headers=headers)
-        assert list(etree.fromstring(result.body).iter(f"{{{namespace}}}StartChatResult"))
-    assert len(app.router.cached_namespaces) == 8
-    assert (
-        "urn:example:11" in app.router.cached_namespaces
-        and "urn:example:0" not in app.router.cached_namespaces
+def test_a_foreign_namespace_is_echoed_through_nested_results(tmp_path: Path) -> None:
+    other = "urn:acme:connector"
+    fields = [CustomFieldData(name="Plan", change_list_options=True, list_options=("Gold", "Silver"))]
+    rules = FixedRules({Operation.GET_CUSTOM_FIELD_OPTIONS: Decision(fields=fields)})
+    app = make_app(tmp_path, Provider(Secret(WEB_SERVICE_PASSWORD), rules=rules))
+    body, headers = soap_request(Operation.GET_CUSTOM_FIELD_OPTIONS, [AUTH], namespace=other)
+    result = wsgi_call(app, body=body, headers=headers)
+    assert result.status == 200
+    envelope = etree.fromstring(result.body)
+    (response,) = envelope[0]
+    # Everything below the Body is in the caller's namespace; the configured one is not even declared.
+    assert {etree.QName(e).namespace for e in response.iter()} == {other}
+    assert NAMESPACE.encode() not in result.body
+    (options,) = response.iter(f"{{{other}}}ListOptions")
+    assert [c.text for c in options] == ["Gold", "Silver"]
+
+
+def _spyne_state() -> tuple[int, int]:
+    """Registered Spyne applications and live ComplexModel subclasses: what per-namespace classes leaked."""
+    gc.collect()
+    return len(appreg.applications), len(ComplexModelBase.__subclasses__()) + sum(
+        len(c.__subclasses__()) for c in ComplexModelBase.__subclasses__()
     )
+
+
+def test_new_namespaces_build_nothing(app: ProviderApplication) -> None:
+    call(app, Operation.START_CHAT, [AUTH])
+    before = _spyne_state()
+    for i in range(20):
+        namespace = f"urn:example:{i}"
+        body, headers = soap_request(Operation.START_CHAT, [], soap12=i % 2 == 1, namespace=namespace)
+        result = wsgi_call(app, body=body, headers=headers)
+        assert result.status == 200
+        assert list(etree.fromstring(result.body).iter(f"{{{namespace}}}StartChatResult"))
+    assert _spyne_state() == before
+
+
+@pytest.mark.parametrize("soap12", [False, True], ids=["soap11", "soap12"])
+def test_only_accepted_namespaces_are_served(
+    tmp_path: Path, soap12: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    app = make_app(tmp_path, accept_namespaces="urn:acme:connector, http://example.org/st/")
+    for namespace in (NAMESPACE, "urn:acme:connector", "http://example.org/st/"):
+        body, headers = soap_request(Operation.START_TICKET, [AUTH], soap12=soap12, namespace=namespace)
+        result = wsgi_call(app, body=body, headers=headers)
+        assert result.status == 200
+        (res,) = etree.fromstring(result.body).iter(f"{{{namespace}}}StartTicketResult")
+        assert res.find(f"{{{namespace}}}Success").text == "true"
+    refused = "urn:x:0b6c4c9e"
+    body, headers = soap_request(Operation.START_TICKET, [AUTH], soap12=soap12, namespace=refused)
+    result = wsgi_call(app, body=body, headers=headers)
+    assert result.status == (400 if soap12 else 500)
+    with pytest.raises(SoapFault) as info:
+        parse_answer(result.body, Operation.START_TICKET, status=result.status)
+    assert info.value.code == ("soap:Sender" if soap12 else "soap:Client")
+    assert "namespace is not accepted" in info.value.message
+    assert refused.encode() not in result.body
+    records = [r for r in caplog.records if getattr(r, "event", None) == "soap.call"]
+    assert [(r.operation, r.outcome, getattr(r, "fault", None)) for r in records][-1] == (
+        "StartTicket",
+        "fault",
+        "namespace",
+    )
+
+
+@pytest.mark.parametrize("prefix", ["s", "xml"], ids=["soap-envelope", "xml"])
+def test_namespaces_of_the_specifications_are_refused_even_with_any(
+    app: ProviderApplication, prefix: str
+) -> None:
+    # "s" is the SOAP 1.1 envelope namespace, "xml" the XML namespace (declared implicitly).
+    body = (
+        f'<s:Envelope xmlns:s="{SOAP11_ENV}"><s:Body><{prefix}:StartTicket><{prefix}:inputs/>'
+        f"</{prefix}:StartTicket></s:Body></s:Envelope>"
+    )
+    result = wsgi_call(app, body=body.encode(), headers={"Content-Type": "text/xml"})
+    assert result.status == 500
+    with pytest.raises(SoapFault, match="not accepted"):
+        parse_answer(result.body, Operation.START_TICKET, status=result.status)
+
+
+def test_an_empty_accept_list_serves_only_the_configured_namespace(tmp_path: Path) -> None:
+    app = make_app(tmp_path, accept_namespaces="")
+    assert call(app, Operation.START_CHAT, [AUTH]).status == 200
+    body, headers = soap_request(Operation.START_CHAT, [AUTH], namespace="http://smartertools.example/")
+    result = wsgi_call(app, body=body, headers=headers)
+    assert result.status == 500
+    with pytest.raises(SoapFault, match="not accepted"):
+        parse_answer(result.body, Operation.START_CHAT, status=result.status)
 
 
 def test_configured_namespace(tmp_path: Path) -> None:
