@@ -92,7 +92,15 @@ def test_a_rendered_recipient_cannot_add_another(
     database: Database, smtp_server: SmtpServer, workers: list[Worker], email: str
 ) -> None:
     clock = Clock()
-    add(database, "mail", "email", host="127.0.0.1", port=smtp_server.port, starttls=False, **{"from": "h@x.org"})
+    add(
+        database,
+        "mail",
+        "email",
+        host="127.0.0.1",
+        port=smtp_server.port,
+        starttls=False,
+        **{"from": "h@x.org"},
+    )
     params = render(MAIL_RULES.replace("PORT", str(smtp_server.port)), f"args_email={email}", "args_ticket=1")
     enqueue(database, clock.now, "mail", params=params)
 
@@ -109,7 +117,15 @@ def test_a_list_of_recipients_reaches_each_one(
     database: Database, smtp_server: SmtpServer, workers: list[Worker]
 ) -> None:
     clock = Clock()
-    add(database, "mail", "email", host="127.0.0.1", port=smtp_server.port, starttls=False, **{"from": "h@x.org"})
+    add(
+        database,
+        "mail",
+        "email",
+        host="127.0.0.1",
+        port=smtp_server.port,
+        starttls=False,
+        **{"from": "h@x.org"},
+    )
     text = MAIL_RULES.replace("PORT", str(smtp_server.port)).replace(
         'to: "{{ args.email }}"', 'to: ["{{ args.email }}", "Audit <audit@example.org>"]'
     )
@@ -197,7 +213,14 @@ def test_a_stored_reference_to_a_provider_setting_is_never_sent(
 
 
 def test_serve_start_check_warns_per_channel(database: Database, caplog: pytest.LogCaptureFixture) -> None:
-    add(database, "sms", "uniphore-sms", base_url="https://x.org", account_id="1", application_key="${SMS_APP_KEY}")
+    add(
+        database,
+        "sms",
+        "uniphore-sms",
+        base_url="https://x.org",
+        account_id="1",
+        application_key="${SMS_APP_KEY}",
+    )
     add(database, "hook", "webhook", url="https://x.org/${ST_PROVIDER_WEB_SERVICE_PASSWORD}")
     add(database, "mail", "email", host="h", password="${SMTP_PW}", username="u", **{"from": "a@x.org"})
     settings = Settings(database_url=database.url, environment={"SMTP_PW": "set"})

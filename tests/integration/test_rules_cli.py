@@ -230,7 +230,9 @@ def test_references_that_are_not_allowed_are_refused(
         result = run_cli(command, env)
         assert result.returncode == 1
         assert "channel 'hook'" in result.stderr
-        expected = "not allowed by ST_PROVIDER_SECRET_VARS" if problem is None else "a setting of the provider"
+        expected = (
+            "not allowed by ST_PROVIDER_SECRET_VARS" if problem is None else "a setting of the provider"
+        )
         assert expected in result.stderr
     listed = json.loads(run_cli(["rules", "list", "--json"], env).stdout)
     assert listed["channels"] == []

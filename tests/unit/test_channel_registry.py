@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from provider.channels.config import allowed_environment, parse_duration
-from provider.channels.email import EmailChannel
+from provider.channels.email import EmailChannel, addresses
 from provider.channels.http import Redactor, parse_retry_after
 from provider.channels.registry import (
     CHANNEL_TYPES,
@@ -23,7 +23,7 @@ from provider.channels.registry import (
 from provider.channels.smartcomm import SmartCommChannel
 from provider.channels.uniphore_sms import UniphoreSmsChannel, classify, message_sid
 from provider.channels.webhook import WebhookChannel, signature
-from provider.errors import ConfigError
+from provider.errors import ChannelError, ConfigError
 
 VALID: dict[str, dict[str, Any]] = {
     "uniphore-sms": {
@@ -455,7 +455,10 @@ def test_smartcomm_request_body_and_size() -> None:
 def test_sms_params_string_form_becomes_one_template_per_value() -> None:
     params, problems = normalise_notify_params(
         "uniphore-sms",
-        {"campaign": "c", "params": "ticketNumber={{ args.ticket }}&greeting=Hi%20{{ args.name }}&op={{ a & b }}"},
+        {
+            "campaign": "c",
+            "params": "ticketNumber={{ args.ticket }}&greeting=Hi%20{{ args.name }}&op={{ a & b }}",
+        },
     )
 
     assert problems == []
@@ -471,3 +474,41 @@ def test_sms_params_string_form_that_is_not_pairs_is_refused(text: str) -> None:
     _, [problem] = normalise_notify_params("uniphore-sms", {"params": text})
 
     assert "write params as a mapping instead" in problem
+
+
+# --- e-mail recipients: one rendered value is one address (issue 9 item 7) --------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("ann@example.org", ["ann@example.org"]),
+        ("Ann Lee <ann@example.org>", ["ann@example.org"]),
+        (["ann@example.org", "Bob <bob@example.org>"], ["ann@example.org", "bob@example.org"]),
+        (None, []),
+    ],
+)
+def test_email_recipients(value: Any, expected: list[str]) -> None:
+    assert addresses(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "victim@example.org, attacker@evil.test",
+        "victim@example.org; attacker@evil.test",
+        "victim@example.org\r\nBcc: attacker@evil.test",
+        "victim@example.org\nattacker@evil.test",
+        "x@example.org%0d%0aBcc:attacker@evil.test",
+        "Bcc: attacker@evil.test",
+        "<victim@example.org> <attacker@evil.test>",
+        "undisclosed: attacker@evil.test;",
+        "not an address",
+        ["ok@example.org", "a@x.org, b@y.org"],
+    ],
+)
+def test_email_recipients_that_are_not_one_address_are_final(value: Any) -> None:
+    with pytest.raises(ChannelError) as info:
+        addresses(value, "cc")
+    assert info.value.final
+    assert "notify parameter 'cc'" in str(info.value)

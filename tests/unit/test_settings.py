@@ -114,3 +114,16 @@ def test_cli_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     from provider.db.migrate import pending
 
     assert not pending(url)
+
+
+def test_secret_vars_default_and_list() -> None:
+    assert Settings.from_mapping({}).secret_vars == ("*",)
+    settings = load_settings({"ST_PROVIDER_SECRET_VARS": "SMS_APP_KEY, SMTP_*  HOOK_[AB]"})
+    assert settings.secret_vars == ("SMS_APP_KEY", "SMTP_*", "HOOK_[AB]")
+    assert Settings.from_mapping({"secret_vars": ["A", "B"]}).secret_vars == ("A", "B")
+
+
+@pytest.mark.parametrize("raw", ["", " , ", "SMS_KEY;rm", "A B$"])
+def test_secret_vars_must_be_names_or_patterns(raw: str) -> None:
+    with pytest.raises(ConfigError, match="ST_PROVIDER_SECRET_VARS"):
+        Settings.from_mapping({"secret_vars": raw})
