@@ -28,6 +28,8 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+#: stdout was closed early (``st-provider deliveries list | head -1``): 128 + SIGPIPE, as a shell says
+EXIT_BROKEN_PIPE = 141
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -135,7 +137,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     configure_logging(settings.log_level, settings.log_format)
     handler: Handler = args.handler
     try:
-        return handler(args, settings)
+        status = handler(args, settings)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except ConfigError as exc:
         print(f"st-provider: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -144,6 +151,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null after a broken pipe, so the exit flush raises nothing.
+
+    The Python documentation's recipe (signal module, "Note on SIGPIPE").
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (captured)
+        pass
 
 
 def wsgi_application() -> Any:

@@ -336,6 +336,7 @@ def serve(
     metrics_dir, owned = prepare_metrics_dir(settings.environment.get(MULTIPROC_ENV))
     try:
         apply_migrations(settings.database_url)
+        importlib.import_module("provider.channels.startup").warn_about_channel_variables(settings)
         # Import (but do not build) the application here: workers fork with the modules
         # loaded and boot quickly; importing opens no connection.
         importlib.import_module("provider.app")

@@ -163,6 +163,9 @@ class Settings:
     # Where ``${VAR}`` references in channel settings are resolved, at use time.
     # The CLI passes the process environment; nothing else reads it.
     environment: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Names or glob patterns of the variables channel settings may reference
+    # (ST_PROVIDER_SECRET_VARS); ST_PROVIDER_* names are refused whatever this says.
+    secret_vars: tuple[str, ...] = ("*",)
 
     def require_password(self) -> Secret:
         """The Web Service Password; raises ConfigError when it is not configured."""
@@ -248,6 +251,26 @@ def _parse_namespaces(raw: Any) -> tuple[str, ...]:
         if "*" in namespace and namespace != ANY_NAMESPACE:
             raise ValueError(f"{namespace!r}: '*' stands alone (any namespace); patterns are not supported")
     return namespaces
+
+
+_VAR_PATTERN = re.compile(r"^[A-Za-z0-9_*?\[\]!-]+$")
+
+
+def _parse_secret_vars(raw: Any) -> tuple[str, ...]:
+    """Names/glob patterns from a comma- or space-separated text (or a TOML list)."""
+    items = raw if isinstance(raw, list | tuple) else re.split(r"[\s,]+", str(raw))
+    patterns = tuple(dict.fromkeys(str(p).strip() for p in items if str(p).strip()))
+    if not patterns:
+        raise ValueError(
+            "list at least one variable name or pattern "
+            "(leave it unset for the default: any name not starting with ST_PROVIDER_)"
+        )
+    for pattern in patterns:
+        if not _VAR_PATTERN.match(pattern):
+            raise ValueError(
+                f"{pattern!r} is not a variable name or glob pattern (letters, digits, _ * ? [ ])"
+            )
+    return patterns
 
 
 def _choice(*options: str) -> Callable[[Any], str]:
@@ -357,6 +380,7 @@ class _Builder:
             event_dedup_seconds=self.get("event_dedup_seconds", _parse_positive_int, 600),
             log_format=self.get("log_format", _choice("text", "json"), "text"),
             log_level=self.get("log_level", _choice("debug", "info", "warning", "error"), "info").upper(),
+            secret_vars=self.get("secret_vars", _parse_secret_vars, ("*",)),
         )
         unknown = sorted(set(self.values) - self.used - {"config"})
         for name in unknown:

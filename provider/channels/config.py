@@ -7,6 +7,13 @@ without touching the environment, and resolves ``${VAR}`` references only when a
 channel is built. Secrets (``kind="secret"``) must be ``${VAR}`` references so a
 rules file (stored in the database) never holds one.
 
+``${VAR}`` references are allowed only in fields that take them (secrets, URLs and
+the fields a channel type declares with ``references=True``), never name one of the
+provider's own ``ST_PROVIDER_*`` settings, and must match one of the names or glob
+patterns the administrator allows (``ST_PROVIDER_SECRET_VARS``, default ``*``):
+otherwise a rules author could send any variable of the process to a URL of their
+choosing.
+
 The generic keys (:data:`GENERIC_KEYS`) belong to the worker; :func:`parse_policy`
 turns them, over the channel type's :class:`ChannelDefaults`, into a
 :class:`ChannelPolicy`.
@@ -14,11 +21,12 @@ turns them, over the channel type's :class:`ChannelDefaults`, into a
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import os
 import re
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,6 +43,10 @@ IGNORED_KEYS = frozenset({"type", "name", "description", "enabled"})
 
 VAR_PATTERN = re.compile(r"\$\{([^}]*)\}")
 VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: the provider's own settings: never available to channel settings, whatever is allowed
+RESERVED_VAR_PREFIX = "ST_PROVIDER_"
+#: ``ST_PROVIDER_SECRET_VARS`` unset: any name not starting with RESERVED_VAR_PREFIX
+DEFAULT_SECRET_VARS: tuple[str, ...] = ("*",)
 
 Kind = Literal["str", "url", "secret", "int", "float", "bool", "mapping", "choice"]
 
@@ -48,6 +60,15 @@ class Field:
     required: bool = False
     default: Any = None
     choices: tuple[str, ...] = ()
+    #: whether the value may hold ``${VAR}`` references; ``None``: only secrets and URLs
+    references: bool | None = None
+
+    @property
+    def takes_references(self) -> bool:
+        """Whether ``${VAR}`` references are allowed in this field."""
+        if self.references is not None:
+            return self.references
+        return self.kind in ("secret", "url")
 
 
 @dataclass(frozen=True)
@@ -88,7 +109,9 @@ class ChannelSpec:
 
     ``build(name, settings, timeout)`` receives settings that are validated, resolved
     and converted to their kinds (see :func:`convert`); it may raise ConfigError.
-    ``check`` adds cross-field problems (on unresolved settings).
+    ``check`` adds cross-field problems (on unresolved settings). ``normalise_notify``
+    rewrites a ``notify`` entry's parameters when rules are loaded (before templates are
+    compiled), returning them with any problems.
     """
 
     type_name: str
@@ -97,6 +120,7 @@ class ChannelSpec:
     build: Callable[[str, Mapping[str, Any], float], Channel]
     defaults: ChannelDefaults = HTTP_DEFAULTS
     check: Callable[[Mapping[str, Any]], list[str]] | None = None
+    normalise_notify: Callable[[Mapping[str, Any]], tuple[dict[str, Any], list[str]]] | None = None
 
     def field_named(self, name: str) -> Field | None:
         for f in self.fields:
@@ -113,41 +137,107 @@ def references(value: str) -> list[str]:
     return VAR_PATTERN.findall(value)
 
 
-def resolve(value: Any, environment: Mapping[str, str], where: str) -> Any:
+def variable_allowed(name: str, secret_vars: Sequence[str] = DEFAULT_SECRET_VARS) -> bool:
+    """Whether channel settings may reference the environment variable ``name``.
+
+    Never an ``ST_PROVIDER_*`` name; otherwise a name matching one of ``secret_vars``
+    (exact names or :mod:`fnmatch` patterns, case-sensitive).
+    """
+    if name.upper().startswith(RESERVED_VAR_PREFIX):
+        return False
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in secret_vars)
+
+
+def variable_problem(var: str, secret_vars: Sequence[str] = DEFAULT_SECRET_VARS) -> str | None:
+    """Why ``${var}`` may not be used in channel settings, or ``None`` when it may."""
+    if not VAR_NAME.match(var):
+        return f"${{{var}}} is not a valid environment variable name"
+    if var.upper().startswith(RESERVED_VAR_PREFIX):
+        return f"${{{var}}} names a setting of the provider itself ({RESERVED_VAR_PREFIX}*), never available to channels"
+    if not variable_allowed(var, secret_vars):
+        return f"${{{var}}} is not allowed by ST_PROVIDER_SECRET_VARS ({', '.join(secret_vars)})"
+    return None
+
+
+def allowed_environment(
+    environment: Mapping[str, str], secret_vars: Sequence[str] = DEFAULT_SECRET_VARS
+) -> Mapping[str, str]:
+    """The part of ``environment`` channel settings may reference (see :func:`variable_allowed`)."""
+    return MappingProxyType({k: v for k, v in environment.items() if variable_allowed(k, secret_vars)})
+
+
+def resolve(
+    value: Any, environment: Mapping[str, str], where: str, secret_vars: Sequence[str] = DEFAULT_SECRET_VARS
+) -> Any:
     """``value`` with every ``${VAR}`` replaced from ``environment`` (recursively in mappings/lists).
 
-    Raises ConfigError naming the variable (never a value) when it is unset.
+    Raises ConfigError naming the variable (never a value) when it is unset or not allowed
+    (:func:`variable_problem`).
     """
     if isinstance(value, str):
 
         def substitute(match: re.Match[str]) -> str:
             var = match.group(1)
-            if not VAR_NAME.match(var):
-                raise ConfigError(f"{where}: ${{{var}}} is not a valid variable name")
+            problem = variable_problem(var, secret_vars)
+            if problem is not None:
+                raise ConfigError(f"{where}: {problem}")
             if var not in environment:
                 raise ConfigError(f"{where}: environment variable {var} is not set")
             return environment[var]
 
         return VAR_PATTERN.sub(substitute, value)
     if isinstance(value, Mapping):
-        return {str(k): resolve(v, environment, f"{where}.{k}") for k, v in value.items()}
+        return {str(k): resolve(v, environment, f"{where}.{k}", secret_vars) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [resolve(v, environment, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [resolve(v, environment, f"{where}[{i}]", secret_vars) for i, v in enumerate(value)]
     return value
+
+
+def _walk_references(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return references(value)
+    if isinstance(value, Mapping):
+        return [var for item in value.values() for var in _walk_references(item)]
+    if isinstance(value, list | tuple):
+        return [var for item in value for var in _walk_references(item)]
+    return []
+
+
+def missing_variables(
+    spec: ChannelSpec,
+    settings: Mapping[str, Any],
+    environment: Mapping[str, str],
+    secret_vars: Sequence[str] = DEFAULT_SECRET_VARS,
+) -> list[str]:
+    """Allowed variables the channel's own settings reference that ``environment`` lacks (in order).
+
+    Only the settings the channel resolves are looked at; references that are not allowed
+    at all are validation problems (:func:`check_settings`), not listed here.
+    """
+    missing: list[str] = []
+    for f in spec.fields:
+        if not f.takes_references:
+            continue
+        for var in _walk_references(settings.get(f.name)):
+            if variable_problem(var, secret_vars) is None and var not in environment and var not in missing:
+                missing.append(var)
+    return missing
 
 
 # --- validation (no environment) ---------------------------------------------------
 
 
-def _check_refs(value: str, key: str) -> list[str]:
-    return [
-        f"setting {key!r}: ${{{var}}} is not a valid environment variable name"
-        for var in references(value)
-        if not VAR_NAME.match(var)
-    ]
+def _check_refs(f: Field, value: str, key: str, secret_vars: Sequence[str]) -> list[str]:
+    found = references(value)
+    if found and not f.takes_references:
+        return [
+            f"setting {key!r} may not hold ${{VAR}} references: only secrets, URLs and "
+            "settings documented as taking them do"
+        ]
+    return [f"setting {key!r}: {problem}" for var in found if (problem := variable_problem(var, secret_vars))]
 
 
-def _check_value(f: Field, value: Any) -> list[str]:
+def _check_value(f: Field, value: Any, secret_vars: Sequence[str]) -> list[str]:
     key = f.name
     if f.kind == "mapping":
         if not isinstance(value, Mapping):
@@ -157,7 +247,7 @@ def _check_value(f: Field, value: Any) -> list[str]:
             if isinstance(v, Mapping | list):
                 problems.append(f"setting {key!r}: {k!r} must be a single value")
             elif isinstance(v, str):
-                problems.extend(_check_refs(v, f"{key}.{k}"))
+                problems.extend(_check_refs(f, v, f"{key}.{k}", secret_vars))
         return problems
     if f.kind == "secret":
         if not isinstance(value, str) or not VAR_PATTERN.fullmatch(value.strip()):
@@ -165,11 +255,11 @@ def _check_value(f: Field, value: Any) -> list[str]:
                 f"setting {key!r} must be a ${{VAR}} reference: secrets come from the environment, "
                 "never from the rules file"
             ]
-        return _check_refs(value, key)
+        return _check_refs(f, value, key, secret_vars)
     if isinstance(value, Mapping | list):
         return [f"setting {key!r} must be a single value"]
     if isinstance(value, str) and references(value):
-        return _check_refs(value, key)  # checked after resolution
+        return _check_refs(f, value, key, secret_vars)  # the value itself is checked after resolution
     try:
         convert_value(f, value)
     except ConfigError as exc:
@@ -177,8 +267,13 @@ def _check_value(f: Field, value: Any) -> list[str]:
     return []
 
 
-def check_settings(spec: ChannelSpec, settings: Mapping[str, Any]) -> list[str]:
-    """Every problem with ``settings`` for ``spec`` (unknown, missing, mistyped keys)."""
+def check_settings(
+    spec: ChannelSpec, settings: Mapping[str, Any], secret_vars: Sequence[str] = DEFAULT_SECRET_VARS
+) -> list[str]:
+    """Every problem with ``settings`` for ``spec`` (unknown, missing, mistyped keys, references).
+
+    ``secret_vars`` are the variable names/patterns ``${VAR}`` may name (see :func:`variable_problem`).
+    """
     problems: list[str] = []
     known = {f.name for f in spec.fields}
     for key in settings:
@@ -190,7 +285,7 @@ def check_settings(spec: ChannelSpec, settings: Mapping[str, Any]) -> list[str]:
             if f.required:
                 problems.append(f"setting {f.name!r} is required")
             continue
-        problems.extend(_check_value(f, settings[f.name]))
+        problems.extend(_check_value(f, settings[f.name], secret_vars))
     problems.extend(policy_problems(settings))
     if spec.check is not None and not problems:
         problems.extend(spec.check(settings))

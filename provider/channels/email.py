@@ -6,10 +6,12 @@ final), ``ssl`` (implicit TLS), ``username`` / ``password`` (``${VAR}``), ``from
 ``ca_file``, ``timeout``. Certificates are always verified. Credentials are never
 sent over an unencrypted connection unless ``allow_insecure_auth: true``.
 
-Notify parameters: ``to`` (required; a comma-separated string or a list), ``cc``,
-``bcc``, ``reply_to``, ``subject`` (required), ``text`` and/or ``html`` (at least one;
-both make a multipart/alternative message). The Message-ID is derived from the
-delivery key, so a receiving system can drop a duplicate.
+Notify parameters: ``to`` (required), ``cc``, ``bcc``, ``reply_to``: each one address
+(``ops@example.org`` or ``Ops <ops@example.org>``) or a list of them; one rendered value
+is never split into several, so a template rendering ``a@x, b@y`` or a CR LF and
+``Bcc:`` is refused (final) instead of mailing someone else. ``subject`` (required),
+``text`` and/or ``html`` (at least one; both make a multipart/alternative message). The
+Message-ID is derived from the delivery key, so a receiving system can drop a duplicate.
 
 Failures: authentication refused, 5xx replies, TLS certificate failures and missing
 server features are final; 4xx replies, timeouts and connection errors are retryable.
@@ -21,8 +23,10 @@ import re
 import smtplib
 import ssl
 from collections.abc import Mapping
+from email.errors import HeaderParseError, MessageError
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate, getaddresses
+from email.utils import formatdate, getaddresses, parseaddr
 from typing import Any
 
 from provider.channels import http
@@ -33,12 +37,61 @@ from provider.errors import ChannelError
 TYPE_NAME = "email"
 
 
-def addresses(value: Any) -> list[str]:
-    """E-mail addresses from a comma-separated string or a list."""
-    if value is None:
+MAX_ADDRESS_CHARS = 320
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f,;]")
+_DOMAIN = re.compile(r"^(?!-)[^\W_](?:[\w-]{0,61}[^\W_])?(?:\.[^\W_](?:[\w-]{0,61}[^\W_])?)*$")
+
+
+def parse_address(text: str, param: str) -> str:
+    """The addr-spec of ``text``, which must be exactly one address; raises ChannelError (final).
+
+    ``text`` may carry a display name (``Ops <ops@example.org>``). Refused: control
+    characters (CR, LF), commas and semicolons, several addresses, and anything the
+    standard library's parser does not read as one ``local@domain`` address.
+    """
+    raw = text.strip()
+
+    def refuse(why: str) -> ChannelError:
+        shown = raw if len(raw) <= 80 else raw[:80] + "..."
+        return ChannelError(
+            f"{TYPE_NAME}: notify parameter {param!r}: {shown!r} is not one e-mail address ({why})",
+            final=True,
+            partner_code="invalid_address",
+        )
+
+    if not raw or len(raw) > MAX_ADDRESS_CHARS:
+        raise refuse("empty or too long")
+    if _FORBIDDEN.search(raw):
+        raise refuse("control characters, commas and semicolons are not allowed; give a list for several")
+    if len(getaddresses([raw])) != 1:
+        raise refuse("more than one address")
+    _, addr = parseaddr(raw)
+    if not addr or addr.count("@") != 1:
+        raise refuse("no local@domain address")
+    try:
+        parsed = Address(addr_spec=addr)
+    except (HeaderParseError, MessageError, ValueError, IndexError, TypeError):
+        raise refuse("not a valid address") from None
+    if not parsed.username or not _DOMAIN.match(parsed.domain) or parsed.addr_spec != addr:
+        raise refuse("not a valid address")
+    if raw != addr:  # only "Name <addr>" (or "<addr>"): no groups such as "Bcc: addr"
+        name = raw.removesuffix(f"<{addr}>").strip() if raw.endswith(f"<{addr}>") else None
+        quoted = name is not None and len(name) >= 2 and name[0] == name[-1] == '"' and '"' not in name[1:-1]
+        if name is None or (not quoted and re.search(r'[<>:@"]', name)):
+            raise refuse("only an address or Name <address>")
+    return addr
+
+
+def addresses(value: Any, param: str = "to") -> list[str]:
+    """The addresses of a notify parameter: one address, or a list of single addresses.
+
+    Raises ChannelError (final) for a value that is not exactly one address (see
+    :func:`parse_address`).
+    """
+    if value is None or value == "":
         return []
-    items = [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
-    return [addr for _, addr in getaddresses(items) if addr]
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    return [parse_address(str(item), param) for item in items if item is not None and str(item).strip()]
 
 
 def _code_error(prefix: str, code: int, text: bytes | str, redact: http.Redactor) -> ChannelError:
@@ -88,9 +141,10 @@ class EmailChannel:
 
     def message(self, params: Mapping[str, Any], delivery_key: str) -> tuple[EmailMessage, list[str]]:
         """The message for ``params`` and its envelope recipients; raises ChannelError (final)."""
-        to = addresses(params.get("to"))
-        cc = addresses(params.get("cc"))
-        bcc = addresses(params.get("bcc"))
+        to = addresses(params.get("to"), "to")
+        cc = addresses(params.get("cc"), "cc")
+        bcc = addresses(params.get("bcc"), "bcc")
+        reply_to = addresses(params.get("reply_to"), "reply_to")
         if not to:
             raise ChannelError(f"{TYPE_NAME}: notify parameter 'to' is required", final=True)
         subject = params.get("subject")
@@ -105,8 +159,8 @@ class EmailChannel:
             msg["To"] = ", ".join(to)
             if cc:
                 msg["Cc"] = ", ".join(cc)
-            if params.get("reply_to"):
-                msg["Reply-To"] = ", ".join(addresses(params["reply_to"]))
+            if reply_to:
+                msg["Reply-To"] = ", ".join(reply_to)
             msg["Subject"] = " ".join(str(subject).split())
             msg["Date"] = formatdate(localtime=False, usegmt=True)
             local = re.sub(r"[^A-Za-z0-9._-]", "-", delivery_key)[:128] or "delivery"
@@ -244,11 +298,11 @@ def _build(name: str, settings: Mapping[str, Any], timeout: float) -> EmailChann
 SPEC = ChannelSpec(
     type_name=TYPE_NAME,
     fields=(
-        Field("host", required=True),
+        Field("host", required=True, references=True),
         Field("port", "int"),
         Field("starttls", "bool", default=True),
         Field("ssl", "bool", default=False),
-        Field("username"),
+        Field("username", references=True),
         Field("password", "secret"),
         Field("allow_insecure_auth", "bool", default=False),
         Field("from", required=True),

@@ -74,9 +74,29 @@ class Redactor:
             self._secrets.difference_update({secret, quote(secret, safe=""), quote_plus(secret)})
 
     def __call__(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, REDACTED)
-        return text
+        """``text`` with each known secret replaced where it stands as a value of its own.
+
+        A secret is not replaced inside a longer word (a header value ``support`` leaves
+        ``unsupported`` alone): redaction replaces values, never the words around them.
+        """
+        if not self._secrets:
+            return text
+        pattern = "|".join(_bounded(s) for s in sorted(self._secrets, key=len, reverse=True))
+        return re.sub(pattern, REDACTED, text)
+
+
+def _bounded(secret: str) -> str:
+    """A pattern for ``secret`` that does not match inside a longer word.
+
+    Where the secret begins or ends with a word character, the neighbour must not be
+    one; a percent-encoded neighbour (``%3D``) counts as a separator.
+    """
+    pattern = re.escape(secret)
+    if re.match(r"\w", secret[0]):
+        pattern = r"(?:(?<!\w)|(?<=%[0-9A-Fa-f]{2}))" + pattern
+    if re.match(r"\w", secret[-1]):
+        pattern += r"(?!\w)"
+    return pattern
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -4,20 +4,25 @@ The rules loader calls :func:`validate_channel_settings` for every entry of a ru
 file's ``channels:`` section (and may call :func:`validate_notify_params` for each
 ``notify`` entry); the delivery worker calls :func:`build_channel` and reads the
 delivery policy with :func:`channel_policy` (or the bare type defaults with
-:func:`channel_defaults`). Settings may hold ``${VAR}`` references; they are resolved
-from ``Settings.environment`` only when a channel is built, and never stored resolved.
+:func:`channel_defaults`). Settings may hold ``${VAR}`` references in the fields that
+take them (secrets, URLs, declared fields), naming variables ``Settings.secret_vars``
+allows and never ``ST_PROVIDER_*``; they are resolved from ``Settings.environment``
+only when a channel is built, and never stored resolved.
+:func:`channel_missing_variables` names the referenced variables that are not set, so
+``rules validate``/``import`` and ``serve`` can warn before the first send fails.
 Generic keys (:data:`GENERIC_KEYS`) are the worker's (retries, pauses, rate limit);
 channels ignore them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from provider.channels import email, smartcomm, smartconnect, uniphore_sms, webhook
 from provider.channels.base import Channel
 from provider.channels.config import (
+    DEFAULT_SECRET_VARS,
     GENERIC_KEYS,
     IGNORED_KEYS,
     ChannelDefaults,
@@ -25,6 +30,7 @@ from provider.channels.config import (
     ChannelSpec,
     check_settings,
     convert,
+    missing_variables,
     parse_policy,
     resolve,
 )
@@ -37,7 +43,9 @@ __all__ = [
     "ChannelPolicy",
     "build_channel",
     "channel_defaults",
+    "channel_missing_variables",
     "channel_policy",
+    "normalise_notify_params",
     "spec",
     "validate_channel_settings",
     "validate_notify_params",
@@ -61,14 +69,36 @@ def spec(type_name: str) -> ChannelSpec:
     return found
 
 
-def validate_channel_settings(type_name: str, settings: Mapping[str, Any]) -> list[str]:
-    """Every problem with one channel's settings (empty when valid), without resolving secrets."""
+def validate_channel_settings(
+    type_name: str, settings: Mapping[str, Any], *, secret_vars: Sequence[str] = DEFAULT_SECRET_VARS
+) -> list[str]:
+    """Every problem with one channel's settings (empty when valid), without resolving secrets.
+
+    ``secret_vars`` (``Settings.secret_vars``) are the variable names/patterns ``${VAR}`` may name.
+    """
     found = SPECS.get(type_name)
     if found is None:
         return [_unknown(type_name)]
     if not isinstance(settings, Mapping):
         return ["channel settings must be a mapping"]
-    return check_settings(found, settings)
+    return check_settings(found, settings, secret_vars)
+
+
+def channel_missing_variables(
+    type_name: str,
+    settings: Mapping[str, Any],
+    environment: Mapping[str, str],
+    *,
+    secret_vars: Sequence[str] = DEFAULT_SECRET_VARS,
+) -> list[str]:
+    """The allowed variables one channel's settings reference that ``environment`` lacks.
+
+    Empty for an unknown type or invalid settings (those are validation problems).
+    """
+    found = SPECS.get(type_name)
+    if found is None or not isinstance(settings, Mapping):
+        return []
+    return missing_variables(found, settings, environment, secret_vars)
 
 
 def validate_notify_params(type_name: str, params: Mapping[str, Any]) -> list[str]:
@@ -91,6 +121,18 @@ def validate_notify_params(type_name: str, params: Mapping[str, Any]) -> list[st
     ]
 
 
+def normalise_notify_params(type_name: str, params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A ``notify`` entry's parameters in the form the channel type wants them stored, and problems.
+
+    Called by the rules loader before templates are compiled: the Uniphore SMS string
+    ``params`` (``a={{ x }}&b=2``) becomes a mapping, so each rendered value is encoded.
+    """
+    found = SPECS.get(type_name)
+    if found is None or found.normalise_notify is None:
+        return dict(params), []
+    return found.normalise_notify(params)
+
+
 def channel_defaults(type_name: str) -> ChannelDefaults:
     """The type's delivery defaults (rate limit, retry waits by HTTP status)."""
     return spec(type_name).defaults
@@ -108,18 +150,21 @@ def build_channel(
     *,
     environment: Mapping[str, str],
     timeout: float,
+    secret_vars: Sequence[str] = DEFAULT_SECRET_VARS,
 ) -> Channel:
-    """A ready channel; raises ConfigError for invalid settings or an unset ``${VAR}``.
+    """A ready channel; raises ConfigError for invalid settings or an unset or refused ``${VAR}``.
 
-    Error messages name the setting and the variable, never a resolved value.
+    ``environment`` is where references are resolved; ``secret_vars`` the names they may
+    use. Error messages name the setting and the variable, never a resolved value.
     """
     found = spec(type_name)
-    problems = validate_channel_settings(type_name, settings)
+    problems = validate_channel_settings(type_name, settings, secret_vars=secret_vars)
     if problems:
         raise ConfigError(f"channel {name!r}: " + "; ".join(problems))
     own = {k: v for k, v in settings.items() if k not in GENERIC_KEYS and k not in IGNORED_KEYS}
     resolved = {
-        key: resolve(value, environment, f"channel {name!r} setting {key!r}") for key, value in own.items()
+        key: resolve(value, environment, f"channel {name!r} setting {key!r}", secret_vars)
+        for key, value in own.items()
     }
     typed = convert(found, resolved, name)
     for field in found.fields:

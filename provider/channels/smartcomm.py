@@ -428,7 +428,7 @@ SPEC = ChannelSpec(
     fields=(
         Field("base_url", "url", required=True),
         Field("token_url", "url", required=True),
-        Field("client_id", required=True),
+        Field("client_id", required=True, references=True),
         Field("client_secret", "secret", required=True),
         Field("batch_config_res_id", "int"),
         Field("project_id", "int"),

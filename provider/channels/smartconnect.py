@@ -241,7 +241,7 @@ SPEC = ChannelSpec(
     fields=(
         Field("api_url", "url", required=True),
         Field("customer_id", required=True),
-        Field("email", required=True),
+        Field("email", required=True, references=True),
         Field("password", "secret", required=True),
         Field("hash_password", "bool", default=False),
         Field("revalidate_after", "float", default=300.0),

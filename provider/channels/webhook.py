@@ -124,7 +124,7 @@ SPEC = ChannelSpec(
     type_name=TYPE_NAME,
     fields=(
         Field("url", "url", required=True),
-        Field("headers", "mapping"),
+        Field("headers", "mapping", references=True),  # e.g. Authorization: Bearer ${TOKEN}
         Field("secret", "secret"),
         Field("signature_header", default=DEFAULT_SIGNATURE_HEADER),
         Field("method", "choice", default="post", choices=("post", "put")),

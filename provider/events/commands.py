@@ -9,7 +9,10 @@
 - ``events list`` with ``--event-type --since --until --limit --format``.
 
 Dates are ISO 8601 (``2024-05-01`` or ``2024-05-01T12:00:00+02:00``; UTC when no
-offset is given). A date alone in ``--until`` includes that whole day.
+offset is given). A date alone in ``--until`` includes that whole day. Times are printed
+in UTC as ISO 8601 with a ``Z`` in every format (table: to the second; json, csv: in full).
+
+Output to a pipe closed early (``| head -1``) ends quietly (see :func:`provider.cli.main`).
 """
 
 from __future__ import annotations
@@ -161,9 +164,15 @@ def _serve_metrics(bind: str) -> None:
 # --- reports ---------------------------------------------------------------------------
 
 
+def utc_text(value: datetime, timespec: str = "auto") -> str:
+    """``value`` as ISO 8601 in UTC with a ``Z`` (a naive value is taken as UTC)."""
+    aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return aware.replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return utc_text(value)
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -175,7 +184,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
+        return utc_text(value, "seconds")
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, Mapping):
@@ -216,7 +225,7 @@ def _csv_cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.isoformat()
+        return utc_text(value)
     if isinstance(value, Mapping):
         return json.dumps(_plain(value), ensure_ascii=False, sort_keys=True)
     return str(value)

@@ -58,7 +58,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from provider import metrics
 from provider.channels import registry
 from provider.channels.base import Channel, SendResult
-from provider.channels.config import ChannelDefaults, ChannelPolicy, parse_policy
+from provider.channels.config import ChannelDefaults, ChannelPolicy, allowed_environment, parse_policy
 from provider.db.base import utcnow
 from provider.db.events import (
     DELIVERED,
@@ -169,6 +169,9 @@ class Worker:
         name: str | None = None,
     ) -> None:
         self._settings = settings
+        # Only the variables channel settings may reference (ST_PROVIDER_SECRET_VARS, never
+        # ST_PROVIDER_*): a refused name resolves as unset, so it can never be sent.
+        self._environment = allowed_environment(settings.environment, settings.secret_vars)
         self._config = settings.worker
         self._db = database
         self._factory: ChannelFactory = channel_factory or registry.build_channel
@@ -407,7 +410,7 @@ class Worker:
             _close(self._entries.pop(name))
 
     def _new_entry(self, config: _Config) -> _Entry:
-        secrets = secret_values(config.settings, self._settings.environment)
+        secrets = secret_values(config.settings, self._environment)
         try:
             policy = make_policy(channel_policy(config.type_name, config.settings), self._config)
         except ConfigError as exc:
@@ -428,7 +431,7 @@ class Worker:
                         entry.config.name,
                         entry.config.type_name,
                         entry.config.settings,
-                        environment=self._settings.environment,
+                        environment=self._environment,
                         timeout=self._config.http_timeout,
                     )
                 except ConfigError as exc:

@@ -47,7 +47,8 @@ from provider.domain import Authenticator, CallRequest, CallResult, Decision, Id
 from provider.errors import AuthenticationFailed, ConfigError, RulesFileError, StorageError
 from provider.rules.context import SECRET_NAMES
 from provider.rules.engine import NOT_REACHED, RuleSet, TraceEntry, compile_rules
-from provider.rules.loader import dump_rules, load_rules_file
+from provider.rules.loader import channel_warnings, dump_rules, load_rules_file
+from provider.rules.model import RulesFile
 from provider.rules.store import ImportSummary, RuleStore
 from provider.settings import Secret, Settings
 from provider.variables import InputVariables, split_entry
@@ -154,6 +155,12 @@ def _print_problems(exc: RulesFileError, source: str) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
+def _print_warnings(rules_file: RulesFile, settings: Settings) -> None:
+    """Warn (stderr, not an error) about each ``${VAR}`` a channel references that is not set."""
+    for warning in channel_warnings(rules_file.channels, settings.environment, settings.secret_vars):
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def _summary_lines(summary: ImportSummary) -> list[str]:
     lines = []
     for kind in ("rule", "channel"):
@@ -177,7 +184,9 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         store = RuleStore(database)
         try:
             rules_file = load_rules_file(
-                args.file, stored_channels={} if args.replace else store.channel_types
+                args.file,
+                stored_channels={} if args.replace else store.channel_types,
+                secret_vars=settings.secret_vars,
             )
             summary = store.import_rules(
                 rules_file, replace=args.replace, actor=actor(), command=command_line()
@@ -185,6 +194,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         except RulesFileError as exc:
             _print_problems(exc, args.file)
             return EXIT_PROBLEMS
+    _print_warnings(rules_file, settings)
     print(f"imported {args.file}: {len(rules_file.rules)} rules, {len(rules_file.channels)} channels")
     for line in _summary_lines(summary):
         print(f"  {line}")
@@ -222,12 +232,14 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
         rules_file = load_rules_file(
             args.file,
             stored_channels={} if args.replace else (lambda: _stored_channel_types(settings)),
+            secret_vars=settings.secret_vars,
         )
     except RulesFileError as exc:
         print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_PROBLEMS
+    _print_warnings(rules_file, settings)
     print(f"{args.file}: valid ({len(rules_file.rules)} rules, {len(rules_file.channels)} channels)")
     return EXIT_OK
 

@@ -3,7 +3,8 @@
 :func:`parse_rules` reads a whole file and checks everything before anything is
 used: the YAML itself, unknown or repeated keys, names, methods, priorities, every
 action's shape and whether it is valid for the rule's methods, channel settings
-(:func:`provider.channels.registry.validate_channel_settings`), ``notify`` channels,
+(:func:`provider.channels.registry.validate_channel_settings`, including which
+environment variables ``${VAR}`` may name), ``notify`` channels,
 and that every expression and template compiles in the sandbox. It raises
 :class:`~provider.errors.RulesFileError` listing *every* problem with its line number
 and rule name; the caller writes nothing then.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,13 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.events import AliasEvent, NodeEvent
 
-from provider.channels.registry import validate_channel_settings, validate_notify_params
+from provider.channels.config import DEFAULT_SECRET_VARS
+from provider.channels.registry import (
+    channel_missing_variables,
+    normalise_notify_params,
+    validate_channel_settings,
+    validate_notify_params,
+)
 from provider.domain import Operation
 from provider.errors import RuleProblem, RulesFileError
 from provider.rules.engine import RuleCompileError, compile_rule
@@ -185,8 +192,11 @@ def _type_name(value: Any) -> str:
 class _Validator:
     """Walks one parsed file, building the model and collecting every problem."""
 
-    def __init__(self, stored_channels: ChannelTypes) -> None:
+    def __init__(
+        self, stored_channels: ChannelTypes, secret_vars: Sequence[str] = DEFAULT_SECRET_VARS
+    ) -> None:
         self.problems: list[RuleProblem] = []
+        self._secret_vars = tuple(secret_vars)
         self._stored_channels = stored_channels
         self._stored_cache: Mapping[str, str] | None = None
         # For the rule being checked: model index -> index as written, per list action.
@@ -294,7 +304,7 @@ class _Validator:
                 )
                 ok = False
         if ok:
-            for problem in validate_channel_settings(type_name, settings):
+            for problem in validate_channel_settings(type_name, settings, secret_vars=self._secret_vars):
                 self.add(f"{what}: {problem}", line=line)
         return ChannelSpec(
             name=checked, type=type_name, settings=_plain(settings), enabled=enabled, line=line
@@ -722,6 +732,9 @@ class _Validator:
             params = {k: v for k, v in entry.items() if k != "channel"}
             for problem in validate_notify_params(channel_type, params):
                 self.add(f"notify: {problem}", line=_line_of(entry, "channel"), rule=rule)
+            params, normalise_problems = normalise_notify_params(channel_type, params)
+            for problem in normalise_problems:
+                self.add(f"notify: {problem}", line=_line_of(entry, "params"), rule=rule)
             bad = [k for k, v in params.items() if not isinstance(k, str) or not is_json_value(v)]
             for key in bad:
                 self.add(
@@ -756,12 +769,19 @@ def _read_yaml(text: str) -> Any:
         raise RulesFileError([RuleProblem(message=f"invalid YAML: {exc}")]) from exc
 
 
-def parse_rules(text: str, *, stored_channels: ChannelTypes | None = None) -> RulesFile:
+def parse_rules(
+    text: str,
+    *,
+    stored_channels: ChannelTypes | None = None,
+    secret_vars: Sequence[str] = DEFAULT_SECRET_VARS,
+) -> RulesFile:
     """Parse and validate a rules file.
 
     ``stored_channels`` are the channels ``notify`` may use besides the file's own
-    (name -> type, or a callable asked only when a name is not in the file). Raises
-    RulesFileError listing every problem; returns the validated file otherwise.
+    (name -> type, or a callable asked only when a name is not in the file);
+    ``secret_vars`` (``Settings.secret_vars``) the variables channel settings may
+    reference. Raises RulesFileError listing every problem; returns the validated file
+    otherwise. Unset variables are not problems: see :func:`channel_warnings`.
     """
     if len(text.encode("utf-8", errors="replace")) > MAX_FILE_BYTES:
         raise RulesFileError([RuleProblem(message=f"the file is larger than {MAX_FILE_BYTES} bytes")])
@@ -778,7 +798,7 @@ def parse_rules(text: str, *, stored_channels: ChannelTypes | None = None) -> Ru
                 )
             ]
         )
-    validator = _Validator(stored_channels if stored_channels is not None else {})
+    validator = _Validator(stored_channels if stored_channels is not None else {}, secret_vars)
     validator.unknown_keys(data, TOP_KEYS, "the file", None)
     channels = validator.channels(data.get("channels"), _line_of(data, "channels"))
     rules: list[Rule] = []
@@ -806,7 +826,12 @@ def rule_from_mapping(
     return rule
 
 
-def load_rules_file(path: str | Path, *, stored_channels: ChannelTypes | None = None) -> RulesFile:
+def load_rules_file(
+    path: str | Path,
+    *,
+    stored_channels: ChannelTypes | None = None,
+    secret_vars: Sequence[str] = DEFAULT_SECRET_VARS,
+) -> RulesFile:
     """Read and validate the rules file at ``path`` (see :func:`parse_rules`)."""
     try:
         raw = Path(path).read_bytes()
@@ -816,7 +841,32 @@ def load_rules_file(path: str | Path, *, stored_channels: ChannelTypes | None = 
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise RulesFileError([RuleProblem(message=f"{path} is not UTF-8 text")]) from exc
-    return parse_rules(text, stored_channels=stored_channels)
+    return parse_rules(text, stored_channels=stored_channels, secret_vars=secret_vars)
+
+
+def channel_warnings(
+    channels: Iterable[ChannelSpec],
+    environment: Mapping[str, str],
+    secret_vars: Sequence[str] = DEFAULT_SECRET_VARS,
+) -> list[RuleProblem]:
+    """One warning per channel and ``${VAR}`` it references that ``environment`` does not set.
+
+    Not an error (the variable may be set where the service runs), but the channel's
+    deliveries fail until it is.
+    """
+    warnings = []
+    for channel in channels:
+        for var in channel_missing_variables(
+            channel.type, channel.settings, environment, secret_vars=secret_vars
+        ):
+            warnings.append(
+                RuleProblem(
+                    message=f"channel {channel.name!r}: environment variable {var} is not set "
+                    "(its deliveries fail until it is)",
+                    line=channel.line,
+                )
+            )
+    return warnings
 
 
 def dump_rules(rules_file: RulesFile, *, header: str | None = None) -> str:

@@ -106,11 +106,16 @@ def test_serve_runs_a_supervised_delivery_worker(
 def test_no_worker_flag_runs_none(sqlite_url: str, webhook_receiver: WebhookReceiver, tmp_path: Path) -> None:
     env = base_env(sqlite_url, HOOK_SECRET="webhook-secret", ST_PROVIDER_LOG_FORMAT="json")
     rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES.format(url=webhook_receiver.url), encoding="utf-8")
+    unset = "  pager:\n    type: webhook\n    url: https://pager.example.org/x\n    secret: ${PAGER_SECRET}\n"
+    text = RULES.format(url=webhook_receiver.url).replace("rules:\n", unset + "rules:\n", 1)
+    rules.write_text(text, encoding="utf-8")
     assert run_cli(["rules", "import", str(rules)], env).returncode == 0
     with serve(env, tmp_path / "server.log", workers=1, extra_args=("--no-worker",)) as server:
         assert fire(server, "T-9")
         assert events(server, "server.worker_started") == []
+        # serve names, at start, each channel whose ${VAR} is not set (issue 9 item 5)
+        warned = [(e["channel"], e["variable"]) for e in events(server, "channels.variable_missing")]
+        assert warned == [("pager", "PAGER_SECRET")]
         # With no worker anywhere, a scrape still shows the queue from the database.
         metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
         assert 'st_provider_queue_depth{status="pending"} 1.0' in metrics

@@ -15,7 +15,7 @@ from tests.emulators.tls import TlsFiles
 from tests.support import free_port
 
 MAIL = {
-    "to": "Ann Lee <ann@example.org>, bob@example.org",
+    "to": ["Ann Lee <ann@example.org>", "bob@example.org"],
     "subject": "Ticket ABC-1042 created",
     "text": "Your ticket ABC-1042 was created.",
     "html": "<p>Your ticket <b>ABC-1042</b> was created.</p>",

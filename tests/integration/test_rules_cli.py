@@ -179,3 +179,60 @@ rules:
     assert login["result"]["output"][0] == "Authentication=OK"
     unknown = run_cli(["rules", "test", "StartTicket", "--user", "nobody"], env)
     assert unknown.returncode == 2 and "does not know an enabled user 'nobody'" in unknown.stderr
+
+
+CHANNELS = """\
+channels:
+  sms:
+    type: uniphore-sms
+    base_url: https://gointeract.io
+    account_id: "1"
+    application_key: ${SMS_APP_KEY}
+  hook:
+    type: webhook
+    url: https://hooks.example.org/x
+    headers: {Authorization: "Bearer ${HOOK_TOKEN}"}
+rules: []
+"""
+
+
+def test_unset_variables_are_warnings_naming_the_channel(sqlite_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "channels.yaml"
+    path.write_text(CHANNELS, encoding="utf-8")
+    env = {**base_env(sqlite_url), "HOOK_TOKEN": "set"}
+    env.pop("SMS_APP_KEY", None)
+    for command in (["rules", "validate", str(path)], ["rules", "import", str(path)]):
+        result = run_cli(command, env)
+        assert result.returncode == 0, result.stderr
+        assert "warning: line 2: channel 'sms': environment variable SMS_APP_KEY is not set" in result.stderr
+        assert "HOOK_TOKEN" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("replace", "extra_env", "problem"),
+    [
+        (
+            "https://hooks.example.org/x",
+            {},
+            "http://x/${ST_PROVIDER_WEB_SERVICE_PASSWORD}",
+        ),
+        ("Bearer ${HOOK_TOKEN}", {}, "Bearer ${ST_PROVIDER_DATABASE_URL}"),
+        ("Bearer ${HOOK_TOKEN}", {"ST_PROVIDER_SECRET_VARS": "SMS_*"}, None),
+    ],
+)
+def test_references_that_are_not_allowed_are_refused(
+    sqlite_url: str, tmp_path: Path, replace: str, extra_env: dict[str, str], problem: str | None
+) -> None:
+    path = tmp_path / "channels.yaml"
+    path.write_text(CHANNELS.replace(replace, problem or replace), encoding="utf-8")
+    env = base_env(sqlite_url, SMS_APP_KEY="k", HOOK_TOKEN="t", **extra_env)
+    for command in (["rules", "validate", str(path)], ["rules", "import", str(path)]):
+        result = run_cli(command, env)
+        assert result.returncode == 1
+        assert "channel 'hook'" in result.stderr
+        expected = (
+            "not allowed by ST_PROVIDER_SECRET_VARS" if problem is None else "a setting of the provider"
+        )
+        assert expected in result.stderr
+    listed = json.loads(run_cli(["rules", "list", "--json"], env).stdout)
+    assert listed["channels"] == []

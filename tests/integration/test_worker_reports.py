@@ -6,12 +6,14 @@ import csv
 import io
 import json
 import logging
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
 
 from provider.channels.base import SendResult
-from provider.cli import main
+from provider.cli import EXIT_BROKEN_PIPE, main
 from provider.db.events import DELIVERED, FAILED, PENDING
 from provider.db.session import Database
 from provider.errors import ChannelError, DeliveryNotFound, ProviderError
@@ -20,7 +22,7 @@ from provider.events.reports import DeliveryFilter
 from provider.events.worker import Worker
 from provider.settings import Settings, WorkerSettings
 from tests.integration.test_worker_channel import Clock, Partner, add_channel, deliveries, enqueue, http_error
-from tests.support import base_env, run_cli
+from tests.support import REPO, base_env, run_cli
 
 
 def build_history(database: Database) -> Clock:
@@ -203,3 +205,51 @@ def test_cli_as_a_process(sqlite_url: str) -> None:
     result = run_cli(["deliveries", "list", "--format", "json"], base_env(sqlite_url))
     assert result.returncode == 0, result.stderr
     assert {r["status"] for r in json.loads(result.stdout)} == {"delivered", "failed", "pending"}
+
+
+def test_times_carry_their_zone_in_every_format(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = Database(sqlite_url)
+    try:
+        build_history(database)
+    finally:
+        database.dispose()
+    cli = Cli(base_env(sqlite_url), capsys)
+
+    _, table, _ = cli("deliveries", "list")
+    _, as_json, _ = cli("deliveries", "list", "--format", "json")
+    _, as_csv, _ = cli("deliveries", "list", "--format", "csv")
+    _, shown, _ = cli("deliveries", "show", "1")
+
+    created = [row["created_at"] for row in json.loads(as_json)]
+    assert created and all(c.endswith("Z") for c in created)
+    assert [r["created_at"] for r in csv.DictReader(io.StringIO(as_csv))] == created
+    first_row = table.splitlines()[1]
+    assert created[0][:19] + "Z" in first_row  # the table: to the second
+    [shown_created] = [line.split()[-1] for line in shown.splitlines() if line.startswith("Created ")]
+    assert shown_created.endswith("Z")
+
+
+@pytest.mark.e2e
+def test_output_to_a_closed_pipe_ends_quietly(sqlite_url: str) -> None:
+    database = Database(sqlite_url)
+    try:
+        build_history(database)
+    finally:
+        database.dispose()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provider.cli", "deliveries", "list"],
+        env=base_env(sqlite_url),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # `| head -0`: the reader is gone before the first line is written
+    with process.stderr:
+        stderr = process.stderr.read().decode()
+    code = process.wait(timeout=60)
+
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert code == EXIT_BROKEN_PIPE

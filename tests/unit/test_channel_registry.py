@@ -6,22 +6,24 @@ from typing import Any
 
 import pytest
 
-from provider.channels.config import parse_duration
-from provider.channels.email import EmailChannel
+from provider.channels.config import allowed_environment, parse_duration
+from provider.channels.email import EmailChannel, addresses
 from provider.channels.http import Redactor, parse_retry_after
 from provider.channels.registry import (
     CHANNEL_TYPES,
     GENERIC_KEYS,
     build_channel,
     channel_defaults,
+    channel_missing_variables,
     channel_policy,
+    normalise_notify_params,
     validate_channel_settings,
     validate_notify_params,
 )
 from provider.channels.smartcomm import SmartCommChannel
 from provider.channels.uniphore_sms import UniphoreSmsChannel, classify, message_sid
 from provider.channels.webhook import WebhookChannel, signature
-from provider.errors import ConfigError
+from provider.errors import ChannelError, ConfigError
 
 VALID: dict[str, dict[str, Any]] = {
     "uniphore-sms": {
@@ -112,9 +114,82 @@ def test_invalid_variable_names_are_reported() -> None:
 
 
 def test_references_are_not_resolved_while_validating() -> None:
-    # a ${VAR} in a typed setting is only checked once resolved, so validation needs no environment
-    settings = {**VALID["email"], "port": "${SMTP_PORT}", "starttls": "${SMTP_STARTTLS}"}
-    assert validate_channel_settings("email", settings) == []
+    # a ${VAR} in a URL is only checked once resolved, so validation needs no environment
+    settings = {**VALID["webhook"], "url": "${HOOK_URL}", "headers": {"Authorization": "Bearer ${TOKEN}"}}
+    assert validate_channel_settings("webhook", settings) == []
+
+
+# --- which ${VAR} references are allowed (issue 9 item 5) -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("type_name", "key", "value"),
+    [
+        ("email", "port", "${SMTP_PORT}"),
+        ("email", "from", "${HOME}@example.org"),
+        ("uniphore-sms", "account_id", "${SMS_ACCOUNT}"),
+        ("webhook", "signature_header", "${HOME}"),
+    ],
+)
+def test_references_only_in_fields_that_take_them(type_name: str, key: str, value: str) -> None:
+    [problem] = validate_channel_settings(type_name, {**VALID[type_name], key: value})
+
+    assert f"setting {key!r} may not hold ${{VAR}} references" in problem
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"url": "http://x/${ST_PROVIDER_WEB_SERVICE_PASSWORD}"},
+        {"url": "https://hooks.example.org/", "headers": {"X-Db": "${ST_PROVIDER_DATABASE_URL}"}},
+        {"url": "https://hooks.example.org/", "secret": "${st_provider_web_service_password}"},
+    ],
+)
+def test_provider_settings_are_never_referenced(settings: dict[str, Any]) -> None:
+    [problem] = validate_channel_settings("webhook", settings)
+    assert "names a setting of the provider itself" in problem
+
+    environment = {"ST_PROVIDER_WEB_SERVICE_PASSWORD": "wsp-value-1234", "ST_PROVIDER_DATABASE_URL": "db"}
+    environment["st_provider_web_service_password"] = "wsp-value-1234"
+    with pytest.raises(ConfigError) as info:
+        build_channel("hook", "webhook", settings, environment=environment, timeout=1)
+    assert "wsp-value-1234" not in str(info.value)
+
+
+def test_admin_lists_the_variables_channels_may_reference() -> None:
+    allowed = ("SMS_APP_KEY", "HOOK_*")
+    settings = {"url": "https://${HOOK_HOST}/x", "headers": {"Authorization": "Bearer ${AWS_SECRET}"}}
+
+    [problem] = validate_channel_settings("webhook", settings, secret_vars=allowed)
+
+    assert "${AWS_SECRET} is not allowed by ST_PROVIDER_SECRET_VARS" in problem
+    assert validate_channel_settings("uniphore-sms", VALID["uniphore-sms"], secret_vars=allowed) == []
+    with pytest.raises(ConfigError, match="AWS_SECRET"):
+        build_channel(
+            "hook",
+            "webhook",
+            settings,
+            environment={"HOOK_HOST": "h.example.org", "AWS_SECRET": "aws-secret-value"},
+            timeout=1,
+            secret_vars=allowed,
+        )
+
+
+def test_allowed_environment_drops_provider_settings_and_unlisted_names() -> None:
+    environment = {"ST_PROVIDER_DATABASE_URL": "db", "SMS_APP_KEY": "k", "HOME": "/root", "HOOK_A": "a"}
+
+    assert dict(allowed_environment(environment)) == {"SMS_APP_KEY": "k", "HOME": "/root", "HOOK_A": "a"}
+    assert dict(allowed_environment(environment, ("SMS_*", "HOOK_A"))) == {"SMS_APP_KEY": "k", "HOOK_A": "a"}
+
+
+def test_missing_variables_are_named_per_channel() -> None:
+    settings = {**VALID["webhook"], "url": "https://${HOOK_HOST}/x", "headers": {"A": "${HOOK_SECRET}"}}
+
+    assert channel_missing_variables("webhook", settings, {}) == ["HOOK_HOST", "HOOK_SECRET"]
+    assert channel_missing_variables("webhook", settings, {"HOOK_HOST": "h", "HOOK_SECRET": "s"}) == []
+    # a refused name is a validation problem, not a missing variable
+    refused = {"url": "https://x/${ST_PROVIDER_X}"}
+    assert channel_missing_variables("webhook", refused, {}) == []
 
 
 def test_generic_keys_are_validated_and_ignored_by_channels() -> None:
@@ -181,15 +256,16 @@ def test_variables_are_resolved_inside_strings_and_mappings() -> None:
 
 
 def test_resolved_values_are_converted_and_checked() -> None:
-    settings = {**VALID["email"], "port": "${SMTP_PORT}", "starttls": "${SMTP_STARTTLS}"}
-    environment = {**ENVIRONMENT, "SMTP_PORT": "2525", "SMTP_STARTTLS": "yes"}
+    settings = {**VALID["email"], "host": "${SMTP_HOST}", "username": "${SMTP_USER}"}
+    environment = {**ENVIRONMENT, "SMTP_HOST": "mail.example.org", "SMTP_USER": "notifier"}
 
     channel = build_channel("mail", "email", settings, environment=environment, timeout=1)
 
     assert isinstance(channel, EmailChannel)
-    assert (channel.port, channel.starttls) == (2525, True)
-    with pytest.raises(ConfigError, match="'port'"):
-        build_channel("mail", "email", settings, environment={**environment, "SMTP_PORT": "smtp"}, timeout=1)
+    assert channel.host == "mail.example.org"
+    hook = {**VALID["webhook"], "url": "${HOOK_URL}"}
+    with pytest.raises(ConfigError, match="'url'"):
+        build_channel("h", "webhook", hook, environment={**environment, "HOOK_URL": "smtp"}, timeout=1)
 
 
 def test_secret_values_are_never_echoed_by_conversion_errors() -> None:
@@ -346,6 +422,15 @@ def test_redactor_removes_plain_and_url_encoded_secrets() -> None:
     )
 
 
+def test_redactor_replaces_values_never_the_words_around_them() -> None:
+    # a webhook header value (X-Team: support) is redacted as a value, not inside other words
+    redact = Redactor(["support", "envi"])
+    assert redact("unsupported header; team support; environment variable SMS_APP_KEY is not set") == (
+        "unsupported header; team [redacted]; environment variable SMS_APP_KEY is not set"
+    )
+    assert redact("?team=support&x=%3Dsupport") == "?team=[redacted]&x=%3D[redacted]"
+
+
 def test_webhook_signature_is_hmac_sha256_hex() -> None:
     # RFC 4231 test case 2
     assert signature("Jefe", b"what do ya want for nothing?") == (
@@ -362,3 +447,68 @@ def test_smartcomm_request_body_and_size() -> None:
         channel.close()
     assert b'"transactionData": "eyJhIjogMX0="' in body
     assert b'"properties": [{"name": "merge.pdf", "value": "True"}]' in body
+
+
+# --- SMS params: the string form (issue 9 item 10) -------------------------------------
+
+
+def test_sms_params_string_form_becomes_one_template_per_value() -> None:
+    params, problems = normalise_notify_params(
+        "uniphore-sms",
+        {
+            "campaign": "c",
+            "params": "ticketNumber={{ args.ticket }}&greeting=Hi%20{{ args.name }}&op={{ a & b }}",
+        },
+    )
+
+    assert problems == []
+    assert params["params"] == {
+        "ticketNumber": "{{ args.ticket }}",
+        "greeting": "Hi {{ args.name }}",
+        "op": "{{ a & b }}",
+    }
+
+
+@pytest.mark.parametrize("text", ["{{ args.all_params }}", "ticket", "{{ name }}=1", "a={{ b", "a=1&a=2"])
+def test_sms_params_string_form_that_is_not_pairs_is_refused(text: str) -> None:
+    _, [problem] = normalise_notify_params("uniphore-sms", {"params": text})
+
+    assert "write params as a mapping instead" in problem
+
+
+# --- e-mail recipients: one rendered value is one address (issue 9 item 7) --------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("ann@example.org", ["ann@example.org"]),
+        ("Ann Lee <ann@example.org>", ["ann@example.org"]),
+        (["ann@example.org", "Bob <bob@example.org>"], ["ann@example.org", "bob@example.org"]),
+        (None, []),
+    ],
+)
+def test_email_recipients(value: Any, expected: list[str]) -> None:
+    assert addresses(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "victim@example.org, attacker@evil.test",
+        "victim@example.org; attacker@evil.test",
+        "victim@example.org\r\nBcc: attacker@evil.test",
+        "victim@example.org\nattacker@evil.test",
+        "x@example.org%0d%0aBcc:attacker@evil.test",
+        "Bcc: attacker@evil.test",
+        "<victim@example.org> <attacker@evil.test>",
+        "undisclosed: attacker@evil.test;",
+        "not an address",
+        ["ok@example.org", "a@x.org, b@y.org"],
+    ],
+)
+def test_email_recipients_that_are_not_one_address_are_final(value: Any) -> None:
+    with pytest.raises(ChannelError) as info:
+        addresses(value, "cc")
+    assert info.value.final
+    assert "notify parameter 'cc'" in str(info.value)

@@ -8,7 +8,13 @@ import pytest
 
 from provider.domain import Operation
 from provider.errors import RuleProblem, RulesFileError
-from provider.rules.loader import dump_rules, load_rules_file, parse_rules, rule_from_mapping
+from provider.rules.loader import (
+    channel_warnings,
+    dump_rules,
+    load_rules_file,
+    parse_rules,
+    rule_from_mapping,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -441,3 +447,53 @@ rules:
     original = parse_rules(text)
     assert original.rules[0].then.set == (("cf_Note ✓", "<b>&amp; \"x\" 'y' — {{ subject }}</b>"),)
     assert parse_rules(dump_rules(original)) == original
+
+
+SMS_STRING_PARAMS = """\
+channels:
+  sms: {type: uniphore-sms, base_url: "https://gointeract.io", account_id: "1", application_key: "${SMS_APP_KEY}"}
+rules:
+  - name: text
+    method: NotifyEventFired
+    then:
+      notify:
+        - channel: sms
+          campaign: c
+          to: "{{ args.phone }}"
+          params: "ticketNumber={{ args.ticketNumber }}&lang=en"
+"""
+
+
+def test_sms_string_params_are_stored_as_one_template_per_value() -> None:
+    rules_file = parse_rules(SMS_STRING_PARAMS)
+
+    [notify] = rules_file.rules[0].then.notify
+    assert notify.params["params"] == {"ticketNumber": "{{ args.ticketNumber }}", "lang": "en"}
+    assert parse_rules(dump_rules(rules_file)) == rules_file
+
+
+def test_sms_string_params_that_are_not_pairs_are_refused_with_a_pointer() -> None:
+    text = SMS_STRING_PARAMS.replace("ticketNumber={{ args.ticketNumber }}&lang=en", "{{ args.all }}")
+    with pytest.raises(RulesFileError) as info:
+        parse_rules(text)
+    [problem] = info.value.problems
+    assert problem.line == 11 and problem.rule == "text"
+    assert "write params as a mapping instead" in problem.message
+
+
+def test_channel_references_are_checked_against_the_allowed_names() -> None:
+    assert parse_rules(SMS_STRING_PARAMS, secret_vars=("SMS_*",)).channels
+    with pytest.raises(RulesFileError) as info:
+        parse_rules(SMS_STRING_PARAMS, secret_vars=("HOOK_*",))
+    [problem] = info.value.problems
+    assert "${SMS_APP_KEY} is not allowed by ST_PROVIDER_SECRET_VARS" in problem.message
+
+
+def test_channel_warnings_name_the_channel_and_variable() -> None:
+    rules_file = parse_rules(SMS_STRING_PARAMS)
+
+    [warning] = channel_warnings(rules_file.channels, {})
+
+    assert warning.line == 2
+    assert "channel 'sms': environment variable SMS_APP_KEY is not set" in warning.message
+    assert channel_warnings(rules_file.channels, {"SMS_APP_KEY": "k"}) == []

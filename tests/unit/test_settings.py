@@ -188,3 +188,16 @@ def test_wrong_password_limit_and_trusted_proxies_are_validated() -> None:
         "TRUSTED_PROXIES: '*' is not an IP address",
     ):
         assert expected in message
+
+
+def test_secret_vars_default_and_list() -> None:
+    assert Settings.from_mapping({}).secret_vars == ("*",)
+    settings = load_settings({"ST_PROVIDER_SECRET_VARS": "SMS_APP_KEY, SMTP_*  HOOK_[AB]"})
+    assert settings.secret_vars == ("SMS_APP_KEY", "SMTP_*", "HOOK_[AB]")
+    assert Settings.from_mapping({"secret_vars": ["A", "B"]}).secret_vars == ("A", "B")
+
+
+@pytest.mark.parametrize("raw", ["", " , ", "SMS_KEY;rm", "A B$"])
+def test_secret_vars_must_be_names_or_patterns(raw: str) -> None:
+    with pytest.raises(ConfigError, match="ST_PROVIDER_SECRET_VARS"):
+        Settings.from_mapping({"secret_vars": raw})
