@@ -114,3 +114,11 @@ def test_cli_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     from provider.db.migrate import pending
 
     assert not pending(url)
+
+
+def test_request_read_seconds() -> None:
+    assert Settings.from_mapping({}).request_read_seconds == 10.0
+    assert load_settings({"ST_PROVIDER_REQUEST_READ_SECONDS": "2.5"}).request_read_seconds == 2.5
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(ConfigError, match="REQUEST_READ_SECONDS"):
+            Settings.from_mapping({"request_read_seconds": bad})
