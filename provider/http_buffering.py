@@ -51,6 +51,9 @@ log = logging.getLogger("provider.http")
 
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 READ_SIZE: Final = 65536
+# After a closing answer: how long, and how much, the client may still send (as gunicorn).
+LINGER_SECONDS: Final = 2.0
+LINGER_BYTES: Final = 65536
 _TIMEOUT_BODY: Final = b"The request was not received in time.\n"
 REQUEST_TIMEOUT: Final = (
     b"HTTP/1.1 408 Request Timeout\r\n"
@@ -111,6 +114,7 @@ class BufferedConn(TConn):  # type: ignore[misc]
     def __init__(self, cfg: Any, sock: BufferedSocket, client: Any, server: Any) -> None:
         super().__init__(cfg, sock, client, server)
         self.handed_over = False
+        self.lingered = 0  # bytes drained after the last answer
 
 
 class _Reading:
@@ -121,6 +125,11 @@ class _Reading:
     def __init__(self, buffer: RequestBuffer, deadline: float) -> None:
         self.buffer = buffer
         self.deadline = deadline
+
+
+def _closes(fs: Any) -> bool:
+    """Whether a finished ``handle()`` says: close the connection (it returns False then)."""
+    return not fs.cancelled() and fs.exception() is None and not fs.result()
 
 
 def request_limits(app: Any) -> tuple[float, int]:
@@ -153,6 +162,8 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         )
         # Insertion order is deadline order: every request gets the same read time.
         self.reading: dict[BufferedConn, _Reading] = {}
+        # Answered connections waiting for the client to close (value: deadline).
+        self.lingering: dict[BufferedConn, float] = {}
         self.buffering = not self.cfg.is_ssl
 
     def init_process(self) -> None:
@@ -201,6 +212,9 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
             if leftover and conn.parser is not None:
                 unreader = conn.parser.unreader
                 unreader.unread(unreader.take_buffered() + leftover)
+        if isinstance(conn, BufferedConn) and _closes(fs):
+            self._linger(conn)
+            return
         super().finish_request(conn, fs)
 
     # --- reading ------------------------------------------------------------------------
@@ -271,9 +285,52 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
                     },
                 )
                 self._send_quietly(conn, REQUEST_TIMEOUT)
-                with contextlib.suppress(OSError):
-                    conn.sock.shutdown(socket.SHUT_WR)
+                self._linger(conn)
+            else:
+                self._close(conn)
+        while self.lingering:
+            conn, deadline = next(iter(self.lingering.items()))
+            if deadline > now:
+                break
+            self._stop_lingering(conn)
+
+    # --- closing ------------------------------------------------------------------------
+
+    def _linger(self, conn: BufferedConn) -> None:
+        """Close after the answer, without blocking the event loop (RFC 9112 section 9.6).
+
+        gthread's graceful close waits for the client in the main loop, up to two seconds
+        per connection: a client that keeps its end open would stall every connection.
+        Here the write side is shut (the client sees the end of the answer), what the
+        client still sends is drained as it comes, and the socket is closed when the
+        client closes, after ``LINGER_BYTES`` or after ``LINGER_SECONDS``.
+        """
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+            conn.sock.setblocking(False)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_lingering, conn))
+        except (OSError, ValueError, KeyError):
             self._close(conn)
+            return
+        self.lingering[conn] = time.monotonic() + LINGER_SECONDS
+        conn.lingered = 0
+
+    def _on_lingering(self, conn: BufferedConn, _fileobj: Any = None) -> None:
+        try:
+            data = conn.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        conn.lingered += len(data)
+        if not data or conn.lingered > LINGER_BYTES:
+            self._stop_lingering(conn)
+
+    def _stop_lingering(self, conn: BufferedConn) -> None:
+        del self.lingering[conn]
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(conn.sock)
+        self._close(conn)
 
     def _close(self, conn: BufferedConn) -> None:
         self.nr_conns -= 1

@@ -1,7 +1,8 @@
 """Slow clients against the real gunicorn: they cannot take the service down.
 
 Raw sockets play the slow clients (one byte of headers then silence, a byte every
-half second, a body shorter than its Content-Length) while httpx makes normal SOAP
+half second, a body shorter than its Content-Length, a client that neither reads its
+answer nor closes) while httpx makes normal SOAP
 calls, each of which must be answered within a second. A request that stalls gets
 408 after ``ST_PROVIDER_REQUEST_READ_SECONDS``.
 """
@@ -14,7 +15,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, suppress
-from pathlib import Path
 
 import httpx
 import pytest
@@ -36,10 +36,12 @@ def address(server: ServerProcess) -> tuple[str, int]:
     return host, int(port)
 
 
-def soap_bytes(server: ServerProcess) -> bytes:
+def soap_bytes(server: ServerProcess, *, close: bool = False) -> bytes:
     body, headers = soap_request(Operation.GET_CUSTOM_FIELD_OPTIONS)
     host, port = address(server)
     head = f"POST /ExternalProvider.asmx HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\n"
+    if close:
+        head += "Connection: close\r\n"
     head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     return head.encode() + b"\r\n" + body
 
@@ -99,7 +101,9 @@ def test_normal_calls_are_answered_while_slow_clients_hold_connections(server: S
             sock = stack.enter_context(socket.create_connection(address(server), timeout=5))
             if index == 0:  # a body shorter than its Content-Length
                 sock.sendall(request[:-20])
-            elif index % 2:  # one byte of the request line, then nothing
+            elif index % 3 == 0:  # answered with Connection: close, but never reads or closes
+                sock.sendall(soap_bytes(server, close=True))
+            elif index % 3 == 1:  # one byte of the request line, then nothing
                 sock.sendall(request[:1])
                 stalled.append(sock)
             else:
@@ -119,34 +123,53 @@ def test_normal_calls_are_answered_while_slow_clients_hold_connections(server: S
                 sock.recv(1)
 
 
-def test_a_stalled_request_gets_408_after_the_read_deadline(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One worker (every connection meets the same event loop), a read deadline of 1 s."""
+    directory = tmp_path_factory.mktemp("deadline")
     env = base_env(
-        f"sqlite:///{tmp_path / 'provider.db'}",
+        f"sqlite:///{directory / 'provider.db'}",
         ST_PROVIDER_REQUEST_READ_SECONDS="1",
         ST_PROVIDER_LOG_FORMAT="json",
     )
-    with serve(env, tmp_path / "server.log", workers=1) as server:
-        request = soap_bytes(server)
-        cases = {"headers": request[:10], "body": request[:-20], "nothing": b""}
-        answers: dict[str, bytes] = {}
-        with ExitStack() as stack:
-            socks = {}
-            for case, data in cases.items():
-                sock = stack.enter_context(socket.create_connection(address(server), timeout=6))
-                sock.sendall(data)
-                socks[case] = sock
-            started = time.monotonic()
-            for case, sock in socks.items():
-                answers[case] = read_all(sock)
-            waited = time.monotonic() - started
-        # A kept-alive connection gets a fresh deadline for its next request.
-        with socket.create_connection(address(server), timeout=6) as sock:
-            sock.sendall(request)
-            first = read_response(sock)
-            time.sleep(0.5)
-            sock.sendall(request[:30])
-            second = read_all(sock)
-        log = server.log()
+    with serve(env, directory / "server.log", workers=1) as running:
+        yield running
+
+
+def test_answered_clients_that_never_close_do_not_stall_the_worker(one_worker: ServerProcess) -> None:
+    """gthread waits up to 2 s per such client in its event loop; 3 of them held it 6 s."""
+    with ExitStack() as stack:
+        for _ in range(3):
+            sock = stack.enter_context(socket.create_connection(address(one_worker), timeout=5))
+            sock.sendall(soap_bytes(one_worker, close=True))
+        time.sleep(0.3)  # all three answered
+        with httpx.Client(timeout=10) as client:
+            durations = [call(client, one_worker) for _ in range(2)]
+        assert max(durations) < CALL_BUDGET, durations
+
+
+def test_a_stalled_request_gets_408_after_the_read_deadline(one_worker: ServerProcess) -> None:
+    request = soap_bytes(one_worker)
+    cases = {"headers": request[:10], "body": request[:-20], "nothing": b""}
+    answers: dict[str, bytes] = {}
+    with ExitStack() as stack:
+        socks = {}
+        for case, data in cases.items():
+            sock = stack.enter_context(socket.create_connection(address(one_worker), timeout=6))
+            sock.sendall(data)
+            socks[case] = sock
+        started = time.monotonic()
+        for case, sock in socks.items():
+            answers[case] = read_all(sock)
+        waited = time.monotonic() - started
+    # A kept-alive connection gets a fresh deadline for its next request.
+    with socket.create_connection(address(one_worker), timeout=6) as sock:
+        sock.sendall(request)
+        first = read_response(sock)
+        time.sleep(0.5)
+        sock.sendall(request[:30])
+        second = read_all(sock)
+    log = one_worker.log()
     for case in ("headers", "body"):
         assert answers[case].startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answers[case]
         assert b"\r\nConnection: close\r\n" in answers[case]
