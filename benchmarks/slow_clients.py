@@ -157,6 +157,7 @@ def main() -> int:
             with provider_server(
                 env, Path(tmp) / "server.log", workers=args.workers, threads=args.threads, no_worker=True
             ) as server:
+                calls(server.endpoint, 1.0)  # warm-up: each worker's first calls build caches
                 rows = {"baseline": calls(server.endpoint, args.duration)}
                 with SlowClients(server.port, args.slow) as slow:
                     rows["slow clients"] = calls(server.endpoint, args.duration)

@@ -228,6 +228,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         if ahead and buffer.feed(ahead) is not Framing.NEED_MORE:
             self._hand_over(conn, buffer)
             return
+        self._answer_continue(conn, buffer)
         self.reading[conn] = reading
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
         self._on_readable(conn)
@@ -250,9 +251,14 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         if buffer.feed(data) is not Framing.NEED_MORE:
             self._stop_reading(conn)
             self._hand_over(conn, buffer)
-        elif buffer.expects_continue and buffer.body_expected and not conn.sock.continue_sent:
+        else:
+            self._answer_continue(conn, buffer)
+
+    def _answer_continue(self, conn: BufferedConn, buffer: RequestBuffer) -> None:
+        """``100 Continue`` once the headers asking for it are in and the body is awaited."""
+        if buffer.expects_continue and buffer.body_expected and not conn.sock.continue_sent:
             self._send_quietly(conn, CONTINUE)
-            conn.sock.continue_sent = True  # after: the socket swallows it once sent
+            conn.sock.continue_sent = True  # after: the socket swallows gunicorn's own one
 
     def _hand_over(self, conn: BufferedConn, buffer: RequestBuffer) -> None:
         conn.sock.push(bytes(buffer.data))

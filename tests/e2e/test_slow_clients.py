@@ -183,15 +183,30 @@ def test_a_stalled_request_gets_408_after_the_read_deadline(one_worker: ServerPr
     assert {e["headers_complete"] for e in timeouts} == {True, False}
 
 
+def test_expect_continue_and_pipelined_requests(one_worker: ServerProcess) -> None:
+    request = soap_bytes(one_worker)
+    head, _, body = request.partition(b"\r\n\r\n")
+    with socket.create_connection(address(one_worker), timeout=6) as sock:
+        sock.sendall(head + b"\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answer = read_response(sock)
+        # Two requests in one write: both answered, in order, on the same connection.
+        sock.sendall(request + request)
+        second, third = read_response(sock), read_response(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ")  # one interim answer only, then the real one
+    assert second.startswith(b"HTTP/1.1 200 ") and third.startswith(b"HTTP/1.1 200 ")
+
+
 def read_response(sock: socket.socket) -> bytes:
-    """One whole response with a Content-Length (the connection stays open)."""
+    """One whole response with a Content-Length (the connection stays open; nothing read past it)."""
     data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-    while len(body) < length:
-        body += sock.recv(65536)
+    while not data.endswith(b"\r\n\r\n"):
+        data += sock.recv(1)
+    length = int(data.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while length:
+        chunk = sock.recv(length)
+        data, length = data + chunk, length - len(chunk)
     return data
 
 
