@@ -97,7 +97,12 @@ wsgi_app = "provider.cli:wsgi_application()"
 
 # --- sockets and processes ------------------------------------------------------------------
 bind = [os.environ.get("ST_PROVIDER_BIND", "").strip() or "127.0.0.1:8080"]
-worker_class = "gthread"
+# gthread, with each request read whole (headers and body, within
+# ST_PROVIDER_REQUEST_READ_SECONDS, else 408) before a thread gets it: slow clients
+# cannot hold the threads even without nginx in front. See deploy/README.md.
+worker_class = "provider.http_buffering.BufferingWorker"
+# Connections per worker, including those still being read (bounds buffer memory).
+worker_connections = 256
 workers = _positive_env("ST_PROVIDER_WORKERS", "WEB_CONCURRENCY") or min(
     2 * _available_cpus() + 1, MAX_AUTO_WORKERS
 )

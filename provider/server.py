@@ -1,4 +1,4 @@
-"""``st-provider serve``: gunicorn (gthread workers) running :mod:`provider.app`.
+"""``st-provider serve``: gunicorn (buffering gthread workers) running :mod:`provider.app`.
 
 Without ``--no-worker``, ``serve`` is a small parent of two children, ``serve --no-worker``
 and ``worker``, sharing one metrics directory (:func:`supervise`). What happens, in
@@ -54,6 +54,16 @@ MIGRATION_LOCK_TIMEOUT: Final = "120s"
 WORKER_TIMEOUT: Final = 30
 GRACEFUL_TIMEOUT: Final = 20
 KEEPALIVE: Final = 5
+# Requests are read whole in the worker's event loop before a thread sees them
+# (provider/http_buffering.py): slow clients cannot hold the threads.
+WORKER_CLASS: Final = "provider.http_buffering.BufferingWorker"
+# Connections per worker, those still being read included: with the request limits
+# this bounds a worker's buffer memory (about WORKER_CONNECTIONS x max body size).
+WORKER_CONNECTIONS: Final = 256
+# Each worker is replaced after about this many requests (the jitter spreads the
+# restarts), so memory a worker gains and never returns cannot grow for ever.
+MAX_REQUESTS: Final = 20_000
+MAX_REQUESTS_JITTER: Final = 2_000
 # What ``serve`` decides even when a gunicorn configuration file is given.
 REQUIRED_OPTIONS: Final = frozenset(
     {"worker_class", "preload_app", "child_exit", "control_socket_disable", "proc_name", "loglevel"}
@@ -114,12 +124,20 @@ def _child_exit(server: Any, worker: Any) -> None:
 
 
 def gunicorn_options(settings: Settings, *, bind: str, workers: int, threads: int) -> dict[str, Any]:
-    """The gunicorn settings ``serve`` uses (timeouts on everything, no preloading)."""
+    """The gunicorn settings ``serve`` uses (timeouts on everything, no preloading).
+
+    Workers are :class:`provider.http_buffering.BufferingWorker` (each request read
+    whole, within ``settings.request_read_seconds``, before a thread gets it) and are
+    recycled after ``MAX_REQUESTS`` (plus up to ``MAX_REQUESTS_JITTER``) requests.
+    """
     options: dict[str, Any] = {
         "bind": [bind],
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": WORKER_CLASS,
+        "worker_connections": WORKER_CONNECTIONS,
+        "max_requests": MAX_REQUESTS,
+        "max_requests_jitter": MAX_REQUESTS_JITTER,
         "preload_app": False,
         "timeout": WORKER_TIMEOUT,
         "graceful_timeout": GRACEFUL_TIMEOUT,

@@ -145,6 +145,8 @@ class Settings:
     accept_namespaces: tuple[str, ...] = (ANY_NAMESPACE,)
     public_url: str | None = None
     max_body_bytes: int = 1_048_576
+    # A request (headers and body) not received whole within this many seconds gets 408.
+    request_read_seconds: float = 10.0
     bind: str = "127.0.0.1:8080"
     workers: int = 2
     threads: int = 4
@@ -335,6 +337,7 @@ class _Builder:
             accept_namespaces=self.get("accept_namespaces", _parse_namespaces, (ANY_NAMESPACE,)),
             public_url=self.get("public_url", _opt_str, None),
             max_body_bytes=self.get("max_body_bytes", _parse_positive_int, 1_048_576),
+            request_read_seconds=self.get("request_read_seconds", _parse_positive_float, 10.0),
             bind=self.get("bind", _str, "127.0.0.1:8080"),
             workers=self.get("workers", _parse_positive_int, 2),
             threads=self.get("threads", _parse_positive_int, 4),

@@ -155,6 +155,22 @@ def test_migrates_logs_counts_across_workers_and_cleans_up(tmp_path: Path) -> No
     assert not metrics_dir.exists()
 
 
+def test_a_worker_is_replaced_after_max_requests(tmp_path: Path) -> None:
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("max_requests = 3\nmax_requests_jitter = 0\n")
+    env = base_env(f"sqlite:///{tmp_path / 'provider.db'}", ST_PROVIDER_LOG_FORMAT="json")
+    args = ("--no-worker", "--gunicorn-config", str(config))
+    with (
+        serve(env, tmp_path / "server.log", workers=1, extra_args=args) as server,
+        httpx.Client(timeout=30) as client,
+    ):
+        for _ in range(7):  # /healthz at start was the first
+            assert client.get(f"{server.url}/healthz").status_code == 200
+    ready = [e for e in _json_lines(server.log()) if e.get("event") == "http.worker_ready"]
+    assert len({e["pid"] for e in ready}) >= 3
+    assert {e["max_requests"] for e in ready} == {3}
+
+
 @pytest.mark.postgres
 def test_two_instances_start_together_on_a_fresh_postgres_database(tmp_path: Path) -> None:
     name = create_pg_database()  # empty: both instances race to migrate it

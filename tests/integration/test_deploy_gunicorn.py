@@ -70,7 +70,8 @@ def test_defaults_are_sized_from_the_cpus_and_sane(clean_env: pytest.MonkeyPatch
     cpus = os.cpu_count() or 1
     assert 3 <= cfg.workers <= min(2 * cpus + 1, 12)
     assert cfg.threads == 4
-    assert cfg.worker_class_str == "gthread"
+    assert cfg.worker_class_str == "provider.http_buffering.BufferingWorker"
+    assert cfg.worker_connections >= 4 * cfg.threads
     assert cfg.preload_app is False
     assert cfg.bind == ["127.0.0.1:8080"]
     # Timeouts: a stuck worker is replaced, stop/reload lets requests finish first.

@@ -201,3 +201,11 @@ def test_secret_vars_default_and_list() -> None:
 def test_secret_vars_must_be_names_or_patterns(raw: str) -> None:
     with pytest.raises(ConfigError, match="ST_PROVIDER_SECRET_VARS"):
         Settings.from_mapping({"secret_vars": raw})
+
+
+def test_request_read_seconds() -> None:
+    assert Settings.from_mapping({}).request_read_seconds == 10.0
+    assert load_settings({"ST_PROVIDER_REQUEST_READ_SECONDS": "2.5"}).request_read_seconds == 2.5
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(ConfigError, match="REQUEST_READ_SECONDS"):
+            Settings.from_mapping({"request_read_seconds": bad})
