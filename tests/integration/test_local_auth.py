@@ -14,7 +14,7 @@ from provider.calls import LOGIN_FAILURE, Provider
 from provider.db.auth import LocalUser
 from provider.db.session import Database
 from provider.domain import CallRequest, CallResult, Operation
-from provider.errors import AuthenticationFailed, DirectoryUnavailable
+from provider.errors import AuthenticationFailed, StorageError
 from provider.settings import Secret, Settings
 from provider.variables import InputVariables
 from tests.support import WEB_SERVICE_PASSWORD
@@ -172,10 +172,10 @@ def test_weaker_hashes_are_upgraded_at_login(database: Database) -> None:
     assert LocalAuthenticator(database, stronger).authenticate("erin", "erin-password-1").username == "erin"
 
 
-def test_an_unreachable_database_is_an_outage(tmp_path: object) -> None:
+def test_an_unreachable_database_is_a_storage_outage_not_a_directory_one(tmp_path: object) -> None:
     database = Database("sqlite:////nonexistent-dir/provider.db")
     try:
-        with pytest.raises(DirectoryUnavailable):
+        with pytest.raises(StorageError):
             LocalAuthenticator(database, FAST).authenticate("alice", PASSWORD)
     finally:
         database.dispose()

@@ -15,7 +15,7 @@ from provider.auth.throttle import Throttle, ThrottledAuthenticator
 from provider.db.auth import LoginThrottle
 from provider.db.session import Database
 from provider.domain import Identity
-from provider.errors import AuthenticationFailed, DirectoryUnavailable
+from provider.errors import AuthenticationFailed, StorageError
 from provider.settings import ThrottleSettings
 
 FAST = ScryptHasher(log_n=10)
@@ -174,7 +174,7 @@ def test_an_unreachable_throttle_store_fails_closed(backend: CountingAuthenticat
     broken = Database("sqlite:////nonexistent-dir/provider.db")
     try:
         guarded = ThrottledAuthenticator(backend, Throttle(broken, LIMITS), backend="local")
-        with pytest.raises(DirectoryUnavailable):
+        with pytest.raises(StorageError):
             guarded.authenticate("alice", "alice-password-1")
         assert backend.calls == 0
     finally:
