@@ -1,7 +1,7 @@
 """Usernames normalised once (NFKC, case-folded) and the last failure reason of a login.
 
 * ``auth_local_users``: ``username`` is re-written in Unicode NFKC and ``username_key``
-  re-computed with :func:`provider.auth.usernames.username_key`, so ``ａｌｉｃｅ`` and
+  re-computed with :func:`provider.auth.usernames.username_key`, so ``\uff41\uff4c\uff49\uff43\uff45`` and
   ``alice`` are one user. When two existing users now share a key, the oldest keeps
   it; each younger one is disabled and keyed ``conflict:<id>:<key>`` (so
   ``st-provider users remove 'conflict:<id>:<key>'`` can address it) and a warning is

@@ -51,7 +51,7 @@ MAX_GROUPS = 1000
 IN_CHAIN = "1.2.840.113556.1.4.1941"
 USER_ATTRIBUTES = ("*", "memberOf")
 #: Where an entry keeps its account name: the identity's username comes from here, not
-#: from what was typed (the directory matched a look-alike such as ``ａｌｉｃｅ`` to it).
+#: from what was typed (the directory matched a look-alike such as ``\uff41\uff4c\uff49\uff43\uff45`` to it).
 USERNAME_ATTRIBUTES = ("sAMAccountName", "uid")
 # Code 34 (invalidDNSyntax) and 32 (noSuchObject) answer a bind name the server cannot parse or find.
 _UNKNOWN_BIND_NAME_CODES = frozenset({32, 34})
@@ -404,7 +404,9 @@ def _pick(entries: Sequence[Entry], name: Username) -> Entry | None:
         e
         for e in entries
         if any(
-            normalise_username(v) == typed for attr in ("userPrincipalName", "mail", "uid") for v in e.get(attr)
+            normalise_username(v) == typed
+            for attr in ("userPrincipalName", "mail", "uid")
+            for v in e.get(attr)
         )
     ]
     return exact[0] if len(exact) == 1 else None

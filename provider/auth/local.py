@@ -7,7 +7,7 @@ can be raised later; a login re-hashes a password stored with weaker ones).
 
 Usernames match in their normalised form
 (:func:`~provider.auth.usernames.normalise_username`: look-alike spellings such as
-``ａｌｉｃｅ`` are the same user as ``alice``) and are stored in their NFKC display
+``\uff41\uff4c\uff49\uff43\uff45`` are the same user as ``alice``) and are stored in their NFKC display
 form. A typed ``DOMAIN\\user`` or ``user@domain`` is
 tried as typed, then as the bare ``user``. An unknown user costs one hash like a
 known one, so timing does not reveal which usernames exist.
@@ -286,7 +286,9 @@ class LocalAuthenticator:
         with self._database.session() as session:
             users = {
                 u.username_key: u
-                for u in session.execute(sa.select(LocalUser).where(LocalUser.username_key.in_(keys))).scalars()
+                for u in session.execute(
+                    sa.select(LocalUser).where(LocalUser.username_key.in_(keys))
+                ).scalars()
             }
             for key in keys:
                 user = users.get(key)

@@ -3,7 +3,7 @@
 Every username is normalised once, here: :func:`normalise_username` (Unicode NFKC,
 then case folding, then trimming) is the one comparison form behind every key the
 provider keeps (the brute-force throttle, the lookup cache, local users, the rules'
-``loginUsername``). Directories such as OpenLDAP match ``ａｌｉｃｅ`` (fullwidth),
+``loginUsername``). Directories such as OpenLDAP match ``\uff41\uff4c\uff49\uff43\uff45`` (fullwidth),
 ``ⓐlice`` (enclosed) and ``ALICE`` to ``alice``; so must every key, or each look-alike
 spelling would get its own failure counter.
 
@@ -33,15 +33,15 @@ MAX_KEY_LENGTH = 200
 def display_form(raw: str) -> str:
     """``raw`` in Unicode NFKC, trimmed, case kept: how a username is shown and sent on.
 
-    NFKC maps compatibility look-alikes to their plain letters (``ａ``, ``ⓐ`` -> ``a``,
-    ``＼`` -> ``\\``, an ideographic space -> a space).
+    NFKC maps compatibility look-alikes to their plain letters (``\uff41``, ``ⓐ`` -> ``a``,
+    ``\uff3c`` -> ``\\``, an ideographic space -> a space).
     """
     return unicodedata.normalize("NFKC", raw).strip()
 
 
 def normalise_username(raw: str) -> str:
     """The comparison form of a username: NFKC, case-folded (NFKC again: folding can
-    denormalise), trimmed. ``ａｌｉｃｅ``, ``ⓐlice``, `` ALICE `` all give ``alice``.
+    denormalise), trimmed. ``\uff41\uff4c\uff49\uff43\uff45``, ``ⓐlice``, `` ALICE `` all give ``alice``.
 
     The one normalisation behind every username key; idempotent.
     """
@@ -99,7 +99,7 @@ class Username:
 def parse_username(raw: str) -> Username:
     """Parse a typed username; raises ``ValueError`` when nothing usable is left.
 
-    The input is put in :func:`display_form` first, so a fullwidth ``＼`` or ``＠``
+    The input is put in :func:`display_form` first, so a fullwidth ``\uff3c`` or ``\uff20``
     separates like the plain one. The caller answers a ``ValueError`` like a wrong
     password (``Authentication=FAIL``).
     """

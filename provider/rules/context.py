@@ -8,7 +8,7 @@
   sent; an input that was not sent is ``""`` (``eventType``, an integer, is ``None``).
   The usernames (``loginUsername``, ``username``) are in their normalised form
   (:func:`~provider.auth.usernames.normalise_username`: NFKC, case-folded, trimmed),
-  so ``loginUsername == 'bob'`` holds for ``BOB`` and for look-alikes such as ``ｂｏｂ``;
+  so ``loginUsername == 'bob'`` holds for ``BOB`` and for look-alikes such as ``\uff42\uff4f\uff42``;
   the value as sent stays in ``variables``;
 * ``cf``: custom fields by name without ``cf_``; ``args``: event arguments without
   ``args_``; ``variables``: every other input as sent. All three match names
