@@ -21,9 +21,9 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from provider.auth.directory import Directory
+from provider.auth.explain import utc_text
 from provider.auth.ldap import LdapAuthenticator
 from provider.auth.local import LocalUsers, UserError
-from provider.auth.explain import utc_text
 from provider.auth.throttle import KeyStatus, Throttle, user_key
 from provider.auth.usernames import parse_username
 from provider.db.session import Database
