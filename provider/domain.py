@@ -85,8 +85,10 @@ class Identity:
 class Authenticator(Protocol):
     """Checks passwords and looks users up.
 
-    Both methods raise :class:`~provider.errors.DirectoryUnavailable` when the
-    backing store cannot be reached within its timeout.
+    Both methods raise :class:`~provider.errors.DirectoryUnavailable` when a directory
+    cannot be reached within its timeout, and :class:`~provider.errors.StorageError`
+    when the provider's own database (local users, login counters) cannot: the caller
+    then says the provider, not the directory, is unavailable.
     """
 
     def authenticate(self, username: str, password: str, *, client_address: str | None = None) -> Identity:

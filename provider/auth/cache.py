@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from provider.auth.usernames import username_key
 from provider.domain import Authenticator, Identity
 
 K = TypeVar("K")
@@ -72,7 +73,8 @@ class TTLCache(Generic[K, V]):
 
 
 def cache_key(username: str) -> str:
-    return username.strip().casefold()
+    """The cache key of a typed username: its :func:`~provider.auth.usernames.username_key`."""
+    return username_key(username)
 
 
 class CachingAuthenticator:

@@ -1,7 +1,8 @@
 """The ``st-provider`` sub-commands of the auth capability.
 
 ``st-provider users add|passwd|remove|list|enable|disable|unlock`` manage the built-in
-authenticator's users (``unlock`` clears the brute-force counters of any username,
+authenticator's users (``list`` shows a lock set by failed logins and until when, in
+UTC with a ``Z``; ``unlock`` clears the brute-force counters of any username,
 directory users included). Passwords are read from a prompt on a terminal, or from
 the first line of standard input otherwise, never from the command line.
 
@@ -20,9 +21,10 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from provider.auth.directory import Directory
+from provider.auth.explain import utc_text
 from provider.auth.ldap import LdapAuthenticator
 from provider.auth.local import LocalUsers, UserError
-from provider.auth.throttle import Throttle, user_key
+from provider.auth.throttle import KeyStatus, Throttle, user_key
 from provider.auth.usernames import parse_username
 from provider.db.session import Database
 from provider.errors import AuthenticationFailed, ConfigError, DirectoryUnavailable
@@ -98,13 +100,28 @@ def read_password(prompt: str, *, confirm: bool, stdin: TextIO | None = None) ->
 
 
 @contextmanager
-def _users(settings: Settings) -> Iterator[LocalUsers]:
-    """The local users in the configured database, closed again after the block."""
+def _database(settings: Settings) -> Iterator[Database]:
+    """The configured database, closed again after the block."""
     database = Database(settings.database_url)
     try:
-        yield LocalUsers(database)
+        yield database
     finally:
         database.dispose()
+
+
+@contextmanager
+def _users(settings: Settings) -> Iterator[LocalUsers]:
+    """The local users in the configured database, closed again after the block."""
+    with _database(settings) as database:
+        yield LocalUsers(database)
+
+
+def user_status(enabled: bool, lock: KeyStatus | None) -> str:
+    """``enabled``/``disabled``, plus ``locked until <UTC time>Z`` while the throttle holds the name."""
+    status = "enabled" if enabled else "disabled"
+    if lock is not None and lock.locked_until is not None:
+        status += f", locked until {utc_text(lock.locked_until)} (failed logins)"
+    return status
 
 
 def _cmd_add(args: argparse.Namespace, settings: Settings) -> int:
@@ -145,15 +162,18 @@ def _cmd_enable(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    with _users(settings) as users:
-        records = users.list_users()
+    with _database(settings) as database:
+        records = LocalUsers(database).list_users()
+        keys = {record.username: user_key(record.username) for record in records}
+        locks = Throttle(database, settings.throttle).status(k for k in keys.values() if k)
     print("username\tstatus\temail\tdisplay name\tgroups")
     for record in records:
+        key = keys[record.username]
         print(
             "\t".join(
                 [
                     record.username,
-                    "enabled" if record.enabled else "disabled",
+                    user_status(record.enabled, locks.get(key) if key else None),
                     record.email or "-",
                     record.display_name or "-",
                     ", ".join(record.groups) or "-",
@@ -167,11 +187,8 @@ def _cmd_unlock(args: argparse.Namespace, settings: Settings) -> int:
     key = user_key(args.username)
     if key is None:
         raise UserError(f"not a usable username: {args.username!r}")
-    database = Database(settings.database_url)
-    try:
+    with _database(settings) as database:
         cleared = Throttle(database, settings.throttle).clear([key])
-    finally:
-        database.dispose()
     print(f"unlocked {args.username.strip()}" if cleared else f"{args.username.strip()} had no failed logins")
     return EXIT_OK
 

@@ -39,7 +39,7 @@ from provider.auth import base
 from provider.auth.base import TimingFloor, fail
 from provider.auth.cache import TTLCache
 from provider.auth.directory import RESULT_INVALID_CREDENTIALS, Directory, Entry, Session
-from provider.auth.usernames import Username, UsernameForm, parse_username
+from provider.auth.usernames import Username, UsernameForm, normalise_username, parse_username
 from provider.domain import Identity
 from provider.errors import AuthenticationFailed, DirectoryUnavailable
 from provider.settings import LdapSettings
@@ -50,6 +50,9 @@ MAX_NESTING = 8
 MAX_GROUPS = 1000
 IN_CHAIN = "1.2.840.113556.1.4.1941"
 USER_ATTRIBUTES = ("*", "memberOf")
+#: Where an entry keeps its account name: the identity's username comes from here, not
+#: from what was typed (the directory matched a look-alike such as ``\uff41\uff4c\uff49\uff43\uff45`` to it).
+USERNAME_ATTRIBUTES = ("sAMAccountName", "uid")
 # Code 34 (invalidDNSyntax) and 32 (noSuchObject) answer a bind name the server cannot parse or find.
 _UNKNOWN_BIND_NAME_CODES = frozenset({32, 34})
 
@@ -346,7 +349,7 @@ class LdapAuthenticator:
         display = entry.first(self._settings.display_name_attribute) or entry.first("cn")
         names = list(dict.fromkeys(base.rdn_value(dn) for dn in group_dns))
         return Identity(
-            username=name.account,
+            username=entry_username(entry, name),
             email=entry.first(self._settings.email_attribute),
             display_name=display,
             dn=entry.dn or None,
@@ -369,19 +372,41 @@ class LdapAuthenticator:
             )
         log.info(
             "directory accepted the password",
-            extra={"event": "auth.ok", "backend": "ldap", "username": name.typed, "dn": entry.dn},
+            extra={
+                "event": "auth.ok",
+                "backend": "ldap",
+                "username": identity.username,
+                "typed": name.typed,
+                "dn": entry.dn,
+            },
         )
         return identity
+
+
+def entry_username(entry: Entry, name: Username) -> str:
+    """The account name the directory gives ``entry`` (:data:`USERNAME_ATTRIBUTES`).
+
+    Falls back to the typed account (NFKC, as parsed) only for an entry without one.
+    """
+    for attribute in USERNAME_ATTRIBUTES:
+        value = entry.first(attribute)
+        if value and value.strip():
+            return value.strip()
+    return name.account
 
 
 def _pick(entries: Sequence[Entry], name: Username) -> Entry | None:
     """The one entry meant by ``name``; ``None`` when several match and none exactly by the typed name."""
     if len(entries) == 1:
         return entries[0]
-    typed = name.typed.casefold()
+    typed = normalise_username(name.typed)
     exact = [
         e
         for e in entries
-        if any(v.casefold() == typed for attr in ("userPrincipalName", "mail", "uid") for v in e.get(attr))
+        if any(
+            normalise_username(v) == typed
+            for attr in ("userPrincipalName", "mail", "uid")
+            for v in e.get(attr)
+        )
     ]
     return exact[0] if len(exact) == 1 else None

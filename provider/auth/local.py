@@ -5,7 +5,10 @@ For sites without a directory, and the embedded quick start. Users are managed w
 scrypt hashes (``hashlib.scrypt``, salted, parameters stored with the hash so they
 can be raised later; a login re-hashes a password stored with weaker ones).
 
-Usernames match case-insensitively. A typed ``DOMAIN\\user`` or ``user@domain`` is
+Usernames match in their normalised form
+(:func:`~provider.auth.usernames.normalise_username`: look-alike spellings such as
+``\uff41\uff4c\uff49\uff43\uff45`` are the same user as ``alice``) and are stored in their NFKC display
+form. A typed ``DOMAIN\\user`` or ``user@domain`` is
 tried as typed, then as the bare ``user``. An unknown user costs one hash like a
 known one, so timing does not reveal which usernames exist.
 """
@@ -28,12 +31,12 @@ from sqlalchemy.orm import Session
 
 from provider.auth import base
 from provider.auth.base import fail
-from provider.auth.usernames import parse_username
+from provider.auth.usernames import display_form, parse_username, username_key
 from provider.db.auth import LocalUser
 from provider.db.base import utcnow
 from provider.db.session import Database
 from provider.domain import Identity
-from provider.errors import DirectoryUnavailable, ProviderError, StorageError
+from provider.errors import ProviderError, StorageError
 
 log = logging.getLogger("provider.auth.local")
 
@@ -112,10 +115,6 @@ def check_new_password(password: str) -> None:
         raise UserError(f"the password must have at most {MAX_PASSWORD_LENGTH} characters")
 
 
-def username_key(username: str) -> str:
-    return username.strip().casefold()
-
-
 @dataclass(frozen=True)
 class UserRecord:
     """A local user as ``users list`` shows it (never the hash)."""
@@ -146,7 +145,7 @@ class LocalUsers:
         groups: Sequence[str] = (),
         enabled: bool = True,
     ) -> UserRecord:
-        name = username.strip()
+        name = display_form(username)
         try:
             parse_username(name)
         except ValueError as exc:
@@ -205,7 +204,7 @@ class LocalUsers:
             sa.select(LocalUser).where(LocalUser.username_key == username_key(username))
         ).scalar_one_or_none()
         if user is None:
-            raise UserError(f"no local user {username.strip()!r}")
+            raise UserError(f"no local user {display_form(username)!r}")
         return user
 
 
@@ -235,7 +234,8 @@ class _Row:
 class LocalAuthenticator:
     """An :class:`~provider.domain.Authenticator` over the ``auth_local_users`` table.
 
-    A database failure raises DirectoryUnavailable (the caller answers ``Success=false``).
+    A database failure raises StorageError: the caller answers ``Success=false`` saying
+    the provider (not a directory) is unavailable.
     """
 
     def __init__(self, database: Database, hasher: ScryptHasher | None = None) -> None:
@@ -281,29 +281,27 @@ class LocalAuthenticator:
         return _identity(row)
 
     def _find(self, names: Sequence[str]) -> _Row | None:
+        """The first of ``names`` (by normalised key) that is a local user. Raises StorageError."""
         keys = list(dict.fromkeys(username_key(n) for n in names))
-        try:
-            with self._database.session() as session:
-                users = {
-                    u.username_key: u
-                    for u in session.execute(
-                        sa.select(LocalUser).where(LocalUser.username_key.in_(keys))
-                    ).scalars()
-                }
-                for key in keys:
-                    user = users.get(key)
-                    if user is not None:
-                        return _Row(
-                            id=user.id,
-                            username=user.username,
-                            password_hash=user.password_hash,
-                            email=user.email,
-                            display_name=user.display_name,
-                            groups=tuple(user.groups or ()),
-                            enabled=user.enabled,
-                        )
-        except StorageError as exc:
-            raise DirectoryUnavailable("the local user store is unavailable") from exc
+        with self._database.session() as session:
+            users = {
+                u.username_key: u
+                for u in session.execute(
+                    sa.select(LocalUser).where(LocalUser.username_key.in_(keys))
+                ).scalars()
+            }
+            for key in keys:
+                user = users.get(key)
+                if user is not None:
+                    return _Row(
+                        id=user.id,
+                        username=user.username,
+                        password_hash=user.password_hash,
+                        email=user.email,
+                        display_name=user.display_name,
+                        groups=tuple(user.groups or ()),
+                        enabled=user.enabled,
+                    )
         return None
 
     def _rehash(self, user_id: int, password: str) -> None:

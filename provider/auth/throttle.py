@@ -1,24 +1,36 @@
 """Brute-force protection, counted in the database so it holds across workers and instances.
 
-After ``max_failures`` failed logins for one username (whatever form it was typed
-in) within ``window_seconds``, or ``max_failures_per_address`` from one client
-address, further attempts for that username or address fail at once for
-``cooldown_seconds`` without reaching the directory, so the provider never drives a
-real Active Directory account into lockout by itself. A successful login clears the
-username's counter (not the address's). Attempts refused for a blank password or an
-unusable username, or while locked, are not counted.
+Every attempt that may reach the directory is counted **before** the password is
+checked: :meth:`Throttle.reserve` adds one to the counter of the username (its
+normalised key, whatever form or look-alike spelling was typed) and, when
+``max_failures_per_address`` is set, of the client address, in one transaction that
+locks the counter rows. The attempt that brings a counter to its limit sets the lock;
+later attempts see the lock and fail at once for ``cooldown_seconds`` without
+reaching the directory. So however many attempts arrive at the same moment, at most
+``max_failures`` per username reach the directory within ``window_seconds``, and the
+provider never drives a real Active Directory account into lockout by itself.
 
-If the database cannot be reached the login is refused as unavailable (fail closed):
-the caller answers ``Success=false`` and SmarterTrack shows the error.
+After the check the reservation is settled (:meth:`Throttle.settle`):
+
+* a wrong password (or any other counted refusal) keeps the count and records the
+  reason (``last_reason``, read by ``st-provider call --explain``);
+* a successful login clears the username's counter and gives back the address's;
+* an attempt that never checked a password (a blank password, an unusable username,
+  an unreachable directory) gives back what it took.
+
+If the database cannot be reached the login is refused (fail closed) with a
+:class:`~provider.errors.StorageError`: SmarterTrack is told the provider is
+unavailable.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -36,6 +48,7 @@ from provider.settings import ThrottleSettings
 log = logging.getLogger("provider.auth.throttle")
 
 PURGE_EVERY = 200
+MAX_REASON_LENGTH = 40
 
 
 @dataclass(frozen=True)
@@ -47,11 +60,34 @@ class Lock:
 
 
 @dataclass(frozen=True)
-class ThrottleState:
-    """What the counters say before an attempt: a lock, if any, and which keys have a counter."""
+class Reservation:
+    """One counted attempt: the keys it counted against, in which window, and the locks it set."""
 
-    lock: Lock | None
-    counted: frozenset[str]
+    windows: tuple[tuple[str, datetime], ...]
+    locks: tuple[Lock, ...] = ()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(key for key, _ in self.windows)
+
+
+class Outcome(Enum):
+    """How a reserved attempt ended (see :meth:`Throttle.settle`)."""
+
+    FAILED = "failed"  # a counted refusal: keep the count
+    SUCCEEDED = "succeeded"  # clear the username, give back the address
+    NOT_CHECKED = "not_checked"  # no password was checked: give back everything
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    """What the counters say about one key (``users list``, ``call --explain``)."""
+
+    key: str
+    failures: int
+    locked_until: datetime | None
+    last_reason: str | None
+    last_failure_at: datetime | None
 
 
 def user_key(username: str) -> str | None:
@@ -69,7 +105,7 @@ def address_key(address: str | None) -> str | None:
 
 
 class Throttle:
-    """Failed-login counters in the ``auth_throttle`` table."""
+    """Attempt counters in the ``auth_throttle`` table. Every method raises StorageError."""
 
     def __init__(
         self,
@@ -83,23 +119,6 @@ class Throttle:
         self._clock = clock
         self._writes = 0
 
-    def state(self, keys: Iterable[str]) -> ThrottleState:
-        """The first of ``keys`` locked now (if any) and the keys that have counters. Raises StorageError."""
-        wanted = sorted(set(keys))
-        if not wanted:
-            return ThrottleState(lock=None, counted=frozenset())
-        now = self._clock()
-        with self._database.session() as session:
-            rows = session.execute(
-                sa.select(LoginThrottle.key, LoginThrottle.locked_until).where(LoginThrottle.key.in_(wanted))
-            ).all()
-        lock = next((Lock(key=k, until=u) for k, u in rows if u is not None and u > now), None)
-        return ThrottleState(lock=lock, counted=frozenset(k for k, _ in rows))
-
-    def locked(self, keys: Iterable[str]) -> Lock | None:
-        """The first of ``keys`` that is locked now, if any. Raises StorageError."""
-        return self.state(keys).lock
-
     @property
     def counts_addresses(self) -> bool:
         """Whether failures are also counted per client address (``max_failures_per_address > 0``)."""
@@ -112,49 +131,125 @@ class Throttle:
             else self._settings.max_failures
         )
 
-    def record_failure(self, keys: Iterable[str]) -> list[Lock]:
-        """Count one failure against each key; returns the locks this failure set. Raises StorageError."""
+    def reserve(self, keys: Iterable[str]) -> Reservation | Lock:
+        """Count one attempt against every key, atomically, before the password is checked.
+
+        Returns the :class:`Lock` that refuses the attempt (nothing is counted then), or
+        the :class:`Reservation` to :meth:`settle` once the outcome is known. The rows
+        are locked in a fixed order (``SELECT ... FOR UPDATE``; SQLite's write lock), so
+        concurrent attempts are counted one after the other and never deadlock.
+        """
         now = self._clock()
-        window = timedelta(seconds=self._settings.window_seconds)
-        cooldown = timedelta(seconds=self._settings.cooldown_seconds)
-        new_locks: list[Lock] = []
-        wanted = sorted(set(keys))  # a fixed order: two workers never wait on each other in a cycle
+        wanted = sorted(set(keys))
         if not wanted:
-            return new_locks
+            return Reservation(windows=())
         with self._database.session(immediate=True) as session:
-            for key in wanted:
-                self._ensure_row(session, key, now)
+            rows = [self._locked_row(session, key, now) for key in wanted]
+            for row in rows:
+                if row.locked_until is not None and row.locked_until > now:
+                    return Lock(key=row.key, until=row.locked_until)
+            locks = [lock for row in rows if (lock := self._count(row, now)) is not None]
+            reservation = Reservation(
+                windows=tuple((row.key, row.window_start) for row in rows), locks=tuple(locks)
+            )
+        self._maybe_purge(now)
+        return reservation
+
+    def settle(self, reservation: Reservation, outcome: Outcome, reason: str | None = None) -> None:
+        """Finish a reserved attempt (see the module docstring); ``reason`` is recorded on failure."""
+        if not reservation.windows:
+            return
+        now = self._clock()
+        with self._database.session(immediate=True) as session:
+            for key, window_start in reservation.windows:
                 row = session.execute(
                     sa.select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()
-                ).scalar_one()
-                if row.window_start <= now - window:
-                    row.failures = 0
-                    row.window_start = now
-                row.failures += 1
-                row.updated_at = now
-                if row.failures >= self.limit(key):
-                    row.locked_until = now + cooldown
-                    row.failures = 0
-                    row.window_start = now
-                    new_locks.append(Lock(key=key, until=row.locked_until))
-        self._maybe_purge(now)
-        return new_locks
+                ).scalar_one_or_none()
+                if row is None:
+                    continue
+                if outcome is Outcome.FAILED:
+                    row.last_reason = (reason or "")[:MAX_REASON_LENGTH] or None
+                    row.last_failure_at = now
+                    row.updated_at = now
+                elif outcome is Outcome.SUCCEEDED and key.startswith("user:"):
+                    session.delete(row)
+                elif row.window_start == window_start:
+                    self._give_back(row, reservation.locks, now)
 
-    def _ensure_row(self, session: Session, key: str, now: datetime) -> None:
-        values = {"key": key, "failures": 0, "window_start": now, "locked_until": None, "updated_at": now}
-        if self._database.is_postgresql:
-            session.execute(postgresql.insert(LoginThrottle).values(**values).on_conflict_do_nothing())
-        else:
-            session.execute(sqlite.insert(LoginThrottle).values(**values).on_conflict_do_nothing())
+    def record_failure(self, keys: Iterable[str], reason: str | None = None) -> list[Lock]:
+        """Count one failure against each key whether or not it is locked (tests and tools)."""
+        now = self._clock()
+        locks: list[Lock] = []
+        with self._database.session(immediate=True) as session:
+            for key in sorted(set(keys)):
+                row = self._locked_row(session, key, now)
+                if row.locked_until is not None and row.locked_until > now:
+                    row.failures += 1
+                elif (lock := self._count(row, now)) is not None:
+                    locks.append(lock)
+                row.last_reason, row.last_failure_at = reason, now
+        return locks
+
+    def status(self, keys: Iterable[str]) -> dict[str, KeyStatus]:
+        """The counters of ``keys`` that have one (expired locks read as ``None``)."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        now = self._clock()
+        with self._database.session() as session:
+            rows = session.execute(sa.select(LoginThrottle).where(LoginThrottle.key.in_(wanted))).scalars()
+            return {
+                row.key: KeyStatus(
+                    key=row.key,
+                    failures=row.failures,
+                    locked_until=row.locked_until if row.locked_until and row.locked_until > now else None,
+                    last_reason=row.last_reason,
+                    last_failure_at=row.last_failure_at,
+                )
+                for row in rows
+            }
 
     def clear(self, keys: Iterable[str]) -> int:
-        """Forget the counters and locks of ``keys``; returns how many existed. Raises StorageError."""
+        """Forget the counters and locks of ``keys``; returns how many existed."""
         wanted = sorted(set(keys))
         if not wanted:
             return 0
         with self._database.session() as session:
             result = session.execute(sa.delete(LoginThrottle).where(LoginThrottle.key.in_(wanted)))
             return int(getattr(result, "rowcount", 0) or 0)
+
+    # --- counting ----------------------------------------------------------------------
+
+    def _locked_row(self, session: Session, key: str, now: datetime) -> LoginThrottle:
+        """The counter row of ``key`` (created when missing), locked for this transaction."""
+        values = {"key": key, "failures": 0, "window_start": now, "locked_until": None, "updated_at": now}
+        dialect = postgresql if self._database.is_postgresql else sqlite
+        session.execute(dialect.insert(LoginThrottle).values(**values).on_conflict_do_nothing())
+        return session.execute(
+            sa.select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()
+        ).scalar_one()
+
+    def _count(self, row: LoginThrottle, now: datetime) -> Lock | None:
+        """Add one attempt to an unlocked row; the lock it sets on reaching the limit, if any."""
+        window = timedelta(seconds=self._settings.window_seconds)
+        if row.locked_until is not None or row.window_start <= now - window:
+            row.failures = 0  # a new window, or the first attempt after a lock ran out
+            row.window_start = now
+            row.locked_until = None
+        row.failures += 1
+        row.updated_at = now
+        if row.failures < self.limit(row.key):
+            return None
+        row.locked_until = now + timedelta(seconds=self._settings.cooldown_seconds)
+        return Lock(key=row.key, until=row.locked_until)
+
+    @staticmethod
+    def _give_back(row: LoginThrottle, locks: Sequence[Lock], now: datetime) -> None:
+        """Undo one counted attempt on ``row``, and the lock it set (if nothing set a later one)."""
+        row.failures = max(row.failures - 1, 0)
+        row.updated_at = now
+        if any(lock.key == row.key and lock.until == row.locked_until for lock in locks):
+            row.locked_until = None
 
     def _maybe_purge(self, now: datetime) -> None:
         self._writes += 1
@@ -176,7 +271,11 @@ class Throttle:
 
 
 class ThrottledAuthenticator:
-    """The front door of every authenticator: throttling, the login metrics, then the backend."""
+    """The front door of every authenticator: throttling, the login metrics, then the backend.
+
+    ``authenticate`` raises AuthenticationFailed, DirectoryUnavailable, or StorageError
+    when the provider's own database (the counters, local users) is out of reach.
+    """
 
     def __init__(self, inner: Authenticator, throttle: Throttle, *, backend: str) -> None:
         self._inner = inner
@@ -192,21 +291,18 @@ class ThrottledAuthenticator:
         keys = [k for k in (user_key(username), address) if k]
         started = time.perf_counter()
         try:
-            state = self._throttle.state(keys)
-        except StorageError as exc:
+            reserved = self._throttle.reserve(keys)
+        except StorageError:
             LOGINS.labels(operation="authenticate", outcome="unavailable").inc()
-            log.error(
-                "login throttle unavailable", extra={"event": "auth.throttle_unavailable", "error": str(exc)}
-            )
-            raise DirectoryUnavailable("the login throttle store is unavailable") from exc
-        lock = state.lock
-        if lock is not None:
+            log.error("login throttle unavailable", extra={"event": "auth.throttle_unavailable"})
+            raise
+        if isinstance(reserved, Lock):
             LOGINS.labels(operation="authenticate", outcome="throttled").inc()
             raise base.fail(
                 base.THROTTLED,
                 backend=self._backend,
-                key_kind=lock.key.split(":", 1)[0],
-                locked_until=lock.until.isoformat(),
+                key_kind=reserved.key.split(":", 1)[0],
+                locked_until=reserved.until.isoformat(),
                 username=username.strip(),
                 client=client_address,
             )
@@ -214,22 +310,18 @@ class ThrottledAuthenticator:
             identity = self._inner.authenticate(username, password, client_address=client_address)
         except AuthenticationFailed as exc:
             LOGINS.labels(operation="authenticate", outcome="fail").inc()
-            if exc.reason not in base.NOT_COUNTED:
-                self._count_failure(keys, username, client_address)
+            if exc.reason in base.NOT_COUNTED:
+                self._settle(reserved, Outcome.NOT_CHECKED)
+            else:
+                self._settle(reserved, Outcome.FAILED, exc.reason)
+                self._log_locks(reserved, username, client_address)
             raise
-        except DirectoryUnavailable:
+        except (DirectoryUnavailable, StorageError):
             LOGINS.labels(operation="authenticate", outcome="unavailable").inc()
+            self._settle(reserved, Outcome.NOT_CHECKED)
             raise
         LOGINS.labels(operation="authenticate", outcome="ok").inc()
-        user = user_key(username)
-        if user and user in state.counted:  # most logins have nothing to reset: no write
-            try:
-                self._throttle.clear([user])
-            except StorageError as exc:
-                log.warning(
-                    "could not reset the failure count",
-                    extra={"event": "auth.throttle_reset_failed", "error": str(exc)},
-                )
+        self._settle(reserved, Outcome.SUCCEEDED)
         log.debug(
             "login checked",
             extra={
@@ -240,16 +332,19 @@ class ThrottledAuthenticator:
         )
         return identity
 
-    def _count_failure(self, keys: list[str], username: str, client_address: str | None) -> None:
+    def _settle(self, reservation: Reservation, outcome: Outcome, reason: str | None = None) -> None:
+        """Settle, logging (never raising) a storage failure: the attempt then stays counted."""
         try:
-            locks = self._throttle.record_failure(keys)
+            self._throttle.settle(reservation, outcome, reason)
         except StorageError as exc:
-            log.error(
-                "could not count a failed login",
-                extra={"event": "auth.throttle_unavailable", "error": str(exc)},
+            log.warning(
+                "could not settle a login attempt",
+                extra={"event": "auth.throttle_settle_failed", "outcome": outcome.value, "error": str(exc)},
             )
-            return
-        for lock in locks:
+
+    @staticmethod
+    def _log_locks(reservation: Reservation, username: str, client_address: str | None) -> None:
+        for lock in reservation.locks:
             log.warning(
                 "too many failed logins: locked",
                 extra={
@@ -264,7 +359,7 @@ class ThrottledAuthenticator:
     def lookup(self, username: str) -> Identity | None:
         try:
             identity = self._inner.lookup(username)
-        except DirectoryUnavailable:
+        except (DirectoryUnavailable, StorageError):
             LOGINS.labels(operation="lookup", outcome="unavailable").inc()
             raise
         LOGINS.labels(operation="lookup", outcome="ok" if identity is not None else "fail").inc()

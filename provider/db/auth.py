@@ -17,8 +17,9 @@ from provider.db.base import Base, UTCDateTime, utcnow
 class LocalUser(Base):
     """A user of the built-in authenticator (``ST_PROVIDER_AUTH=local``).
 
-    ``username_key`` is the case-folded username (unique); ``username`` keeps the
-    spelling it was created with. ``password_hash`` is a self-describing scrypt hash.
+    ``username_key`` is the normalised username (unique; see
+    :func:`provider.auth.usernames.username_key`); ``username`` keeps the spelling it
+    was created with, in Unicode NFKC. ``password_hash`` is a self-describing scrypt hash.
     """
 
     __tablename__ = "auth_local_users"
@@ -40,9 +41,12 @@ class LocalUser(Base):
 class LoginThrottle(Base):
     """Failed-login counters shared by every worker process.
 
-    ``key`` is ``user:<case-folded account>`` or ``addr:<client address>``;
-    ``failures`` counts failures since ``window_start``; while ``locked_until`` is in
-    the future, attempts for that key fail without reaching the directory.
+    ``key`` is ``user:<normalised account>`` or ``addr:<client address>``;
+    ``failures`` counts attempts since ``window_start`` (counted before the password
+    is checked, given back on success); while ``locked_until`` is in the future,
+    attempts for that key fail without reaching the directory. ``last_reason`` and
+    ``last_failure_at`` record the latest counted refusal (a log-only reason such as
+    ``bad_password``, never a password) for ``st-provider call --explain``.
     """
 
     __tablename__ = "auth_throttle"
@@ -52,3 +56,5 @@ class LoginThrottle(Base):
     window_start: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    last_reason: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

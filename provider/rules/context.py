@@ -5,7 +5,11 @@
 
 * each SmarterTrack input under its documented name (:data:`CANONICAL_NAMES`, e.g.
   ``loginUsername``, ``departmentName``), matched case-insensitively from what was
-  sent; an input that was not sent is ``""`` (``eventType``, an integer, is ``None``);
+  sent; an input that was not sent is ``""`` (``eventType``, an integer, is ``None``).
+  The usernames (``loginUsername``, ``username``) are in their normalised form
+  (:func:`~provider.auth.usernames.normalise_username`: NFKC, case-folded, trimmed),
+  so ``loginUsername == 'bob'`` holds for ``BOB`` and for look-alikes such as ``\uff42\uff4f\uff42``;
+  the value as sent stays in ``variables``;
 * ``cf``: custom fields by name without ``cf_``; ``args``: event arguments without
   ``args_``; ``variables``: every other input as sent. All three match names
   case-insensitively; a missing key raises, so the rule is skipped;
@@ -24,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
+from provider.auth.usernames import normalise_username
 from provider.domain import Identity, Operation
 from provider.event_types import event_name
 from provider.variables import ARGUMENT_PREFIX, CUSTOM_FIELD_PREFIX, InputVariables
@@ -48,6 +53,8 @@ CANONICAL_NAMES: tuple[str, ...] = (
 ALIASES: Mapping[str, str] = {"group": "groupName"}
 
 SECRET_NAMES = frozenset({"authpw", "loginpassword"})
+#: Canonical inputs that hold a username: normalised in the context.
+USERNAME_NAMES = ("loginUsername", "username")
 _CANONICAL_KEYS = tuple((name, name.lower()) for name in CANONICAL_NAMES)
 _CF_LENGTH = len(CUSTOM_FIELD_PREFIX)
 _ARGS_LENGTH = len(ARGUMENT_PREFIX)
@@ -180,6 +187,8 @@ def build_context(
     for alias, name in ALIASES.items():
         if name.lower() not in sent and alias in sent:
             context[name] = sent[alias][1]
+    for name in USERNAME_NAMES:
+        context[name] = normalise_username(context[name])
     event_type = _event_type(context["eventType"])
     context["eventType"] = event_type
     context["eventName"] = event_name(event_type)

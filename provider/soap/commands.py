@@ -2,10 +2,13 @@
 
 * ``serve [--bind HOST:PORT] [--workers N] [--threads N] [--no-worker]`` runs gunicorn
   (see :mod:`provider.server`); it refuses to start without the Web Service Password.
-* ``call OP name=value ... [--url URL] [--soap12]`` sends one real SOAP call to a
-  running provider (adding ``authPW`` from the settings unless given) and prints the
-  result; exit 0 when ``Success`` is true, 1 otherwise (faults and network errors too).
-  This is the administrator's "test connection" tool.
+* ``call OP name=value ... [--url URL] [--soap12] [--explain]`` sends one real SOAP
+  call to a running provider (adding ``authPW`` from the settings unless given) and
+  prints the result; exit 0 when ``Success`` is true and, for a login (Authenticate,
+  GetSignInCookieInfo), ``Authentication=OK``; 1 otherwise (faults and network errors
+  too). With ``--explain``, a refused login is explained from the provider's database
+  (run it where the service's settings and database are: see
+  :mod:`provider.auth.explain`). This is the administrator's "test connection" tool.
 * ``wsdl [--url BASE]`` prints the contract, with ``BASE`` (or the public URL) as the
   service address.
 """
@@ -55,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     call.add_argument("--soap12", action="store_true", help="use SOAP 1.2 instead of SOAP 1.1")
     call.add_argument("--timeout", type=float, default=CALL_TIMEOUT_SECONDS, help="seconds (default 30)")
+    call.add_argument(
+        "--explain",
+        action="store_true",
+        help="when a login is refused, print the reason the server recorded "
+        "(reads the provider's database: run it with the service's settings)",
+    )
     call.set_defaults(handler=_cmd_call)
 
     wsdl = subparsers.add_parser("wsdl", help="print the WSDL contract")
@@ -123,7 +132,9 @@ def _operation(name: str) -> Operation:
 
 
 def _cmd_call(args: argparse.Namespace, settings: Settings) -> int:
+    from provider.auth.explain import LOGIN_OPERATIONS, explain_login
     from provider.soap.client import SoapFault, call_operation
+    from provider.variables import InputVariables
 
     operation = _operation(args.operation)
     entries = list(args.variables)
@@ -146,4 +157,13 @@ def _cmd_call(args: argparse.Namespace, settings: Settings) -> int:
         print(f"Fault: {exc}")
         return 1
     print(answer.render(), end="")
-    return 0 if answer.success else 1
+    if not answer.success:
+        return 1
+    if operation not in LOGIN_OPERATIONS or (answer.outputs.get("Authentication") or "").upper() == "OK":
+        return 0
+    if args.explain:
+        for line in explain_login(settings, operation, InputVariables.parse(entries)):
+            print(line)
+    else:
+        print("login refused: run again with --explain (with the service's settings) to see why")
+    return 1

@@ -10,11 +10,11 @@ import sqlalchemy as sa
 
 from provider.auth import build_authenticator
 from provider.auth.local import LocalAuthenticator, LocalUsers, ScryptHasher, UserError
-from provider.calls import LOGIN_FAILURE, Provider
+from provider.calls import LOGIN_FAILURE, STORAGE_UNAVAILABLE, Provider
 from provider.db.auth import LocalUser
 from provider.db.session import Database
 from provider.domain import CallRequest, CallResult, Operation
-from provider.errors import AuthenticationFailed, DirectoryUnavailable
+from provider.errors import AuthenticationFailed, StorageError
 from provider.settings import Secret, Settings
 from provider.variables import InputVariables
 from tests.support import WEB_SERVICE_PASSWORD
@@ -172,10 +172,45 @@ def test_weaker_hashes_are_upgraded_at_login(database: Database) -> None:
     assert LocalAuthenticator(database, stronger).authenticate("erin", "erin-password-1").username == "erin"
 
 
-def test_an_unreachable_database_is_an_outage(tmp_path: object) -> None:
+def test_an_unreachable_database_is_a_storage_outage_not_a_directory_one(tmp_path: object) -> None:
     database = Database("sqlite:////nonexistent-dir/provider.db")
     try:
-        with pytest.raises(DirectoryUnavailable):
+        with pytest.raises(StorageError):
             LocalAuthenticator(database, FAST).authenticate("alice", PASSWORD)
     finally:
         database.dispose()
+
+
+# --- look-alike names and outages (issue 9, items 2 and 15) -----------------------------------
+
+
+@BOTH
+def test_look_alike_names_are_the_same_local_user(database: Database) -> None:
+    users = LocalUsers(database, FAST)
+    users.add("Alice", PASSWORD, email="alice@example.org")
+    with pytest.raises(UserError, match="already exists"):
+        users.add("\uff41\uff4c\uff49\uff43\uff45", PASSWORD)  # fullwidth
+    auth = LocalAuthenticator(database, FAST)
+    for typed in ("\uff41\uff4c\uff49\uff43\uff45", "\uff41lice", "\u24d0lice", "EXAMPLE\\\uff21LICE"):
+        assert auth.authenticate(typed, PASSWORD).username == "Alice"
+    users.set_enabled("\u24d0lice", False)
+    assert auth.lookup("alice") is None
+
+
+def test_a_database_outage_tells_smartertrack_the_provider_is_unavailable(tmp_path: object) -> None:
+    settings = Settings.from_mapping(
+        {
+            "web_service_password": WEB_SERVICE_PASSWORD,
+            "auth": "local",
+            "database_url": "sqlite:////nonexistent-dir/p.db",
+        }
+    )
+    broken = Database(settings.database_url)
+    try:
+        provider = Provider(Secret(WEB_SERVICE_PASSWORD), authenticator=build_authenticator(settings, broken))
+        login = call(provider, Operation.AUTHENTICATE, loginUsername="alice", loginPassword=PASSWORD)
+        cookie = call(provider, Operation.GET_SIGN_IN_COOKIE_INFO, loginUsername="alice")
+    finally:
+        broken.dispose()
+    assert (login.success, login.message) == (False, STORAGE_UNAVAILABLE)
+    assert (cookie.success, cookie.message) == (False, STORAGE_UNAVAILABLE)

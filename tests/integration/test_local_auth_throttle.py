@@ -15,7 +15,7 @@ from provider.auth.throttle import Throttle, ThrottledAuthenticator
 from provider.db.auth import LoginThrottle
 from provider.db.session import Database
 from provider.domain import Identity
-from provider.errors import AuthenticationFailed, DirectoryUnavailable
+from provider.errors import AuthenticationFailed, StorageError
 from provider.settings import ThrottleSettings
 
 FAST = ScryptHasher(log_n=10)
@@ -174,7 +174,7 @@ def test_an_unreachable_throttle_store_fails_closed(backend: CountingAuthenticat
     broken = Database("sqlite:////nonexistent-dir/provider.db")
     try:
         guarded = ThrottledAuthenticator(backend, Throttle(broken, LIMITS), backend="local")
-        with pytest.raises(DirectoryUnavailable):
+        with pytest.raises(StorageError):
             guarded.authenticate("alice", "alice-password-1")
         assert backend.calls == 0
     finally:
@@ -201,3 +201,91 @@ def test_addresses_are_not_counted_by_default(
     with database.session() as session:
         keys = session.execute(sa.select(LoginThrottle.key)).scalars().all()
     assert keys and not any(k.startswith("addr:") for k in keys)
+
+
+# --- counted before the check (issue 9, item 6) ------------------------------------------------
+
+
+def counters(database: Database) -> dict[str, tuple[int, bool]]:
+    with database.session() as session:
+        rows = session.execute(sa.select(LoginThrottle)).scalars().all()
+        return {row.key: (row.failures, row.locked_until is not None) for row in rows}
+
+
+@BOTH
+def test_concurrent_wrong_passwords_reach_the_backend_at_most_the_limit(
+    database: Database, backend: CountingAuthenticator
+) -> None:
+    # A second engine, like a second gunicorn worker, shares the counters.
+    other = Database(database.url)
+    limits = ThrottleSettings(max_failures=5, window_seconds=60, cooldown_seconds=120)
+    front = [
+        ThrottledAuthenticator(backend, Throttle(db, limits), backend="local") for db in (database, other)
+    ]
+    start = threading.Barrier(40)
+    outcomes: list[str] = []
+    errors: list[BaseException] = []
+
+    def guess(index: int) -> None:
+        try:
+            start.wait(timeout=30)
+            outcomes.append(reason(front[index % 2], "alice", f"wrong-{index}"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    other.dispose()
+    assert errors == []
+    assert backend.calls <= 5
+    assert sorted(set(outcomes)) == ["bad_password", "throttled"]
+    assert outcomes.count("bad_password") == backend.calls
+
+
+def test_the_attempt_that_reaches_the_limit_and_succeeds_leaves_no_lock(
+    database: Database, backend: CountingAuthenticator, clock: Clock
+) -> None:
+    auth = ThrottledAuthenticator(backend, Throttle(database, LIMITS, clock=clock), backend="local")
+    for index in range(4):  # four failures from one address: the address limit is 5
+        reason(auth, f"nobody{index}", "guess-1", client="198.51.100.9")
+    assert reason(auth, "alice", "alice-password-1", client="198.51.100.9") == "ok"  # the 5th: success
+    assert counters(database)["addr:198.51.100.9"] == (4, False)  # given back, and no lock left
+    assert reason(auth, "bob", "bob-password-1", client="198.51.100.9") == "ok"
+
+
+def test_attempts_that_check_no_password_are_given_back(
+    guarded: ThrottledAuthenticator, database: Database
+) -> None:
+    reason(guarded, "alice", "wrong-1")
+    for _ in range(5):
+        assert reason(guarded, "alice", "   ") == "empty_password"
+    assert counters(database)["user:alice"] == (1, False)
+
+
+def test_a_failure_records_its_reason_and_a_success_forgets_it(
+    guarded: ThrottledAuthenticator, database: Database
+) -> None:
+    throttle = Throttle(database, LIMITS)
+    reason(guarded, "ALICE", "wrong-1")
+    status = throttle.status(["user:alice"])["user:alice"]
+    assert (status.failures, status.last_reason, status.locked_until) == (1, "bad_password", None)
+    assert status.last_failure_at is not None
+    reason(guarded, "alice", "alice-password-1")
+    assert throttle.status(["user:alice"]) == {}
+
+
+def test_a_storage_outage_while_checking_a_local_password_is_a_storage_error(database: Database) -> None:
+    broken = Database("sqlite:////nonexistent-dir/provider.db")
+    try:
+        # The counters are fine, the user store is not: still "the provider is unavailable".
+        guarded = ThrottledAuthenticator(
+            LocalAuthenticator(broken, FAST), Throttle(database, LIMITS), backend="local"
+        )
+        with pytest.raises(StorageError):
+            guarded.authenticate("alice", "alice-password-1")
+        assert counters(database)["user:alice"] == (0, False)  # not counted: no password was checked
+    finally:
+        broken.dispose()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -34,5 +37,58 @@ def test_downgrade_to_base_and_back(database_url: str) -> None:
     engine = create_db_engine(database_url)
     try:
         assert set(metadata.tables) <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_0004_normalises_local_usernames_and_disables_look_alike_duplicates(database_url: str) -> None:
+    downgrade(database_url, "0003_events")
+    users = sa.table(
+        "auth_local_users",
+        *(sa.column(name) for name in ("id", "username_key", "username", "password_hash", "enabled")),
+        sa.column("groups", sa.JSON()),
+        *(
+            sa.column(name, sa.DateTime(timezone=True))
+            for name in ("created_at", "updated_at", "password_changed_at")
+        ),
+    )
+    now = datetime.now(UTC)
+    fullwidth = "\uff41\uff4c\uff49\uff43\uff45"  # alice
+    old_rows = [(1, "Alice"), (2, fullwidth), (3, "Bob"), (4, "\u24b7ob\u2003")]  # enclosed B, em space
+    engine = create_db_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(users),
+                [
+                    {
+                        "id": user_id,
+                        "username_key": name.strip().casefold(),  # the key before 0004
+                        "username": name,
+                        "password_hash": "$scrypt$x",
+                        "enabled": True,
+                        "groups": [],
+                        "created_at": now,
+                        "updated_at": now,
+                        "password_changed_at": now,
+                    }
+                    for user_id, name in old_rows
+                ],
+            )
+        upgrade(database_url)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(users.c.id, users.c.username, users.c.username_key, users.c.enabled).order_by(
+                    users.c.id
+                )
+            ).all()
+        assert [tuple(row) for row in rows] == [
+            (1, "Alice", "alice", True),
+            (2, "alice", "conflict:2:alice", False),
+            (3, "Bob", "bob", True),
+            (4, "Bob", "conflict:4:bob", False),
+        ]
+        downgrade(database_url, "0003_events")  # and back, without tripping the unique key
+        upgrade(database_url)
     finally:
         engine.dispose()

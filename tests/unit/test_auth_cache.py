@@ -123,3 +123,16 @@ def test_authentication_is_never_answered_from_the_cache() -> None:
         assert exc.reason == "bad_password"
     else:
         raise AssertionError("a cached identity answered a wrong password")
+
+
+def test_look_alike_spellings_share_one_cache_entry() -> None:
+    inner = CountingDirectory({"alice": "pw"})
+    auth = CachingAuthenticator(inner, ttl=60, cache=TTLCache(clock=Clock()))
+    for spelling in (
+        "alice",
+        "\uff41\uff4c\uff49\uff43\uff45",
+        "\uff41lice",
+        "\u24d0lice",
+    ):  # fullwidth, mixed, enclosed
+        auth.lookup(spelling)
+    assert inner.lookups == 1

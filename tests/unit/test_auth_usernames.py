@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provider.auth.usernames import Username, UsernameForm, parse_username
+from provider.auth.usernames import (
+    Username,
+    UsernameForm,
+    display_form,
+    normalise_username,
+    parse_username,
+    username_key,
+)
 
 
 @pytest.mark.parametrize(
@@ -70,4 +77,48 @@ def test_parsing_never_crashes_and_keeps_the_account_inside_the_input(text: str)
     assert isinstance(name, Username)
     assert name.account
     assert name.account == name.account.strip()
-    assert name.account in text
+    assert name.account in display_form(text)
+    assert name.key == username_key(name.account)
+
+
+@given(st.text(min_size=1, max_size=80))
+def test_normalising_is_idempotent(text: str) -> None:
+    once = normalise_username(text)
+    assert normalise_username(once) == once
+
+
+# Look-alikes OpenLDAP matches to uid=alice: fullwidth, mixed, enclosed (circled), and case.
+LOOK_ALIKES = [
+    "\uff41\uff4c\uff49\uff43\uff45",
+    "\uff41lice",
+    "ⓐlice",
+    "\uff21\uff2c\uff29\uff23\uff25",
+    "\u3000Alice\u3000",
+    "Ⓐ\uff2c\uff29\uff23\uff25",
+]
+
+
+@pytest.mark.parametrize("typed", LOOK_ALIKES)
+def test_look_alike_spellings_share_one_key(typed: str) -> None:
+    assert normalise_username(typed) == "alice"
+    assert parse_username(typed).key == "alice"
+    assert parse_username(typed).account == display_form(typed)
+
+
+def test_fullwidth_separators_split_like_plain_ones() -> None:
+    down_level = parse_username(
+        "\uff25\uff38\uff21\uff2d\uff30\uff2c\uff25\uff3c\uff41\uff4c\uff49\uff43\uff45"
+    )
+    assert (down_level.domain, down_level.account, down_level.key) == ("EXAMPLE", "alice", "alice")
+    upn = parse_username("\uff41\uff4c\uff49\uff43\uff45\uff20example.org")
+    assert (upn.form, upn.account, upn.key) == (UsernameForm.UPN, "alice", "alice")
+
+
+def test_case_folding_is_full_and_the_display_form_keeps_case() -> None:
+    assert normalise_username("STRASSE") == normalise_username("Straße") == "strasse"
+    assert display_form("  \uff21lice ") == "Alice"
+
+
+def test_a_huge_input_is_refused_before_it_is_normalised() -> None:
+    with pytest.raises(ValueError):
+        parse_username("\ufdfa" * 5000)

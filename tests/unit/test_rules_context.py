@@ -117,3 +117,10 @@ def test_values_and_case_insensitive_dict_behave_as_documented() -> None:
     assert str(Values(())) == ""
     d = CaseInsensitiveDict([("Name", 1), ("NAME", 2)])
     assert dict(d) == {"NAME": 2} and d["name"] == 2
+
+
+@pytest.mark.parametrize("sent", ["bob", " BOB ", "\uff42\uff4f\uff42", "\u24d1ob", "\uff22ob"])
+def test_usernames_are_normalised_and_the_sent_value_stays_in_variables(sent: str) -> None:
+    ctx = context(f"loginUsername={sent}", f"username={sent}")
+    assert ctx["loginUsername"] == "bob" and ctx["username"] == "bob"
+    assert ctx["variables"]["loginUsername"] == sent
