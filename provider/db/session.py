@@ -113,7 +113,7 @@ class Database:
             raise StorageError(f"database error: {type(exc).__name__}") from exc
 
     def ping(self) -> bool:
-        """Whether the database answers a trivial query (for /healthz)."""
+        """Whether the database answers a trivial query (for /readyz)."""
         try:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
