@@ -6,6 +6,7 @@ quietly starts a new, empty SQLite file."""
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -16,13 +17,12 @@ from tests.support import PG_ADMIN_DSN, WEB_SERVICE_PASSWORD, base_env, free_por
 DB_PASSWORD = "Db-Pa55word-never-shown"
 
 
-def assert_clean_failure(result: object, status: int, *needles: str) -> None:
-    assert result.returncode == status, (result.stdout, result.stderr)  # type: ignore[attr-defined]
-    stderr: str = result.stderr  # type: ignore[attr-defined]
+def assert_clean_failure(result: subprocess.CompletedProcess[str], status: int, *needles: str) -> None:
+    assert result.returncode == status, (result.stdout, result.stderr)
     for needle in needles:
-        assert needle in stderr, stderr
-    assert "Traceback" not in stderr
-    assert DB_PASSWORD not in stderr + result.stdout  # type: ignore[attr-defined]
+        assert needle in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert DB_PASSWORD not in result.stderr + result.stdout
 
 
 @pytest.mark.parametrize("command", [["users", "list"], ["db", "upgrade"], ["rules", "list"]])
