@@ -57,7 +57,7 @@ from provider.rules.store import RuleStore
 from provider.settings import Secret, Settings
 from provider.variables import InputVariables
 
-PASSWORD = "bench-password"
+PASSWORD = "bench-rules-password"
 GOAL_MICROSECONDS = 1000.0
 
 ENTRIES = [

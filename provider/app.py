@@ -7,10 +7,12 @@ forked (see :mod:`provider.server`): it opens the database, builds the domain
 Routes:
 
 * ``/ExternalProvider.asmx`` (any case) and ``/``: SOAP 1.1/1.2 ``POST``, ``GET ?wsdl``;
-* ``/healthz`` (liveness): ``200 {"status": "ok", "database": "ok"}``, or 503 when the
-  database does not answer;
+* ``/healthz`` (liveness): ``200 {"status": "ok"}`` whenever the process answers. It
+  checks nothing outside the process, so a database or directory outage never gets
+  healthy processes restarted (Kubernetes' liveness probe, systemd watchdogs);
 * ``/readyz`` (readiness): 200 when the database and, when LDAP is configured, the
-  directory answer; 503 naming what does not (``{"status": "unavailable", "directory": "unreachable"}``);
+  directory answer; 503 naming what does not (``{"status": "unavailable", "directory": "unreachable"}``):
+  take the instance out of the load balancer, do not restart it;
 * ``/metrics``: Prometheus text; aggregated over every worker when the server set
   ``PROMETHEUS_MULTIPROC_DIR`` (passed here as ``metrics_dir``).
 
@@ -137,8 +139,8 @@ class ProviderApplication:
         return response
 
     def _health(self, environ: dict[str, Any]) -> SoapResponse:
-        checks = {"database": self.database.ping} if self.database is not None else {}
-        return self._report(environ, checks)
+        # Liveness only: answering at all is the check (see the module docstring).
+        return self._report(environ, {})
 
     def _ready(self, environ: dict[str, Any]) -> SoapResponse:
         checks = {"database": self.database.ping} if self.database is not None else {}

@@ -5,8 +5,8 @@ typed :class:`~provider.domain.CallResult`. It checks the Web Service Password,
 consults the authenticator, the rules and the event sink, and builds the output
 variables SmarterTrack expects. It knows nothing of SOAP.
 
-Expected outcomes (wrong password, failed login, directory outage, storage failure)
-are results. Anything else is a bug and propagates; the protocol layer answers it
+Expected outcomes (wrong password, malformed input, failed login, directory outage,
+storage failure) are results. Anything else is a bug and propagates; the protocol layer answers it
 with a generic fault and the request id.
 """
 
@@ -34,6 +34,7 @@ from provider.errors import (
     AuthenticationFailed,
     DirectoryError,
     DirectoryUnavailable,
+    InvalidInput,
     ProviderError,
     StorageError,
 )
@@ -51,6 +52,11 @@ LOGIN_FAILURE = "Login Failure"
 DIRECTORY_UNAVAILABLE = "The directory service is unavailable. Please try again later."
 EVENT_NOT_STORED = "The event could not be stored. SmarterTrack should retry."
 STORAGE_UNAVAILABLE = "The provider's database is unavailable. Please try again later."
+INVALID_INPUT = "Invalid Input"  # followed by ": <which input and what it must be>"
+
+#: Inputs converted to numbers, checked for every operation before anything else
+#: sees them (rules, the event store): a malformed one is ``Invalid Input``, not a fault.
+NUMERIC_INPUTS = ("eventType",)
 
 AUTH_PASSWORD_VARIABLE = "authPW"  # noqa: S105 (a variable name, not a password)
 SECRET_VARIABLES = frozenset({"authpw", "loginpassword"})
@@ -119,7 +125,10 @@ class Provider:
             )
             return CallResult(success=False, message=PERMISSION_DENIED, permission_denied=True)
         try:
+            check_inputs(request.variables)
             return self._handlers[request.operation](request)
+        except InvalidInput as exc:
+            return _invalid_input(request, exc)
         except StorageError:
             # The provider's own database (rules, throttle, users) is out of reach.
             log.exception(
@@ -297,9 +306,12 @@ class Provider:
         return CallResult(success=True, message="Event Notification Successful")
 
     def incoming_event(self, variables: InputVariables) -> IncomingEvent:
-        """The event to store for a NotifyEventFired call (secrets removed)."""
-        raw_type = (variables.get("eventType") or "").strip()
-        event_type = int(raw_type) if raw_type.lstrip("-").isdigit() else None
+        """The event to store for a NotifyEventFired call (secrets removed).
+
+        Raises :class:`~provider.errors.InvalidInput` for a malformed ``eventType``
+        (a missing or blank one is stored as ``None``).
+        """
+        event_type = variables.whole_number("eventType")
         kept = tuple((n, v) for n, v in variables.pairs if n.strip().lower() not in SECRET_VARIABLES)
         fingerprint = hashlib.sha256(json.dumps(sorted(kept), ensure_ascii=False).encode("utf-8")).hexdigest()
         return IncomingEvent(
@@ -310,6 +322,26 @@ class Provider:
             received_at=self._clock(),
             fingerprint=fingerprint,
         )
+
+
+def check_inputs(variables: InputVariables) -> None:
+    """Raise :class:`~provider.errors.InvalidInput` for the first malformed numeric input."""
+    for name in NUMERIC_INPUTS:
+        variables.whole_number(name)
+
+
+def _invalid_input(request: CallRequest, exc: InvalidInput) -> CallResult:
+    log.info(
+        "invalid input",
+        extra={
+            "event": "call.invalid_input",
+            "operation": str(request.operation),
+            "variable": exc.variable,
+            "client": request.client_address,
+            "request_id": request.request_id,
+        },
+    )
+    return CallResult(success=False, message=f"{INVALID_INPUT}: {exc}")
 
 
 def _apply_variables(output: OutputVariables, decision: Decision) -> None:

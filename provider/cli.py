@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,23 @@ def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+#: How each command uses the database: a command path ("rules validate"), else its first word.
+#: "creates": a missing SQLite file is made (db upgrade; serve, which logs the database);
+#: "reads": works without one (rules validate reads stored channels only if there are some);
+#: "needs": a missing SQLite file is refused unless --create is given, so a command run from
+#: another directory never fills a new, empty database the service does not read.
+#: Every command that uses the database prints it (password hidden) on stderr, except serve.
+DATABASE_USE: dict[str, str] = {
+    "serve": "serves",
+    "db upgrade": "creates",
+    "rules validate": "reads",
+    "rules": "needs",
+    "users": "needs",
+    "worker": "needs",
+    "deliveries": "needs",
+    "events": "needs",
+}
+
 #: Which module registers each top-level command. Only the module of the command being
 #: run is imported, so `serve` starts with nothing loaded that must come after its set-up
 #: (prometheus_client reads PROMETHEUS_MULTIPROC_DIR when first imported).
@@ -121,7 +138,56 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         modules = list(dict.fromkeys(COMMAND_MODULES.values()))
     for name in modules:
         importlib.import_module(name).register(sub)
+    _mark_database_use(parser)
     return parser
+
+
+def _leaf_parsers(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every runnable (sub-)command's parser with its command path."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        yield path, parser
+    for group in groups:
+        for name, child in group.choices.items():
+            yield from _leaf_parsers(child, (*path, name))
+
+
+def _mark_database_use(parser: argparse.ArgumentParser) -> None:
+    """Tag each command with its :data:`DATABASE_USE`; give the "needs" ones ``--create``."""
+    for path, leaf in _leaf_parsers(parser):
+        use = DATABASE_USE.get(" ".join(path)) or DATABASE_USE.get(path[0] if path else "")
+        leaf.set_defaults(database_use=use)
+        if use == "needs":
+            leaf.add_argument(
+                "--create",
+                action="store_true",
+                help="create the database when its SQLite file does not exist (else that is an error: "
+                "usually another working directory or ST_PROVIDER_DATABASE_URL than the service's)",
+            )
+
+
+def announce_database(settings: Settings, use: str | None, *, create: bool = False) -> None:
+    """Say which database the command uses (stderr, password hidden); for "needs" commands,
+    refuse a missing SQLite file, or create and migrate it when ``create``."""
+    if use is None or use == "serves":
+        return
+    from provider.db.session import describe_url, require_existing, sqlite_file
+
+    url = settings.database_url
+    path = sqlite_file(url)
+    missing = path is not None and not path.exists()
+    note = " (does not exist yet)" if missing and use != "needs" else ""
+    print(f"st-provider: database {describe_url(url)}{note}", file=sys.stderr)
+    if use != "needs" or not missing:
+        return
+    if not create:
+        require_existing(url)
+    from provider.db.migrate import upgrade
+
+    upgrade(url)
+    print(f"st-provider: created the database {path}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -137,6 +203,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     configure_logging(settings.log_level, settings.log_format)
     handler: Handler = args.handler
     try:
+        announce_database(
+            settings, getattr(args, "database_use", None), create=getattr(args, "create", False)
+        )
         status = handler(args, settings)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return status

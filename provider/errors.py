@@ -24,6 +24,21 @@ class StorageError(ProviderError):
     """The database could not be reached or refused the operation."""
 
 
+class DatabaseMissing(StorageError):
+    """The configured database does not exist (and the command was not asked to create it)."""
+
+
+class InvalidInput(ProviderError):
+    """A caller's input variable is malformed; the message says which one and what it must be.
+
+    ``variable`` is the input's name as documented (never its value).
+    """
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(message)
+        self.variable = variable
+
+
 # --- directory / authentication -------------------------------------------------
 
 

@@ -40,8 +40,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from provider.db.migrate import upgrade
-from provider.db.session import create_db_engine
-from provider.errors import ConfigError, StorageError
+from provider.db.session import create_db_engine, describe_url, storage_error
+from provider.errors import ConfigError
 from provider.settings import Settings
 
 log = logging.getLogger("provider.server")
@@ -109,7 +109,7 @@ def apply_migrations(database_url: str) -> None:
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
     except SQLAlchemyError as exc:
-        raise StorageError(f"cannot migrate the database: {type(exc).__name__}") from exc
+        raise storage_error(exc, database_url, "cannot migrate the database") from exc
     finally:
         engine.dispose()
 
@@ -362,6 +362,7 @@ def serve(
             "starting",
             extra={
                 "event": "server.start",
+                "database": describe_url(settings.database_url),
                 "bind": bind,
                 "workers": workers,
                 "threads": threads,

@@ -28,6 +28,15 @@ ANY_NAMESPACE = "*"
 MAX_NAMESPACE_LENGTH = 1024
 DEFAULT_USER_FILTER = "(|(uid={username})(sAMAccountName={username})(userPrincipalName={username}))"
 
+#: The shortest Web Service Password accepted (current and previous).
+MIN_SERVICE_PASSWORD_LENGTH = 16
+#: Placeholder values from deploy/ and the README: copied examples never go live.
+KNOWN_PLACEHOLDER_PASSWORDS = frozenset(
+    {"change-me-to-a-long-random-value", "change-me", "choose-a-password", "password", "placeholder", "..."}
+)
+# ... and their kin: "CHANGE-ME-please", "changeme", "replace_me" (a value that starts so).
+_PLACEHOLDER_PATTERN = re.compile(r"\s*(change|replace)[-_ ]?me([-_ .]|$)", re.IGNORECASE)
+
 
 class Secret:
     """A secret string that never shows itself in ``repr``, ``str`` or logs."""
@@ -230,6 +239,28 @@ def _parse_secret(raw: Any) -> Secret | None:
     return Secret(text) if text else None
 
 
+def _parse_service_password(raw: Any) -> Secret | None:
+    """A Web Service Password: unset, or at least 16 characters and not an example placeholder.
+
+    The messages never repeat the value.
+    """
+    secret = _parse_secret(raw)
+    if secret is None:
+        return None
+    text = secret.reveal()
+    if text.strip().lower() in KNOWN_PLACEHOLDER_PASSWORDS or _PLACEHOLDER_PATTERN.match(text):
+        raise ValueError(
+            "is a placeholder from the examples: set it to the long random Web Service Password "
+            "entered in SmarterTrack (e.g. from `python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`)"
+        )
+    if len(text) < MIN_SERVICE_PASSWORD_LENGTH:
+        raise ValueError(
+            f"is too short: use at least {MIN_SERVICE_PASSWORD_LENGTH} characters (a long random value, "
+            "e.g. from `python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`)"
+        )
+    return secret
+
+
 def _parse_urls(raw: Any) -> tuple[str, ...]:
     items = raw if isinstance(raw, list | tuple) else re.split(r"[\s,]+", str(raw))
     urls = tuple(str(u).strip() for u in items if str(u).strip())
@@ -330,8 +361,10 @@ class _Builder:
         if not namespace:
             self.problems.append("ST_PROVIDER_NAMESPACE: must not be empty")
         settings = Settings(
-            web_service_password=self.get("web_service_password", _parse_secret, None),
-            previous_web_service_password=self.get("previous_web_service_password", _parse_secret, None),
+            web_service_password=self.get("web_service_password", _parse_service_password, None),
+            previous_web_service_password=self.get(
+                "previous_web_service_password", _parse_service_password, None
+            ),
             database_url=self.get("database_url", _str, DEFAULT_DATABASE_URL).strip(),
             namespace=namespace or DEFAULT_NAMESPACE,
             accept_namespaces=self.get("accept_namespaces", _parse_namespaces, (ANY_NAMESPACE,)),

@@ -9,15 +9,43 @@ output the same way. This module is the one place that format is parsed and buil
   writes ``AuthPW``); when a name repeats, the last value wins, as in the ASMX sample;
 * ``cf_<Name>`` entries are custom fields, ``args_<Key>`` entries event arguments;
 * entries without ``=`` (and ``None`` entries) are ignored; ``None`` as the whole list
-  is an empty list.
+  is an empty list;
+* a numeric input (:meth:`InputVariables.whole_number`) is ASCII digits only, within
+  its range; anything else raises :class:`~provider.errors.InvalidInput`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
+
+from provider.errors import InvalidInput
 
 CUSTOM_FIELD_PREFIX = "cf_"
 ARGUMENT_PREFIX = "args_"
+
+#: The largest value of a .NET ``int`` (SmarterTrack's numeric ids).
+INT32_MAX = 2_147_483_647
+
+# ASCII only: str.isdigit() accepts '²' and other digits int() refuses or reads differently.
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
+def parse_whole_number(name: str, raw: str, *, maximum: int = INT32_MAX) -> int:
+    """``raw`` (surrounding white space ignored) as an integer from 0 to ``maximum``.
+
+    Only ASCII digits are accepted; no sign, no unicode digits, nothing longer than
+    ``maximum`` can be (so a 5,000-digit value is refused before any conversion).
+    Raises :class:`~provider.errors.InvalidInput` naming ``name`` (never the value).
+    """
+    text = raw.strip()
+    if (
+        _ASCII_DIGITS.fullmatch(text) is None
+        or len(text.lstrip("0")) > len(str(maximum))
+        or int(text) > maximum
+    ):
+        raise InvalidInput(name, f"{name} must be a whole number between 0 and {maximum}")
+    return int(text)
 
 
 def split_entry(entry: str) -> tuple[str, str] | None:
@@ -80,6 +108,17 @@ class InputVariables(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._by_key)
+
+    def whole_number(self, name: str, *, maximum: int = INT32_MAX) -> int | None:
+        """The input ``name`` as an integer (see :func:`parse_whole_number`).
+
+        ``None`` when it was not sent or is blank; raises
+        :class:`~provider.errors.InvalidInput` when it is not a whole number in range.
+        """
+        raw = self.get(name)
+        if raw is None or not raw.strip():
+            return None
+        return parse_whole_number(name, raw, maximum=maximum)
 
     def _prefixed(self, prefix: str) -> dict[str, str]:
         size = len(prefix)

@@ -73,17 +73,25 @@ def base_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 def run_cli(
-    args: list[str], env: Mapping[str, str], *, input_text: str | None = None, timeout: float = 60
+    args: list[str],
+    env: Mapping[str, str],
+    *,
+    input_text: str | None = None,
+    timeout: float = 60,
+    cwd: Path = REPO,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `st-provider ARGS` as a real process."""
+    """Run `st-provider ARGS` as a real process (in ``cwd``: the checkout unless given)."""
+    env = dict(env)
+    if cwd != REPO:  # `python -m provider.cli` must still find this checkout's package
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     return subprocess.run(
         [sys.executable, "-m", "provider.cli", *args],
-        env=dict(env),
+        env=env,
         capture_output=True,
         text=True,
         input=input_text,
         timeout=timeout,
-        cwd=REPO,
+        cwd=cwd,
         check=False,
     )
 

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from provider.auth import build_authenticator
 from provider.auth.throttle import KeyStatus, Throttle, user_key
-from provider.db.session import Database
+from provider.db.session import Database, require_existing
 from provider.domain import Identity, Operation
 from provider.errors import DirectoryUnavailable, StorageError
 from provider.rules.engine import RuleSet, compile_rules
@@ -64,6 +64,7 @@ def explain_login(settings: Settings, operation: Operation, inputs: InputVariabl
     key = user_key(username)
     if key is None:
         return [f"reason: {username!r} is not a usable username (empty, too long or control characters)"]
+    require_existing(settings.database_url)  # never explain from a new, empty file
     database = Database(settings.database_url)
     try:
         status = Throttle(database, settings.throttle).status([key]).get(key)

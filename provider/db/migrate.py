@@ -9,7 +9,7 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
-from provider.db.session import create_db_engine, normalize_url
+from provider.db.session import create_db_engine, normalize_url, storage_error
 from provider.errors import StorageError
 from provider.resources import MIGRATIONS_DIR
 
@@ -29,7 +29,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     except CommandError as exc:
         raise StorageError(f"migration failed: {exc}") from exc
     except SQLAlchemyError as exc:
-        raise StorageError(f"migration failed: {type(exc).__name__}") from exc
+        raise storage_error(exc, url, "migration failed") from exc
 
 
 def downgrade(url: str, revision: str) -> None:
@@ -38,7 +38,7 @@ def downgrade(url: str, revision: str) -> None:
     except CommandError as exc:
         raise StorageError(f"downgrade failed: {exc}") from exc
     except SQLAlchemyError as exc:
-        raise StorageError(f"downgrade failed: {type(exc).__name__}") from exc
+        raise storage_error(exc, url, "downgrade failed") from exc
 
 
 def pending(url: str) -> bool:
@@ -49,7 +49,7 @@ def pending(url: str) -> bool:
         with engine.connect() as conn:
             current = set(MigrationContext.configure(conn).get_current_heads())
     except SQLAlchemyError as exc:
-        raise StorageError(f"database error: {type(exc).__name__}") from exc
+        raise storage_error(exc, url) from exc
     finally:
         engine.dispose()
     return current != set(script.get_heads())

@@ -2,22 +2,28 @@
 
 :class:`Database` is created once per process (lazily after a gunicorn fork) and
 hands out sessions whose transaction commits when the block ends and rolls back on
-error. SQLAlchemy errors leave this module as :class:`~provider.errors.StorageError`.
+error. SQLAlchemy errors leave this module as :class:`~provider.errors.StorageError`
+(see :func:`storage_error`): a failed connection says why (refused, authentication,
+database or file missing, file not writable), never with a password or SQL.
+A malformed URL is a :class:`~provider.errors.ConfigError` that does not repeat it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import URL, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from provider.errors import ConfigError, StorageError
+from provider.errors import ConfigError, DatabaseMissing, StorageError
 
 log = logging.getLogger("provider.db")
 
@@ -33,19 +39,160 @@ def normalize_url(url: str) -> str:
     return url
 
 
+SQLITE_FORMS = (
+    "sqlite:///relative/path.db (three slashes: relative to the working directory) or "
+    "sqlite:////absolute/path.db (four slashes)"
+)
+
+
+def parse_url(url: str) -> URL:
+    """The parsed database URL; ConfigError (without the URL, which may hold a password) if malformed."""
+    try:
+        parsed = make_url(normalize_url(url))
+    except Exception as exc:  # sqlalchemy raises ArgumentError and ValueError subclasses
+        raise ConfigError(
+            "ST_PROVIDER_DATABASE_URL is not a database URL: expected "
+            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE or " + SQLITE_FORMS
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" and (parsed.host or parsed.port or parsed.username):
+        # sqlite://st.db: the file name landed in the host part.
+        raise ConfigError(f"ST_PROVIDER_DATABASE_URL is not a SQLite URL: use {SQLITE_FORMS}")
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"ST_PROVIDER_DATABASE_URL: unsupported database {backend!r} (use sqlite or postgresql)"
+        )
+    return parsed
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The absolute path of a SQLite database file (as this process resolves it); ``None``
+    for an in-memory database or another backend."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(os.path.abspath(str(parsed.database)))
+
+
+def describe_url(url: str) -> str:
+    """The database for people: the password hidden, a SQLite path made absolute."""
+    path = sqlite_file(url)
+    if path is not None:
+        return f"sqlite:///{path}"
+    return parse_url(url).render_as_string(hide_password=True)
+
+
+def require_existing(url: str) -> None:
+    """Raise :class:`~provider.errors.DatabaseMissing` when ``url`` is a SQLite file that does not exist."""
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise DatabaseMissing(
+            f"the database file {path} does not exist. The service uses ST_PROVIDER_DATABASE_URL "
+            "(default sqlite:///st-provider.db, relative to the working directory): run this command "
+            "with the same setting and directory, or pass --create to start a new, empty database there"
+        )
+
+
+def storage_error(exc: SQLAlchemyError, url: str, action: str = "database error") -> StorageError:
+    """``exc`` as a StorageError whose message says the cause, e.g.
+    ``"cannot connect to the database at 127.0.0.1:5433: connection refused ..."``.
+
+    Only connection-level errors (OperationalError, InterfaceError, DatabaseError from the
+    driver) are explained; any other error is named by type, as its text can hold SQL and
+    values. No message contains the password.
+    """
+    cause = _cause(exc, url)
+    message = f"{action}: {cause}" if cause else f"{action}: {type(exc).__name__}"
+    missing = cause is not None and _MISSING.search(cause) is not None
+    return (DatabaseMissing if missing else StorageError)(message)
+
+
+# The causes that mean "there is no such database" (DatabaseMissing).
+_MISSING = re.compile(r"^database '[^']*' does not exist|: the directory .* does not exist$")
+
+
+def _cause(exc: SQLAlchemyError, url: str) -> str | None:
+    if not isinstance(exc, DBAPIError) or type(exc).__name__ not in (
+        "OperationalError",
+        "InterfaceError",
+        "DatabaseError",
+    ):
+        return None
+    original = str(exc.orig) if exc.orig is not None else str(exc)
+    try:
+        parsed = parse_url(url)
+    except ConfigError:
+        return None
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_cause(original, sqlite_file(url))
+    return _postgres_cause(original, parsed)
+
+
+def _postgres_cause(original: str, url: URL) -> str:
+    lowered = original.lower()
+    where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    if "connection refused" in lowered:
+        return f"connection refused by {where} (is PostgreSQL running there and listening on TCP?)"
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        return f"authentication failed for user {url.username!r} at {where} (check the user and password)"
+    if "role" in lowered and "does not exist" in lowered:
+        return f"authentication failed: user {url.username!r} does not exist at {where}"
+    if "database" in lowered and "does not exist" in lowered:
+        return (
+            f"database {url.database!r} does not exist at {where} "
+            "(create it, then run `st-provider db upgrade`)"
+        )
+    if "resolve host" in lowered or "translate host name" in lowered or "name or service" in lowered:
+        return f"host {url.host!r} not found"
+    if "timeout expired" in lowered or "timed out" in lowered:
+        return f"no answer from {where} within {POSTGRES_CONNECT_TIMEOUT_S} s"
+    if "pg_hba.conf" in lowered:
+        return f"{where} refuses connections from this host for this user and database (pg_hba.conf)"
+    return _first_line(original, url.password)
+
+
+def _sqlite_cause(original: str, path: Path | None) -> str:
+    lowered = original.lower()
+    if path is None:
+        return _first_line(original, None)
+    if "unable to open database file" in lowered:
+        if path.is_dir():
+            return f"{path} is a directory, not a SQLite file"
+        if not path.parent.is_dir():
+            return f"cannot open the SQLite file {path}: the directory {path.parent} does not exist"
+        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.R_OK)):
+            return f"cannot open the SQLite file {path}: not readable or writable by this user"
+        return f"cannot open the SQLite file {path}"
+    if "readonly" in lowered or "read-only" in lowered:
+        return f"the SQLite file {path} (or its directory) is not writable by this user"
+    if "not a database" in lowered:
+        return f"{path} is not a SQLite database"
+    if "locked" in lowered:
+        return (
+            f"the SQLite file {path} stayed locked by another process for {SQLITE_BUSY_TIMEOUT_MS // 1000} s"
+        )
+    return f"{path}: {_first_line(original, None)}"
+
+
+def _first_line(text: str, password: str | None) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    if password:
+        line = line.replace(password, "***")
+    return line[:300]
+
+
 def create_db_engine(url: str) -> Engine:
-    """An engine with safe defaults: timeouts, WAL and foreign keys on SQLite, pre-ping on PostgreSQL."""
+    """An engine with safe defaults: timeouts, WAL and foreign keys on SQLite, pre-ping on PostgreSQL.
+
+    Raises ConfigError for a malformed or unsupported URL (see :func:`parse_url`).
+    """
+    parsed = parse_url(url)
     url = normalize_url(url)
     try:
-        parsed = make_url(url)
-    except Exception as exc:  # sqlalchemy raises ArgumentError and ValueError subclasses
-        raise ConfigError(f"ST_PROVIDER_DATABASE_URL is not a database URL: {exc}") from exc
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        _configure_sqlite(engine)
-        return engine
-    if backend == "postgresql":
+        if parsed.get_backend_name() == "sqlite":
+            engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            _configure_sqlite(engine)
+            return engine
         return create_engine(
             url,
             pool_pre_ping=True,
@@ -54,9 +201,10 @@ def create_db_engine(url: str) -> Engine:
             pool_timeout=10,
             connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
         )
-    raise ConfigError(
-        f"ST_PROVIDER_DATABASE_URL: unsupported database {backend!r} (use sqlite or postgresql)"
-    )
+    except (ArgumentError, ImportError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"ST_PROVIDER_DATABASE_URL ({describe_url(url)}) is not usable: {type(exc).__name__}"
+        ) from exc
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -110,10 +258,10 @@ class Database:
             with maker() as session, session.begin():
                 yield session
         except SQLAlchemyError as exc:
-            raise StorageError(f"database error: {type(exc).__name__}") from exc
+            raise storage_error(exc, self.url) from exc
 
     def ping(self) -> bool:
-        """Whether the database answers a trivial query (for /healthz)."""
+        """Whether the database answers a trivial query (for /readyz)."""
         try:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))

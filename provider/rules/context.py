@@ -30,8 +30,9 @@ from typing import Any, TypeVar
 
 from provider.auth.usernames import normalise_username
 from provider.domain import Identity, Operation
+from provider.errors import InvalidInput
 from provider.event_types import event_name
-from provider.variables import ARGUMENT_PREFIX, CUSTOM_FIELD_PREFIX, InputVariables
+from provider.variables import ARGUMENT_PREFIX, CUSTOM_FIELD_PREFIX, InputVariables, parse_whole_number
 
 #: SmarterTrack's input variables, as the sample provider spells them.
 CANONICAL_NAMES: tuple[str, ...] = (
@@ -143,10 +144,12 @@ class Names(tuple[str, ...]):
 
 
 def _event_type(raw: str | None) -> int | None:
-    text = (raw or "").strip()
-    if text.lstrip("-").isdigit():
-        return int(text)
-    return None
+    """``eventType`` as an integer; ``None`` when missing or malformed (the call layer
+    answers a malformed one with ``Invalid Input`` before any rule runs)."""
+    try:
+        return parse_whole_number("eventType", raw or "")
+    except InvalidInput:
+        return None
 
 
 def user_mapping(identity: Identity | None) -> CaseInsensitiveDict[Any]:

@@ -338,10 +338,14 @@ def test_slow_partner_does_not_hold_up_smartertrack(pipeline: Pipeline) -> None:
 def test_worker_once_drains_and_exits(configured: Configured) -> None:
     """``st-provider worker --once`` delivers what is due, then exits (no server needed)."""
     c = configured
-    provider = build_provider(Settings.from_mapping({"web_service_password": "x"}), c.database)
+    provider = build_provider(
+        Settings.from_mapping({"web_service_password": WEB_SERVICE_PASSWORD}), c.database
+    )
     events = [f"O-{n}" for n in range(6)]
     for ticket in events:
-        variables = InputVariables.parse(["authPW=x", "eventType=502000", f"args_ticketNumber={ticket}"])
+        variables = InputVariables.parse(
+            [f"authPW={WEB_SERVICE_PASSWORD}", "eventType=502000", f"args_ticketNumber={ticket}"]
+        )
         assert provider.call(CallRequest(Operation.NOTIFY_EVENT_FIRED, variables)).success
     result = run_cli(["worker", "--once"], c.env, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from provider.cli import build_parser
+from provider.errors import ConfigError
 from provider.settings import ENV_PREFIX, Settings
-from tests.support import REPO
+from tests.support import REPO, base_env, run_cli
 
 DEPLOY = REPO / "deploy"
 CONTAINERFILE = DEPLOY / "Containerfile"
@@ -119,26 +120,39 @@ def _kubernetes_settings(path: Path) -> dict[str, str]:
     return {k: v for k, v in values.items() if k.startswith(ENV_PREFIX)}
 
 
+SERVICE_PASSWORDS = (f"{ENV_PREFIX}WEB_SERVICE_PASSWORD", f"{ENV_PREFIX}PREVIOUS_WEB_SERVICE_PASSWORD")
+A_REAL_PASSWORD = "Xq3-a-real-random-value-9Lm"
+
+
 def _settings(values: dict[str, str]) -> Settings:
     plain: dict[str, Any] = {k.removeprefix(ENV_PREFIX).lower(): v for k, v in values.items()}
     return Settings.from_mapping(plain)
 
 
-def test_the_env_file_example_is_a_valid_configuration() -> None:
+def _with_real_passwords(values: dict[str, str]) -> dict[str, str]:
+    """The example's settings, with the placeholder passwords replaced as the admin must."""
+    for name in SERVICE_PASSWORDS:
+        if name in values:
+            with pytest.raises(ConfigError, match=f"{name}: is (a placeholder|too short)"):
+                _settings({name: values[name]})
+    return {**values, **{name: A_REAL_PASSWORD for name in SERVICE_PASSWORDS if name in values}}
+
+
+def test_the_env_file_example_is_a_valid_configuration_once_the_password_is_set() -> None:
     values = _env_file_settings(DEPLOY / "systemd" / "st-provider.env")
     assert len(values) > 15
-    settings = _settings(values)
+    settings = _settings(_with_real_passwords(values))
     assert settings.auth == "ldap" and settings.ldap is not None
     assert len(settings.ldap.urls) == 2
 
 
-def test_the_kubernetes_settings_are_valid() -> None:
+def test_the_kubernetes_settings_are_valid_once_the_password_is_set() -> None:
     values = {
         **_kubernetes_settings(DEPLOY / "kubernetes" / "configmap.yaml"),
         **_kubernetes_settings(DEPLOY / "kubernetes" / "secret.example.yaml"),
     }
     assert f"{ENV_PREFIX}WEB_SERVICE_PASSWORD" in values and f"{ENV_PREFIX}DATABASE_URL" in values
-    settings = _settings(values)
+    settings = _settings(_with_real_passwords(values))
     assert settings.database_url.startswith("postgresql://"), "pods share no disk: PostgreSQL only"
     assert settings.max_body_bytes == 1024 * 1024
 
@@ -207,7 +221,7 @@ def test_the_installed_package_can_migrate_its_database(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     env.update(
         PYTHONPATH=str(target),
-        ST_PROVIDER_WEB_SERVICE_PASSWORD="x",
+        ST_PROVIDER_WEB_SERVICE_PASSWORD="image-test-password",
         ST_PROVIDER_DATABASE_URL=f"sqlite:///{tmp_path / 'image.db'}",
     )
     script = (
@@ -227,3 +241,45 @@ def test_the_installed_package_can_migrate_its_database(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     assert "database at head" in run.stdout
+
+
+# --- placeholder passwords ------------------------------------------------------------------
+
+PASSWORD_ASSIGNMENT = re.compile(
+    r"(?:ST_PROVIDER_)?(?:PREVIOUS_)?WEB_SERVICE_PASSWORD[ \t]*[=:][ \t]*(\"[^\"\n]*\"|'[^'\n]*'|[^\s\"']+)",
+    re.IGNORECASE,
+)
+
+
+def _example_passwords() -> list[tuple[str, str]]:
+    """Every Web Service Password value written in deploy/ and the READMEs (commented or not)."""
+    found = []
+    for path in [REPO / "README.md", *sorted(p for p in DEPLOY.rglob("*") if p.is_file())]:
+        for match in PASSWORD_ASSIGNMENT.finditer(path.read_text(errors="replace")):
+            value = match.group(1).strip("\"'")
+            if value and not value.startswith(("$", "`")):
+                found.append((f"{path.relative_to(REPO)}", value))
+    return found
+
+
+def test_every_example_password_in_deploy_and_the_readme_is_refused_at_start() -> None:
+    found = _example_passwords()
+    values = {value for _, value in found}
+    assert {"change-me-to-a-long-random-value", "CHANGE-ME", "..."} <= values, found
+    for _where, value in found:
+        for name in ("web_service_password", "previous_web_service_password"):
+            with pytest.raises(ConfigError, match=f"{name.upper()}: is (a placeholder|too short)"):
+                Settings.from_mapping({name: value})
+
+
+def test_serve_refuses_the_shipped_placeholder_with_a_clear_message(tmp_path: Path) -> None:
+    env = base_env(
+        f"sqlite:///{tmp_path / 'never.db'}",
+        ST_PROVIDER_WEB_SERVICE_PASSWORD="change-me-to-a-long-random-value",
+    )
+    result = run_cli(["serve", "--bind", "127.0.0.1:1"], env)
+    assert result.returncode == 2
+    assert "ST_PROVIDER_WEB_SERVICE_PASSWORD: is a placeholder from the examples" in result.stderr
+    assert "change-me-to-a-long-random-value" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "never.db").exists()

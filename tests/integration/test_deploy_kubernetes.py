@@ -177,10 +177,12 @@ def test_the_ingress_routes_only_the_soap_endpoint(docs: list[tuple[str, dict[st
     (ingress,) = by_kind(docs, "Ingress")
     assert ingress["spec"]["tls"]
     paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    # Anchored, case-insensitive regular expressions (see test_deploy_agreement.py).
     assert {(p["path"], p["pathType"]) for p in paths} == {
-        ("/ExternalProvider.asmx", "Exact"),
-        ("/", "Exact"),
+        (r"/ExternalProvider\.asmx$", "ImplementationSpecific"),
+        ("/$", "ImplementationSpecific"),
     }
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/use-regex"] == "true"
     body = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
     assert body == "1m" and Settings().max_body_bytes == 1024 * 1024
 

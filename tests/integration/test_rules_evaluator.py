@@ -28,7 +28,7 @@ from provider.variables import InputVariables
 
 REPO = Path(__file__).resolve().parents[2]
 WHO = {"actor": "tester@host", "command": "test"}
-PW = "pw"
+PW = "rules-evaluator-password"
 
 
 class Clock:

@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 from provider.calls import (
     DIRECTORY_UNAVAILABLE,
     EVENT_NOT_STORED,
+    INVALID_INPUT,
     PERMISSION_DENIED,
     STORAGE_UNAVAILABLE,
     Provider,
@@ -22,6 +23,7 @@ from provider.variables import InputVariables
 from tests.plugins import DictAuthenticator, FixedRules, ListSink
 
 PW = "s3cret=pw"
+INVALID_INPUT_EVENT_TYPE = f"{INVALID_INPUT}: eventType must be a whole number between 0 and 2147483647"
 ANN = Identity(username="ann", email="ann@example.org", display_name="Ann Example", groups=("Customers",))
 
 
@@ -230,12 +232,58 @@ def test_event_stored_without_secrets_and_deduplicated() -> None:
     assert notes == [note]
 
 
-def test_event_with_unknown_or_bad_type() -> None:
+def test_event_with_unknown_or_missing_type() -> None:
     sink = ListSink()
     provider = Provider(Secret(PW), events=sink)
-    assert call(provider, Operation.NOTIFY_EVENT_FIRED, "eventType=banana").success
     assert call(provider, Operation.NOTIFY_EVENT_FIRED, "eventType=999").success
-    assert [(e.event_type, e.event_name) for e, _ in sink.events] == [(None, None), (999, None)]
+    assert call(provider, Operation.NOTIFY_EVENT_FIRED, "eventType= 2147483647 ").success
+    assert call(provider, Operation.NOTIFY_EVENT_FIRED, "eventType=").success
+    assert call(provider, Operation.NOTIFY_EVENT_FIRED, "args_x=1").success
+    assert [(e.event_type, e.event_name) for e, _ in sink.events] == [
+        (999, None),
+        (2147483647, None),
+        (None, None),
+        (None, None),
+    ]
+
+
+MALFORMED_EVENT_TYPES = [
+    "²",
+    "٣",
+    "\uff11\uff12",
+    "banana",
+    "-1",
+    "+5",
+    "1.0",
+    "2147483648",
+    "9" * 30,
+    "9" * 5000,
+]
+
+
+@pytest.mark.parametrize("op", list(Operation))
+@pytest.mark.parametrize("raw", MALFORMED_EVENT_TYPES, ids=lambda raw: f"{raw[:12]}({len(raw)})")
+def test_a_malformed_event_type_is_invalid_input_for_every_operation(
+    op: Operation, raw: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = ListSink()
+    rules = FixedRules()
+    provider = Provider(
+        Secret(PW), events=sink, rules=rules, authenticator=DictAuthenticator(users={"ann": ("pw", ANN)})
+    )
+    with caplog.at_level(logging.INFO, logger="provider.calls"):
+        result = call(provider, op, "loginUsername=ann", "loginPassword=pw", f"eventType={raw}")
+    assert (result.success, result.message) == (False, INVALID_INPUT_EVENT_TYPE)
+    assert result.output.to_list() == []
+    assert sink.events == [] and rules.seen == []
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "call.invalid_input"]
+    assert (record.operation, record.variable) == (op.value, "eventType")
+    assert raw not in caplog.text
+
+
+def test_the_password_is_checked_before_the_inputs() -> None:
+    result = call(Provider(Secret(PW)), Operation.NOTIFY_EVENT_FIRED, "eventType=²", password="wrong")
+    assert (result.success, result.message) == (False, PERMISSION_DENIED)
 
 
 def test_event_store_failure_is_success_false() -> None:

@@ -53,7 +53,12 @@ def test_group_alias_fills_group_name() -> None:
         (" 511000 ", 511000, "Live Chat Started"),
         ("1", 1, None),
         ("x", None, None),
+        ("²", None, None),
+        ("-5", None, None),
+        ("9" * 30, None, None),
+        ("9" * 5000, None, None),
     ],
+    ids=lambda value: str(value)[:12],
 )
 def test_event_type_is_an_integer_with_its_name(raw: str, number: int | None, name: str | None) -> None:
     ctx = context(f"eventType={raw}", op=Operation.NOTIFY_EVENT_FIRED)

@@ -101,14 +101,51 @@ def test_secret_hides_itself_and_compares() -> None:
     assert Secret("é").matches("é")
 
 
+PASSWORD_NAMES = ["web_service_password", "previous_web_service_password"]
+
+
+@pytest.mark.parametrize("name", PASSWORD_NAMES)
+@pytest.mark.parametrize(
+    "value",
+    [
+        "change-me-to-a-long-random-value",
+        "CHANGE-ME",
+        "Change-Me-Please-0123456789",
+        "changeme",
+        "replace_me_with_a_real_value",
+        "choose-a-password",
+        "PASSWORD",
+        "...",
+    ],
+)
+def test_placeholder_service_passwords_are_refused_without_repeating_them(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_mapping({name: value})
+    assert f"ST_PROVIDER_{name.upper()}: is a placeholder from the examples" in str(info.value)
+    detail = str(info.value).split(f"{name.upper()}: ", 1)[1]
+    assert value not in detail
+
+
+@pytest.mark.parametrize("name", PASSWORD_NAMES)
+def test_service_passwords_under_16_characters_are_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"ST_PROVIDER_{name.upper()}: is too short: use at least 16"):
+        Settings.from_mapping({name: "x" * 15})
+    settings = Settings.from_mapping({name: "x" * 15 + "y"})
+    assert getattr(settings, name).matches("x" * 15 + "y")
+    # Real passwords that merely contain the words stay accepted.
+    assert Settings.from_mapping({name: "exchange-meetings-2026"})
+    # Unset (empty) is still "not configured", refused by `serve` only.
+    assert getattr(Settings.from_mapping({name: ""}), name) is None
+
+
 def test_toml_file_with_environment_over_it(tmp_path: Path) -> None:
     config = tmp_path / "provider.toml"
     config.write_text(
-        'web_service_password = "from-file"\nmax_body_bytes = 2048\n[ldap]\nurl = "ldap://dir.example"\ntimeout = 3\n',
+        'web_service_password = "from-the-file-0123"\nmax_body_bytes = 2048\n[ldap]\nurl = "ldap://dir.example"\ntimeout = 3\n',
         encoding="utf-8",
     )
     settings = load_settings({"ST_PROVIDER_CONFIG": str(config), "ST_PROVIDER_MAX_BODY_BYTES": "4096"})
-    assert settings.require_password().matches("from-file")
+    assert settings.require_password().matches("from-the-file-0123")
     assert settings.max_body_bytes == 4096
     assert settings.ldap is not None and settings.ldap.timeout == 3
 

@@ -427,18 +427,23 @@ def test_configured_namespace(tmp_path: Path) -> None:
 # --- health, metrics, routes --------------------------------------------------------------
 
 
-def test_healthz_reports_the_database(sqlite_url: str, tmp_path: Path) -> None:
+def test_healthz_is_liveness_only(sqlite_url: str, tmp_path: Path) -> None:
     app = make_app(tmp_path, database_url=sqlite_url)
     result = wsgi_call(app, "GET", "/healthz")
-    assert result.status == 200 and json.loads(result.body) == {"status": "ok", "database": "ok"}
+    assert result.status == 200 and json.loads(result.body) == {"status": "ok"}
     assert result.header("content-type") == "application/json"
+    ready = wsgi_call(app, "GET", "/readyz")
+    assert ready.status == 200 and json.loads(ready.body) == {"status": "ok", "database": "ok"}
 
 
-def test_healthz_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
+def test_a_database_outage_makes_the_instance_unready_but_still_alive(tmp_path: Path) -> None:
+    """Kubernetes must take the pod out of the Service, not restart it (and every other pod)."""
     app = make_app(tmp_path, database_url=f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}")
-    result = wsgi_call(app, "GET", "/healthz")
-    assert result.status == 503
-    assert json.loads(result.body) == {"status": "unavailable", "database": "unreachable"}
+    ready = wsgi_call(app, "GET", "/readyz")
+    assert ready.status == 503
+    assert json.loads(ready.body) == {"status": "unavailable", "database": "unreachable"}
+    alive = wsgi_call(app, "GET", "/healthz")
+    assert (alive.status, json.loads(alive.body)) == (200, {"status": "ok"})
 
 
 def test_metrics_count_calls_latency_and_faults(app: ProviderApplication) -> None:

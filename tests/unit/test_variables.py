@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provider.variables import InputVariables, OutputVariables, format_entry, split_entry
+from provider.errors import InvalidInput
+from provider.variables import (
+    INT32_MAX,
+    InputVariables,
+    OutputVariables,
+    format_entry,
+    parse_whole_number,
+    split_entry,
+)
 
 
 def test_split_on_first_equals_keeps_the_rest_of_the_value() -> None:
@@ -91,3 +99,31 @@ def test_output_round_trips_through_parse(items: list[tuple[str, str]]) -> None:
 @given(names, st.text())
 def test_single_entry_round_trip(name: str, value: str) -> None:
     assert split_entry(format_entry(name, value)) == (name, value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "number"),
+    [("0", 0), ("502000", 502000), (" 7\t", 7), ("2147483647", INT32_MAX), ("0" * 50 + "1", 1)],
+)
+def test_whole_numbers_are_ascii_digits_in_range(raw: str, number: int) -> None:
+    assert parse_whole_number("eventType", raw) == number
+    assert InputVariables.parse([f"EVENTTYPE={raw}"]).whole_number("eventType") == number
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["²", "٣", "\uff11\uff12", "x", "-1", "+1", "1.0", "1e3", "1_000", "2147483648", "9" * 30, "9" * 5000],
+)
+def test_anything_else_is_invalid_input_naming_the_variable_not_the_value(raw: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        InputVariables.parse([f"eventType={raw}"]).whole_number("eventType")
+    assert info.value.variable == "eventType"
+    assert str(info.value) == "eventType must be a whole number between 0 and 2147483647"
+
+
+def test_a_missing_or_blank_number_is_none() -> None:
+    assert InputVariables.parse(["eventType= "]).whole_number("eventType") is None
+    assert InputVariables.parse([]).whole_number("eventType") is None
+    assert parse_whole_number("n", "12", maximum=12) == 12
+    with pytest.raises(InvalidInput, match="n must be a whole number between 0 and 12"):
+        parse_whole_number("n", "13", maximum=12)

@@ -1,0 +1,116 @@
+"""Database errors leave provider.db with their cause and without passwords, SQL or values.
+
+The driver errors below carry libpq's and SQLite's own message texts (the cases the
+integration tests cannot provoke: the test PostgreSQL trusts every local user, and
+the tests run as root, for whom every file is writable).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from provider.db.session import describe_url, parse_url, sqlite_file, storage_error
+from provider.errors import ConfigError, DatabaseMissing, StorageError
+
+PG = "postgresql://st:Sup3r-secret@db.example.internal:5433/st_provider"
+
+
+def pg_error(text: str) -> OperationalError:
+    return OperationalError("SELECT 1", {}, psycopg.OperationalError(text))
+
+
+@pytest.mark.parametrize(
+    ("driver_text", "cause"),
+    [
+        (
+            'connection failed: connection to server at "10.0.0.5", port 5433 failed: FATAL:  '
+            'password authentication failed for user "st"',
+            "authentication failed for user 'st' at db.example.internal:5433 (check the user and password)",
+        ),
+        (
+            'connection failed: connection to server at "10.0.0.5", port 5433 failed: fe_sendauth: '
+            "no password supplied",
+            "authentication failed for user 'st'",
+        ),
+        ("connection failed: timeout expired", "no answer from db.example.internal:5433 within 10 s"),
+        (
+            'connection failed: FATAL:  no pg_hba.conf entry for host "10.0.0.9", user "st"',
+            "refuses connections from this host",
+        ),
+        ("server closed the connection unexpectedly", "server closed the connection unexpectedly"),
+    ],
+)
+def test_postgresql_causes(driver_text: str, cause: str) -> None:
+    error = storage_error(pg_error(driver_text), PG)
+    assert type(error) is StorageError
+    assert str(error).startswith("database error: ") and cause in str(error)
+    assert "Sup3r-secret" not in str(error)
+
+
+def test_a_driver_message_holding_the_password_is_scrubbed() -> None:
+    error = storage_error(pg_error('invalid connection option near "Sup3r-secret"'), PG)
+    assert "Sup3r-secret" not in str(error) and "***" in str(error)
+
+
+def test_a_missing_database_is_database_missing() -> None:
+    error = storage_error(pg_error('FATAL:  database "st_provider" does not exist'), PG, "migration failed")
+    assert isinstance(error, DatabaseMissing)
+    assert str(error) == (
+        "migration failed: database 'st_provider' does not exist at db.example.internal:5433 "
+        "(create it, then run `st-provider db upgrade`)"
+    )
+    unknown_user = storage_error(pg_error('FATAL:  role "st" does not exist'), PG)
+    assert type(unknown_user) is StorageError
+
+
+def test_sqlite_causes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+
+    def sqlite_error(text: str, at: str = url) -> StorageError:
+        return storage_error(OperationalError("INSERT", {}, sqlite3.OperationalError(text)), at)
+
+    assert str(sqlite_error("attempt to write a readonly database")) == (
+        f"database error: the SQLite file {tmp_path / 'p.db'} (or its directory) is not writable by this user"
+    )
+    assert "stayed locked by another process for 30 s" in str(sqlite_error("database is locked"))
+    missing = sqlite_error("unable to open database file", f"sqlite:///{tmp_path / 'gone' / 'p.db'}")
+    assert isinstance(
+        missing, DatabaseMissing
+    ) and f"the directory {tmp_path / 'gone'} does not exist" in str(missing)
+
+
+def test_other_errors_are_named_by_type_only() -> None:
+    """Their text holds SQL and parameter values (a password hash, a user's data)."""
+    error = storage_error(
+        IntegrityError("INSERT INTO users VALUES (?)", ("secret-value",), Exception("UNIQUE failed")), PG
+    )
+    assert str(error) == "database error: IntegrityError"
+
+
+def test_urls_for_people_hide_the_password_and_resolve_sqlite_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert describe_url(PG) == "postgresql+psycopg://st:***@db.example.internal:5433/st_provider"
+    assert describe_url("sqlite:///st-provider.db") == f"sqlite:///{tmp_path / 'st-provider.db'}"
+    assert sqlite_file("sqlite:///st-provider.db") == tmp_path / "st-provider.db"
+    assert sqlite_file("sqlite://") is None and sqlite_file(PG) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite://st.db", "is not a SQLite URL: use sqlite:///relative/path.db"),
+        ("mysql://u:Sup3r-secret@h/db", "unsupported database 'mysql'"),
+        ("not a url Sup3r-secret", "is not a database URL"),
+    ],
+)
+def test_malformed_urls_are_config_errors_that_do_not_repeat_them(url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_url(url)
+    assert message in str(info.value) and "Sup3r-secret" not in str(info.value)
