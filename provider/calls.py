@@ -39,6 +39,7 @@ from provider.errors import (
 )
 from provider.event_types import event_name
 from provider.metrics import PREVIOUS_PASSWORD_CALLS
+from provider.redact import SECRET_VARIABLES
 from provider.settings import Secret
 from provider.variables import InputVariables, OutputVariables
 
@@ -53,7 +54,6 @@ EVENT_NOT_STORED = "The event could not be stored. SmarterTrack should retry."
 STORAGE_UNAVAILABLE = "The provider's database is unavailable. Please try again later."
 
 AUTH_PASSWORD_VARIABLE = "authPW"  # noqa: S105 (a variable name, not a password)
-SECRET_VARIABLES = frozenset({"authpw", "loginpassword"})
 
 
 def _bool_text(value: bool) -> str:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from provider.domain import Identity, Operation
 from provider.event_types import event_name
+from provider.redact import SECRET_VARIABLES
 from provider.variables import ARGUMENT_PREFIX, CUSTOM_FIELD_PREFIX, InputVariables
 
 #: SmarterTrack's input variables, as the sample provider spells them.
@@ -47,7 +48,6 @@ CANONICAL_NAMES: tuple[str, ...] = (
 #: Spellings SmarterTrack's documentation also uses for a canonical input.
 ALIASES: Mapping[str, str] = {"group": "groupName"}
 
-SECRET_NAMES = frozenset({"authpw", "loginpassword"})
 _CANONICAL_KEYS = tuple((name, name.lower()) for name in CANONICAL_NAMES)
 _CF_LENGTH = len(CUSTOM_FIELD_PREFIX)
 _ARGS_LENGTH = len(ARGUMENT_PREFIX)
@@ -174,7 +174,7 @@ def build_context(
             custom_fields.append((name[_CF_LENGTH:], value))
         elif key.startswith(ARGUMENT_PREFIX) and len(key) > _ARGS_LENGTH:
             arguments.append((name[_ARGS_LENGTH:], value))
-        elif key not in SECRET_NAMES:
+        elif key not in SECRET_VARIABLES:
             plain.append((name, value))
     context: dict[str, Any] = {name: sent[key][1] if key in sent else "" for name, key in _CANONICAL_KEYS}
     for alias, name in ALIASES.items():

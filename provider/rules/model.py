@@ -1,6 +1,6 @@
 """The rules model: what a rules file says, validated and typed.
 
-A :class:`RulesFile` holds named :class:`ChannelSpec` entries (outbound destinations
+A :class:`RulesFile` holds named :class:`ChannelEntry` entries (outbound destinations
 used by ``notify``) and :class:`Rule` entries. A rule applies to one or more
 operations (``method``), runs in ascending ``priority`` (equal priorities keep file
 order), matches when its optional ``when`` expression is true, and then applies its
@@ -185,7 +185,7 @@ class Rule:
 
 
 @dataclass(frozen=True)
-class ChannelSpec:
+class ChannelEntry:
     """One ``channels:`` entry. ``settings`` are exactly as written (``${VAR}`` unresolved)."""
 
     name: str
@@ -207,7 +207,7 @@ class RulesFile:
     """A whole rules file, validated."""
 
     rules: tuple[Rule, ...] = ()
-    channels: tuple[ChannelSpec, ...] = ()
+    channels: tuple[ChannelEntry, ...] = ()
 
     def to_mapping(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
