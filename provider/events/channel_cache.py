@@ -43,7 +43,7 @@ class ChannelFactory(Protocol):
 
 
 @dataclass
-class ChannelEntry:
+class CachedChannel:
     """A configured channel as this worker knows it."""
 
     config: ChannelConfig
@@ -76,10 +76,10 @@ class ChannelCache:
         self._environment = allowed_environment(settings.environment, settings.secret_vars)
         self._worker = settings.worker
         self._factory = factory
-        self._entries: dict[str, ChannelEntry] = {}
+        self._entries: dict[str, CachedChannel] = {}
         self.fallback = default_policy(settings.worker)
 
-    def get(self, name: str) -> ChannelEntry | None:
+    def get(self, name: str) -> CachedChannel | None:
         return self._entries.get(name)
 
     def policy(self, name: str) -> ChannelPolicy:
@@ -105,16 +105,16 @@ class ChannelCache:
         for name in set(self._entries) - seen:
             self._entries.pop(name).close()
 
-    def _new_entry(self, config: ChannelConfig) -> ChannelEntry:
+    def _new_entry(self, config: ChannelConfig) -> CachedChannel:
         secrets = secret_values(config.settings, self._environment)
         try:
             policy = channel_policy(config.type, config.settings, self._worker)
         except ConfigError as exc:
             problem = redact(f"channel {config.name!r}: {exc}", secrets)
-            return ChannelEntry(config, self.fallback, secrets, problem=problem)
-        return ChannelEntry(config, policy, secrets)
+            return CachedChannel(config, self.fallback, secrets, problem=problem)
+        return CachedChannel(config, policy, secrets)
 
-    def channel(self, entry: ChannelEntry) -> Channel | None:
+    def channel(self, entry: CachedChannel) -> Channel | None:
         """The entry's channel, built on first use; ``None`` when it cannot be (see ``entry.problem``)."""
         if not entry.built:
             entry.built = True

@@ -62,7 +62,7 @@ from provider.db.events import (
 from provider.db.session import Database
 from provider.errors import ChannelError, ProviderError
 from provider.events import reports
-from provider.events.channel_cache import ChannelCache, ChannelFactory
+from provider.events.channel_cache import CachedChannel, ChannelCache, ChannelFactory
 from provider.events.leases import Claimed, Leases
 from provider.events.retry import decide
 from provider.redact import redact
@@ -187,43 +187,48 @@ class Worker:
             return
         entry = self._channels.get(item.channel)
         secrets = entry.secrets if entry is not None else frozenset()
-        started = now
         begin = time.perf_counter()
-        result: SendResult | None = None
-        error: ChannelError | None = None
-        if entry is None:
-            error = ChannelError(f"channel {item.channel!r} is not configured")
-        else:
-            channel = self._channels.channel(entry)
-            if channel is None:
-                error = ChannelError(entry.problem or f"channel {item.channel!r} is unavailable")
-            else:
-                try:
-                    result = channel.send(item.params, delivery_key=item.key)
-                except ChannelError as exc:
-                    error = exc
-                except ProviderError as exc:
-                    error = ChannelError(f"{type(exc).__name__}: {exc}")
-                except Exception as exc:  # a channel bug must not stop the worker
-                    log.exception(
-                        "channel raised an unexpected error",
-                        extra={
-                            "event": "worker.channel_bug",
-                            "channel": item.channel,
-                            "delivery_id": item.id,
-                        },
-                    )
-                    error = ChannelError(f"unexpected {type(exc).__name__} in channel {item.channel!r}")
+        outcome = self._send(item, entry)
         duration = time.perf_counter() - begin
         metrics.DELIVERY_LATENCY.labels(channel=item.channel).observe(duration)
-        if result is not None:
-            self._record_success(item, started, duration, result, secrets)
+        if isinstance(outcome, SendResult):
+            self._record_success(item, now, duration, outcome, secrets)
         else:
-            assert error is not None
             policy = self._channels.policy(item.channel)
             self._record_failure(
-                item, started=started, duration=duration, error=error, policy=policy, secrets=secrets
+                item, started=now, duration=duration, error=outcome, policy=policy, secrets=secrets
             )
+
+    def _send(self, item: Claimed, entry: CachedChannel | None) -> SendResult | ChannelError:
+        """Send ``item`` through its channel: the partner's answer, or the failure as a ChannelError."""
+        if entry is None:
+            return ChannelError(f"channel {item.channel!r} is not configured")
+        channel = self._channels.channel(entry)
+        if channel is None:
+            return ChannelError(entry.problem or f"channel {item.channel!r} is unavailable")
+        try:
+            return channel.send(item.params, delivery_key=item.key)
+        except ChannelError as exc:
+            return exc
+        except ProviderError as exc:
+            return ChannelError(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a channel bug must not stop the worker
+            log.exception(
+                "channel raised an unexpected error",
+                extra={"event": "worker.channel_bug", "channel": item.channel, "delivery_id": item.id},
+            )
+            return ChannelError(f"unexpected {type(exc).__name__} in channel {item.channel!r}")
+
+    def _attempt(self, item: Claimed, started: datetime, duration: float, **fields: Any) -> DeliveryAttempt:
+        """The row of the attempt being recorded for ``item`` (its number: ``attempts + 1``)."""
+        return DeliveryAttempt(
+            delivery_id=item.id,
+            number=item.attempts + 1,
+            started_at=started,
+            duration=duration,
+            worker=self.name,
+            **fields,
+        )
 
     def _record_success(
         self, item: Claimed, started: datetime, duration: float, result: SendResult, secrets: frozenset[str]
@@ -231,36 +236,26 @@ class Worker:
         finished = self._clock()
         number = item.attempts + 1
         partner_id = str(result.partner_id)[:200] if result.partner_id is not None else None
+        values = {
+            **_ended(number, finished, result.status),
+            "status": DELIVERED,
+            "finished_at": finished,
+            "last_error": None,
+            "partner_id": partner_id,
+            "documents": _plain(result.documents),
+        }
         with self._db.session(immediate=True) as session:
             # A success is the truth even if our lease ran out meanwhile.
-            owned = self._leases.owned(
-                session,
-                item.id,
-                {
-                    "status": DELIVERED,
-                    "attempts": number,
-                    "updated_at": finished,
-                    "finished_at": finished,
-                    "lease_owner": None,
-                    "lease_expires_at": None,
-                    "last_status": result.status,
-                    "last_error": None,
-                    "partner_id": partner_id,
-                    "documents": _plain(result.documents),
-                },
-                any_owner=True,
-            )
+            owned = self._leases.owned(session, item.id, values, any_owner=True)
             session.add(
-                DeliveryAttempt(
-                    delivery_id=item.id,
-                    number=number,
-                    started_at=started,
-                    duration=duration,
+                self._attempt(
+                    item,
+                    started,
+                    duration,
                     outcome=OUTCOME_DELIVERED,
                     http_status=result.status,
                     partner_id=partner_id,
                     error=None,
-                    worker=self.name,
                 )
             )
         metrics.DELIVERIES.labels(channel=item.channel, outcome="delivered").inc()
@@ -300,21 +295,11 @@ class Worker:
             age=(finished - item.age_from).total_seconds(),
             random=self._random,
         )
-        text = str(error)
-        if error.partner_code and error.partner_code not in text:
-            text = f"{text} (partner code {error.partner_code})"
-        message = redact(text, secrets)
-        values: dict[str, Any] = {
-            "attempts": number,
-            "updated_at": finished,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "last_status": error.status,
-            "last_error": message,
-        }
-        next_attempt: datetime | None = None
-        if outcome.kind == "retry":
-            next_attempt = finished + timedelta(seconds=outcome.wait)
+        message = redact(_error_text(error), secrets)
+        retry = outcome.kind == "retry"
+        next_attempt = finished + timedelta(seconds=outcome.wait) if retry else None
+        values: dict[str, Any] = {**_ended(number, finished, error.status), "last_error": message}
+        if next_attempt is not None:
             values.update(status=PENDING, next_attempt_at=next_attempt)
         else:
             values.update(status=FAILED, finished_at=finished)
@@ -322,15 +307,13 @@ class Worker:
         with self._db.session(immediate=True) as session:
             owned = self._leases.owned(session, item.id, values, any_owner=False)
             session.add(
-                DeliveryAttempt(
-                    delivery_id=item.id,
-                    number=number,
-                    started_at=started,
-                    duration=duration,
-                    outcome=OUTCOME_RETRY if outcome.kind == "retry" else OUTCOME_FAILED,
+                self._attempt(
+                    item,
+                    started,
+                    duration,
+                    outcome=OUTCOME_RETRY if retry else OUTCOME_FAILED,
                     http_status=error.status,
                     error=message,
-                    worker=self.name,
                     next_attempt_at=next_attempt,
                 )
             )
@@ -338,21 +321,19 @@ class Worker:
                 self._leases.pause(session, item.channel, paused_until, error.status, finished)
         if paused_until is not None:
             self._leases.remember_pause(item.channel, paused_until)
-        metrics.DELIVERIES.labels(
-            channel=item.channel, outcome="retry" if outcome.kind == "retry" else "failed"
-        ).inc()
+        metrics.DELIVERIES.labels(channel=item.channel, outcome="retry" if retry else "failed").inc()
         log.log(
-            logging.WARNING if outcome.kind == "retry" else logging.ERROR,
+            logging.WARNING if retry else logging.ERROR,
             "delivery attempt failed",
             extra={
-                "event": "delivery.retry" if outcome.kind == "retry" else "delivery.failed",
+                "event": "delivery.retry" if retry else "delivery.failed",
                 "delivery_id": item.id,
                 "channel": item.channel,
                 "attempt": number,
                 "status": error.status,
                 "final": error.final,
                 "reason": outcome.reason or None,
-                "wait": round(outcome.wait, 3) if outcome.kind == "retry" else None,
+                "wait": round(outcome.wait, 3) if retry else None,
                 "error": message,
                 "recorded": owned,
             },
@@ -373,6 +354,25 @@ class Worker:
             )
         self._leases.forget_pauses(now)
         reports.refresh_queue_metrics(self._db, now)
+
+
+def _ended(number: int, finished: datetime, status: int | None) -> dict[str, Any]:
+    """The delivery columns every recorded attempt sets: its count, and the lease released."""
+    return {
+        "attempts": number,
+        "updated_at": finished,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "last_status": status,
+    }
+
+
+def _error_text(error: ChannelError) -> str:
+    """The failure as recorded (before redaction): the message, with the partner's code if it adds one."""
+    text = str(error)
+    if error.partner_code and error.partner_code not in text:
+        text = f"{text} (partner code {error.partner_code})"
+    return text
 
 
 def _plain(documents: Mapping[str, Any]) -> dict[str, Any] | None:

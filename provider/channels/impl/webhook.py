@@ -9,7 +9,7 @@ carries ``Idempotency-Key: <delivery key>`` (stable across retries) so a receive
 drop the duplicate an at-least-once delivery may produce.
 
 Headers come from the ``headers`` setting, then the notify parameter ``headers``.
-Any 2xx is success; other statuses map as in :mod:`provider.channels.http`.
+Any 2xx is success; other statuses map as in :mod:`provider.channels.impl.http`.
 """
 
 from __future__ import annotations
