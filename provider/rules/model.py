@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from provider.channels.config import ChannelConfig
 from provider.domain import Operation
 
 #: ``method: "*"``: every operation whose actions the rule's ``then`` can express.
@@ -185,13 +186,9 @@ class Rule:
 
 
 @dataclass(frozen=True)
-class ChannelEntry:
-    """One ``channels:`` entry. ``settings`` are exactly as written (``${VAR}`` unresolved)."""
+class ChannelEntry(ChannelConfig):
+    """One ``channels:`` entry: a channel configuration, with the line it was written on."""
 
-    name: str
-    type: str
-    settings: Mapping[str, Any] = field(default_factory=dict)
-    enabled: bool = True
     line: int | None = field(default=None, compare=False)
 
     def to_mapping(self) -> dict[str, Any]:

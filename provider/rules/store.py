@@ -32,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from provider.channels.config import ChannelConfig, ChannelStore
+from provider.channels.config import ChannelStore
 from provider.db.base import utcnow
 from provider.db.rules import RULE_SET_ROW_ID, RuleAudit, RuleRecord, RuleSetVersion
 from provider.db.session import Database
@@ -141,12 +141,6 @@ def _rule_mapping(record: RuleRecord) -> dict[str, Any]:
         out["when"] = record.when
     out["then"] = record.actions
     return out
-
-
-def _channel_config(entry: ChannelEntry) -> ChannelConfig:
-    return ChannelConfig(
-        name=entry.name, type=entry.type, settings=dict(entry.settings), enabled=entry.enabled
-    )
 
 
 def _record_values(rule: Rule) -> dict[str, Any]:
@@ -314,7 +308,7 @@ class RuleStore:
             changes: list[tuple[Change, Any, Any]] = []
             now = utcnow()
             channel_changes, unchanged_channels = ChannelStore.write(
-                session, [_channel_config(c) for c in rules_file.channels], replace=replace, now=now
+                session, rules_file.channels, replace=replace, now=now
             )
             changes.extend((Change("channel", c.name, c.action), c.before, c.after) for c in channel_changes)
             unchanged_rules = _write_rules(
