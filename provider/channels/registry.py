@@ -133,7 +133,10 @@ def build_channel(
     """A ready channel; raises ConfigError for invalid settings or an unset or refused ``${VAR}``.
 
     ``environment`` is where references are resolved; ``secret_vars`` the names they may
-    use. Error messages name the setting and the variable, never a resolved value.
+    use. The stored settings pass through the same :func:`validate_channel_settings` the
+    loader used (one validation; here with the building process's ``secret_vars``, which
+    are the ones that count), then are resolved and converted. Error messages name the
+    setting and the variable, never a resolved value.
     """
     found = spec(type_name)
     problems = validate_channel_settings(type_name, settings, secret_vars=secret_vars)
