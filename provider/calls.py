@@ -40,6 +40,7 @@ from provider.errors import (
 )
 from provider.event_types import event_name
 from provider.metrics import PREVIOUS_PASSWORD_CALLS
+from provider.redact import SECRET_VARIABLES
 from provider.settings import Secret
 from provider.variables import InputVariables, OutputVariables
 
@@ -59,7 +60,6 @@ INVALID_INPUT = "Invalid Input"  # followed by ": <which input and what it must 
 NUMERIC_INPUTS = ("eventType",)
 
 AUTH_PASSWORD_VARIABLE = "authPW"  # noqa: S105 (a variable name, not a password)
-SECRET_VARIABLES = frozenset({"authpw", "loginpassword"})
 
 
 def _bool_text(value: bool) -> str:

@@ -4,7 +4,10 @@ Every log call in the provider passes ``extra={"event": "<dotted.name>", ...}``;
 tests assert on those fields, never on message text. ``json`` format writes one
 JSON object per line with the fields; ``text`` appends them as ``key=value``.
 Spyne's loggers are held at WARNING and its "invalid request" loggers are silenced,
-because they write whole raw requests (portal passwords included) at ERROR.
+because they write whole raw requests (portal passwords included) at ERROR; the HTTP
+clients' loggers (httpx logs query strings, where SmartConnect puts its token) are held
+at WARNING by :func:`quiet_http_clients`, which the channels call when they build a client.
+Secret-named fields are redacted by :mod:`provider.redact`.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from provider.redact import redact_fields
+
 _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
-REDACTED = "[redacted]"
-SECRET_FIELDS = frozenset({"password", "authpw", "loginpassword", "token", "secret", "client_secret"})
 
 SPYNE_RAW_REQUEST_LOGGERS = (
     "spyne.protocol.soap.soap11.invalid",
@@ -31,12 +34,13 @@ SPYNE_RAW_REQUEST_LOGGERS = (
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     """The structured fields of ``record`` (its ``extra``), with secret-named fields redacted."""
-    fields = {}
-    for key, value in vars(record).items():
-        if key in _STANDARD or key.startswith("_"):
-            continue
-        fields[key] = REDACTED if key.lower() in SECRET_FIELDS else value
-    return fields
+    return redact_fields(
+        {
+            key: value
+            for key, value in vars(record).items()
+            if key not in _STANDARD and not key.startswith("_")
+        }
+    )
 
 
 class JsonFormatter(logging.Formatter):
@@ -77,6 +81,21 @@ def quiet_spyne() -> None:
         logger.setLevel(logging.CRITICAL + 1)
         logger.propagate = False
         logger.disabled = True
+
+
+HTTP_CLIENT_LOGGERS = ("httpx", "httpcore")
+
+
+def quiet_http_clients() -> None:
+    """Hold the HTTP clients' loggers at WARNING whatever the root level is.
+
+    httpx logs every request line at INFO, query strings included (SmartConnect puts its
+    token and password there). Called when a channel builds a client; idempotent.
+    """
+    for name in HTTP_CLIENT_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:

@@ -286,6 +286,18 @@ def _entry(item: Mapping[str, Any]) -> Entry:
     return Entry(dn=str(item.get("dn", "")), attributes=attributes)
 
 
+#: every Directory alive in this process; a forked child resets each (its sockets are the parent's)
+_LIVE: weakref.WeakSet[Directory] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for directory in list(_LIVE):
+        directory._reset()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 @dataclass
 class _Pooled:
     connection: ldap3.Connection
@@ -315,14 +327,7 @@ class Directory:
         self._clock = clock
         self._tls = self._make_tls()
         self._reset()
-        ref = weakref.ref(self)
-
-        def after_fork() -> None:
-            directory = ref()
-            if directory is not None:
-                directory._reset()
-
-        os.register_at_fork(after_in_child=after_fork)
+        _LIVE.add(self)  # forgotten by a forked child (one hook for the module)
 
     def _reset(self) -> None:
         """Forget every connection (in a new process the inherited sockets belong to the parent)."""

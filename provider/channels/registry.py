@@ -1,60 +1,48 @@
 """Channel types by name: validation of their settings and construction.
 
 The rules loader calls :func:`validate_channel_settings` for every entry of a rules
-file's ``channels:`` section (and may call :func:`validate_notify_params` for each
-``notify`` entry); the delivery worker calls :func:`build_channel` and reads the
-delivery policy with :func:`channel_policy` (or the bare type defaults with
-:func:`channel_defaults`). Settings may hold ``${VAR}`` references in the fields that
-take them (secrets, URLs, declared fields), naming variables ``Settings.secret_vars``
+file's ``channels:`` section (and :func:`validate_notify_params` /
+:func:`normalise_notify_params` for each ``notify`` entry); the delivery worker calls
+:func:`build_channel`, which imports the type's implementation
+(:attr:`~provider.channels.specs.ChannelSpec.module`, under ``channels/impl/``) only
+then: validating a rules file imports no HTTP, SOAP or SMTP client. The delivery
+policy is :func:`provider.channels.policy.channel_policy`. Settings may hold
+``${VAR}`` references in the fields that take them (secrets, URLs, declared fields), naming variables ``Settings.secret_vars``
 allows and never ``ST_PROVIDER_*``; they are resolved from ``Settings.environment``
 only when a channel is built, and never stored resolved.
 :func:`channel_missing_variables` names the referenced variables that are not set, so
 ``rules validate``/``import`` and ``serve`` can warn before the first send fails.
-Generic keys (:data:`GENERIC_KEYS`) are the worker's (retries, pauses, rate limit);
+Generic keys (:data:`~provider.channels.policy.GENERIC_KEYS`) are the worker's (retries, pauses, rate limit);
 channels ignore them.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from provider.channels import email, smartcomm, smartconnect, uniphore_sms, webhook
 from provider.channels.base import Channel
-from provider.channels.config import (
+from provider.channels.policy import GENERIC_KEYS
+from provider.channels.specs import CHANNEL_TYPES, SPECS, ChannelSpec
+from provider.channels.validation import (
     DEFAULT_SECRET_VARS,
-    GENERIC_KEYS,
     IGNORED_KEYS,
-    ChannelDefaults,
-    ChannelPolicy,
-    ChannelSpec,
     check_settings,
     convert,
     missing_variables,
-    parse_policy,
     resolve,
 )
 from provider.errors import ConfigError
 
 __all__ = [
-    "CHANNEL_TYPES",
-    "GENERIC_KEYS",
-    "ChannelDefaults",
-    "ChannelPolicy",
     "build_channel",
-    "channel_defaults",
     "channel_missing_variables",
-    "channel_policy",
     "normalise_notify_params",
     "spec",
     "validate_channel_settings",
     "validate_notify_params",
 ]
-
-SPECS: dict[str, ChannelSpec] = {
-    s.type_name: s for s in (uniphore_sms.SPEC, smartcomm.SPEC, smartconnect.SPEC, webhook.SPEC, email.SPEC)
-}
-CHANNEL_TYPES: tuple[str, ...] = ("uniphore-sms", "smartcomm", "smartconnect", "webhook", "email")
 
 
 def _unknown(type_name: str) -> str:
@@ -133,16 +121,6 @@ def normalise_notify_params(type_name: str, params: Mapping[str, Any]) -> tuple[
     return found.normalise_notify(params)
 
 
-def channel_defaults(type_name: str) -> ChannelDefaults:
-    """The type's delivery defaults (rate limit, retry waits by HTTP status)."""
-    return spec(type_name).defaults
-
-
-def channel_policy(type_name: str, settings: Mapping[str, Any]) -> ChannelPolicy:
-    """The delivery policy of one configured channel: type defaults overridden by its generic keys."""
-    return parse_policy(spec(type_name).defaults, settings)
-
-
 def build_channel(
     name: str,
     type_name: str,
@@ -155,7 +133,10 @@ def build_channel(
     """A ready channel; raises ConfigError for invalid settings or an unset or refused ``${VAR}``.
 
     ``environment`` is where references are resolved; ``secret_vars`` the names they may
-    use. Error messages name the setting and the variable, never a resolved value.
+    use. The stored settings pass through the same :func:`validate_channel_settings` the
+    loader used (one validation; here with the building process's ``secret_vars``, which
+    are the ones that count), then are resolved and converted. Error messages name the
+    setting and the variable, never a resolved value.
     """
     found = spec(type_name)
     problems = validate_channel_settings(type_name, settings, secret_vars=secret_vars)
@@ -174,4 +155,6 @@ def build_channel(
         problems = found.check(typed)
         if problems:
             raise ConfigError(f"channel {name!r}: " + "; ".join(problems))
-    return found.build(name, typed, timeout)
+    module = importlib.import_module(found.module)
+    channel: Channel = module.build(name, typed, timeout)
+    return channel

@@ -12,10 +12,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
+from provider.channels.config import ChannelStore
 from provider.channels.registry import channel_missing_variables, validate_channel_settings
-from provider.db.rules import ChannelRecord
 from provider.db.session import Database
 from provider.errors import StorageError
 from provider.settings import Settings
@@ -35,10 +33,10 @@ class ChannelWarning:
 def stored_channel_warnings(settings: Settings, database: Database) -> list[ChannelWarning]:
     """Every unset variable and refused reference of the stored channels (enabled or not)."""
     with database.session() as session:
-        rows = session.execute(select(ChannelRecord.name, ChannelRecord.type, ChannelRecord.settings)).all()
+        configs = ChannelStore.all(session)
     warnings: list[ChannelWarning] = []
-    for name, type_name, stored in rows:
-        channel_settings = stored if isinstance(stored, dict) else {}
+    for config in configs:
+        name, type_name, channel_settings = config.name, config.type, config.settings
         for problem in validate_channel_settings(
             type_name, channel_settings, secret_vars=settings.secret_vars
         ):

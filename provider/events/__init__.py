@@ -2,10 +2,14 @@
 
 - :mod:`provider.events.outbox`: the :class:`~provider.domain.EventSink` (event and
   deliveries in one transaction, de-duplication of repeated calls);
-- :mod:`provider.events.worker`: claims, sends, records, retries
-  (:func:`~provider.events.worker.run_worker`, :func:`~provider.events.worker.start_worker_thread`
-  for the worker embedded in ``st-provider serve``);
-- :mod:`provider.events.retry`: the pure retry policy;
+- :mod:`provider.events.worker`: the delivery loop: sends, records, retries
+  (``st-provider worker``; ``st-provider serve`` runs one as a child process);
+- :mod:`provider.events.leases`: claiming due deliveries, their leases, channel pauses
+  and rate-limit windows shared by every worker;
+- :mod:`provider.events.channel_cache`: the configured channels as a worker knows them
+  (policy, channel built on first use);
+- :mod:`provider.events.retry`: the pure retry decision over a channel's
+  :class:`~provider.channels.policy.ChannelPolicy`;
 - :mod:`provider.events.reports`: what the CLI and the gauges show.
 """
 

@@ -120,7 +120,7 @@ def _database(settings: Settings) -> Iterator[Database]:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Run a delivery worker in the foreground until SIGTERM/SIGINT (or once)."""
-    from provider.events.worker import Worker  # imports every channel: only here
+    from provider.events.worker import Worker  # partner clients are imported when a channel is built
 
     if pending(settings.database_url):
         raise ConfigError("the database is not at the newest migration: run `st-provider db upgrade`")

@@ -15,40 +15,19 @@ attempt time, never slept), or ``failed``. The rules, from the partners' guidanc
   attempt would come later than ``max_age`` seconds after it was created (or retried
   by hand).
 
-The per-channel values come from the channel settings' generic keys
-(``retry_waits``, ``max_attempts``, ``max_age``, ``rate_limit``, parsed by
-:func:`provider.channels.config.parse_policy` over the type's defaults); the
-backoff and the fallbacks for ``max_attempts``/``max_age`` from
-:class:`~provider.settings.WorkerSettings`.
+The values are one :class:`~provider.channels.policy.ChannelPolicy`: the channel
+settings' generic keys (``retry_waits``, ``max_attempts``, ``max_age``, ``rate_limit``)
+over the type's defaults, the backoff and the fallbacks for ``max_attempts``/``max_age``
+from :class:`~provider.settings.WorkerSettings` (:func:`provider.channels.policy.channel_policy`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
-from provider.channels.config import ChannelPolicy
-from provider.settings import WorkerSettings
-
-#: waits used when a channel's type gives none (the issue's SmartCOMM guidance)
-DEFAULT_RETRY_WAITS: Mapping[int, float] = MappingProxyType({500: 5.0, 429: 60.0, 503: 120.0})
-#: statuses that pause the whole channel for every worker
-PAUSE_STATUSES = frozenset({429, 503})
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How one channel retries and how fast it may send."""
-
-    waits: Mapping[int, float] = field(default_factory=lambda: DEFAULT_RETRY_WAITS)
-    max_attempts: int = 8
-    max_age: float = 86_400.0
-    backoff: float = 10.0
-    backoff_max: float = 3600.0
-    #: ``(calls, seconds)`` shared by every worker, or ``None``
-    rate_limit: tuple[int, float] | None = None
+from provider.channels.policy import PAUSE_STATUSES, ChannelPolicy
 
 
 @dataclass(frozen=True)
@@ -66,26 +45,7 @@ class Outcome:
     reason: str = ""
 
 
-def make_policy(channel: ChannelPolicy | None, worker: WorkerSettings) -> RetryPolicy:
-    """The retry policy of a channel; ``channel=None`` (unknown channel) gives the defaults."""
-    if channel is None:
-        return RetryPolicy(
-            max_attempts=worker.max_attempts,
-            max_age=float(worker.max_age_seconds),
-            backoff=worker.retry_backoff,
-            backoff_max=worker.retry_backoff_max,
-        )
-    return RetryPolicy(
-        waits=MappingProxyType(dict(channel.retry_waits)),
-        max_attempts=channel.max_attempts or worker.max_attempts,
-        max_age=channel.max_age if channel.max_age is not None else float(worker.max_age_seconds),
-        backoff=worker.retry_backoff,
-        backoff_max=worker.retry_backoff_max,
-        rate_limit=channel.rate_limit,
-    )
-
-
-def backoff_wait(policy: RetryPolicy, attempt: int, random: Callable[[], float]) -> float:
+def backoff_wait(policy: ChannelPolicy, attempt: int, random: Callable[[], float]) -> float:
     """Exponential backoff with jitter for attempt number ``attempt`` (1-based).
 
     The ceiling doubles per attempt up to ``backoff_max``; the wait is drawn
@@ -97,7 +57,7 @@ def backoff_wait(policy: RetryPolicy, attempt: int, random: Callable[[], float])
 
 
 def decide(
-    policy: RetryPolicy,
+    policy: ChannelPolicy,
     *,
     status: int | None,
     final: bool,
@@ -115,8 +75,8 @@ def decide(
     if final:
         return Outcome("failed", reason="final")
     partner_wait = retry_after if retry_after is not None and retry_after > 0 else 0.0
-    if status is not None and status in policy.waits:
-        wait = max(policy.waits[status], partner_wait)
+    if status is not None and status in policy.retry_waits:
+        wait = max(policy.retry_waits[status], partner_wait)
     else:
         wait = max(backoff_wait(policy, attempt, random), partner_wait)
     pause = wait if (pause_requested or status in PAUSE_STATUSES) else None

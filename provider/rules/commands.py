@@ -45,7 +45,7 @@ from provider.db.migrate import pending, upgrade
 from provider.db.session import Database
 from provider.domain import Authenticator, CallRequest, CallResult, Decision, Identity, Operation
 from provider.errors import AuthenticationFailed, ConfigError, RulesFileError, StorageError
-from provider.rules.context import SECRET_NAMES
+from provider.redact import SECRET_VARIABLES
 from provider.rules.engine import NOT_REACHED, RuleSet, TraceEntry, compile_rules
 from provider.rules.loader import channel_warnings, dump_rules, load_rules_file
 from provider.rules.model import RulesFile
@@ -269,7 +269,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
                 for r in ordered
             ],
             "channels": [
-                {"name": c.spec.name, "type": c.spec.type, "enabled": c.spec.enabled}
+                {"name": c.entry.name, "type": c.entry.type, "enabled": c.entry.enabled}
                 for c in snapshot.channels
             ],
         }
@@ -288,7 +288,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             when = r.mapping.get("when") or "(always)"
             print(f"  {r.priority:>8}  {r.name:<{width}}  {state:<8}  {methods}  [{actions}]  when {when}")
     for c in snapshot.channels:
-        print(f"  channel {c.spec.name} ({c.spec.type}){'' if c.spec.enabled else ' disabled'}")
+        print(f"  channel {c.entry.name} ({c.entry.type}){'' if c.entry.enabled else ' disabled'}")
     return EXIT_OK
 
 
@@ -387,7 +387,7 @@ def _pairs(entries: list[str]) -> list[tuple[str, str]]:
         split = split_entry(entry)
         if split is None or not split[0].strip():
             raise ConfigError(f"{entry!r} is not NAME=VALUE")
-        if split[0].strip().lower() in SECRET_NAMES:
+        if split[0].strip().lower() in SECRET_VARIABLES:
             raise ConfigError(f"do not give {split[0].strip()}: rules never see passwords")
         pairs.append((split[0].strip(), split[1]))
     return pairs

@@ -32,6 +32,7 @@ from provider.auth.usernames import normalise_username
 from provider.domain import Identity, Operation
 from provider.errors import InvalidInput
 from provider.event_types import event_name
+from provider.redact import SECRET_VARIABLES
 from provider.variables import ARGUMENT_PREFIX, CUSTOM_FIELD_PREFIX, InputVariables, parse_whole_number
 
 #: SmarterTrack's input variables, as the sample provider spells them.
@@ -53,7 +54,6 @@ CANONICAL_NAMES: tuple[str, ...] = (
 #: Spellings SmarterTrack's documentation also uses for a canonical input.
 ALIASES: Mapping[str, str] = {"group": "groupName"}
 
-SECRET_NAMES = frozenset({"authpw", "loginpassword"})
 #: Canonical inputs that hold a username: normalised in the context.
 USERNAME_NAMES = ("loginUsername", "username")
 _CANONICAL_KEYS = tuple((name, name.lower()) for name in CANONICAL_NAMES)
@@ -184,7 +184,7 @@ def build_context(
             custom_fields.append((name[_CF_LENGTH:], value))
         elif key.startswith(ARGUMENT_PREFIX) and len(key) > _ARGS_LENGTH:
             arguments.append((name[_ARGS_LENGTH:], value))
-        elif key not in SECRET_NAMES:
+        elif key not in SECRET_VARIABLES:
             plain.append((name, value))
     context: dict[str, Any] = {name: sent[key][1] if key in sent else "" for name, key in _CANONICAL_KEYS}
     for alias, name in ALIASES.items():

@@ -3,8 +3,9 @@
 :func:`parse_rules` reads a whole file and checks everything before anything is
 used: the YAML itself, unknown or repeated keys, names, methods, priorities, every
 action's shape and whether it is valid for the rule's methods, channel settings
-(:func:`provider.channels.registry.validate_channel_settings`, including which
-environment variables ``${VAR}`` may name), ``notify`` channels,
+(their shape by :func:`provider.channels.validation.plain_settings`, the rest by
+:func:`provider.channels.registry.validate_channel_settings`, including which
+environment variables ``${VAR}`` may name: the same checks the worker applies), ``notify`` channels,
 and that every expression and template compiles in the sandbox. It raises
 :class:`~provider.errors.RulesFileError` listing *every* problem with its line number
 and rule name; the caller writes nothing then.
@@ -27,13 +28,13 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.events import AliasEvent, NodeEvent
 
-from provider.channels.config import DEFAULT_SECRET_VARS
 from provider.channels.registry import (
     channel_missing_variables,
     normalise_notify_params,
     validate_channel_settings,
     validate_notify_params,
 )
+from provider.channels.validation import DEFAULT_SECRET_VARS, plain_settings
 from provider.domain import Operation
 from provider.errors import RuleProblem, RulesFileError
 from provider.rules.engine import RuleCompileError, compile_rule
@@ -44,7 +45,7 @@ from provider.rules.model import (
     ANY_METHOD,
     RESERVED_OUTPUTS,
     Actions,
-    ChannelSpec,
+    ChannelEntry,
     FieldSpec,
     NotifySpec,
     Rule,
@@ -261,7 +262,7 @@ class _Validator:
 
     # --- channels
 
-    def channels(self, node: Any, line: int | None) -> list[ChannelSpec]:
+    def channels(self, node: Any, line: int | None) -> list[ChannelEntry]:
         if node is None:
             return []
         if not isinstance(node, Mapping):
@@ -276,7 +277,7 @@ class _Validator:
                 specs.append(spec)
         return specs
 
-    def channel(self, name: Any, body: Any, line: int | None) -> ChannelSpec | None:
+    def channel(self, name: Any, body: Any, line: int | None) -> ChannelEntry | None:
         checked = self.name(name, "a channel name", line, limit=MAX_CHANNEL_NAME_LENGTH)
         if checked is None:
             return None
@@ -294,21 +295,15 @@ class _Validator:
         if not isinstance(enabled, bool):
             self.add(f"{what}: enabled must be true or false", line=_line_of(body, "enabled"))
             enabled = True
-        settings = {k: v for k, v in body.items() if k not in CHANNEL_RESERVED}
-        ok = True
-        for key, value in settings.items():
-            if not isinstance(key, str) or not is_json_value(value):
-                self.add(
-                    f"{what}: setting {key!r} must be text, a number, a boolean, a list or a mapping",
-                    line=_line_of(body, key),
-                )
-                ok = False
-        if ok:
+        settings, shape_problems = plain_settings(
+            {k: v for k, v in body.items() if k not in CHANNEL_RESERVED}
+        )
+        for key, problem in shape_problems:
+            self.add(f"{what}: {problem}", line=_line_of(body, key))
+        if not shape_problems:
             for problem in validate_channel_settings(type_name, settings, secret_vars=self._secret_vars):
                 self.add(f"{what}: {problem}", line=line)
-        return ChannelSpec(
-            name=checked, type=type_name, settings=_plain(settings), enabled=enabled, line=line
-        )
+        return ChannelEntry(name=checked, type=type_name, settings=settings, enabled=enabled, line=line)
 
     # --- rules
 
@@ -845,7 +840,7 @@ def load_rules_file(
 
 
 def channel_warnings(
-    channels: Iterable[ChannelSpec],
+    channels: Iterable[ChannelEntry],
     environment: Mapping[str, str],
     secret_vars: Sequence[str] = DEFAULT_SECRET_VARS,
 ) -> list[RuleProblem]:

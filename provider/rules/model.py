@@ -1,6 +1,6 @@
 """The rules model: what a rules file says, validated and typed.
 
-A :class:`RulesFile` holds named :class:`ChannelSpec` entries (outbound destinations
+A :class:`RulesFile` holds named :class:`ChannelEntry` entries (outbound destinations
 used by ``notify``) and :class:`Rule` entries. A rule applies to one or more
 operations (``method``), runs in ascending ``priority`` (equal priorities keep file
 order), matches when its optional ``when`` expression is true, and then applies its
@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from provider.channels.config import ChannelConfig
 from provider.domain import Operation
 
 #: ``method: "*"``: every operation whose actions the rule's ``then`` can express.
@@ -185,13 +186,9 @@ class Rule:
 
 
 @dataclass(frozen=True)
-class ChannelSpec:
-    """One ``channels:`` entry. ``settings`` are exactly as written (``${VAR}`` unresolved)."""
+class ChannelEntry(ChannelConfig):
+    """One ``channels:`` entry: a channel configuration, with the line it was written on."""
 
-    name: str
-    type: str
-    settings: Mapping[str, Any] = field(default_factory=dict)
-    enabled: bool = True
     line: int | None = field(default=None, compare=False)
 
     def to_mapping(self) -> dict[str, Any]:
@@ -207,7 +204,7 @@ class RulesFile:
     """A whole rules file, validated."""
 
     rules: tuple[Rule, ...] = ()
-    channels: tuple[ChannelSpec, ...] = ()
+    channels: tuple[ChannelEntry, ...] = ()
 
     def to_mapping(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -32,12 +32,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from provider.channels.config import ChannelStore
 from provider.db.base import utcnow
-from provider.db.rules import RULE_SET_ROW_ID, ChannelRecord, RuleAudit, RuleRecord, RuleSetVersion
+from provider.db.rules import RULE_SET_ROW_ID, RuleAudit, RuleRecord, RuleSetVersion
 from provider.db.session import Database
 from provider.errors import RuleNotFound, RuleProblem, RulesFileError, StorageError
 from provider.rules.loader import rule_from_mapping
-from provider.rules.model import ChannelSpec, Rule, RulesFile
+from provider.rules.model import ChannelEntry, Rule, RulesFile
 
 log = logging.getLogger("provider.rules.store")
 
@@ -93,9 +94,9 @@ class StoredRule:
 
 @dataclass(frozen=True)
 class StoredChannel:
-    spec: ChannelSpec
-    created_at: datetime
-    updated_at: datetime
+    entry: ChannelEntry
+    created_at: datetime | None
+    updated_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class Snapshot:
         return tuple(r.rule for r in self.rules if r.rule is not None)
 
     def to_rules_file(self) -> RulesFile:
-        return RulesFile(rules=self.valid_rules(), channels=tuple(c.spec for c in self.channels))
+        return RulesFile(rules=self.valid_rules(), channels=tuple(c.entry for c in self.channels))
 
 
 @dataclass(frozen=True)
@@ -140,14 +141,6 @@ def _rule_mapping(record: RuleRecord) -> dict[str, Any]:
         out["when"] = record.when
     out["then"] = record.actions
     return out
-
-
-def _channel_mapping(record: ChannelRecord) -> dict[str, Any]:
-    return {"type": record.type, "enabled": record.enabled, "settings": record.settings}
-
-
-def _spec_mapping(spec: ChannelSpec) -> dict[str, Any]:
-    return {"type": spec.type, "enabled": spec.enabled, "settings": dict(spec.settings)}
 
 
 def _record_values(rule: Rule) -> dict[str, Any]:
@@ -193,11 +186,11 @@ class RuleStore:
             version = session.execute(
                 select(RuleSetVersion.version).where(RuleSetVersion.id == RULE_SET_ROW_ID)
             ).scalar_one_or_none()
-            channels = session.scalars(select(ChannelRecord).order_by(ChannelRecord.id)).all()
+            channels = ChannelStore.all(session)
             records = session.scalars(select(RuleRecord).order_by(RuleRecord.position, RuleRecord.id)).all()
             channel_specs = tuple(
                 StoredChannel(
-                    ChannelSpec(name=c.name, type=c.type, settings=dict(c.settings), enabled=c.enabled),
+                    ChannelEntry(name=c.name, type=c.type, settings=dict(c.settings), enabled=c.enabled),
                     c.created_at,
                     c.updated_at,
                 )
@@ -235,9 +228,7 @@ class RuleStore:
     def channel_types(self) -> dict[str, str]:
         """Stored channels: name -> type."""
         with self._db.session() as session:
-            return {
-                name: type_ for name, type_ in session.execute(select(ChannelRecord.name, ChannelRecord.type))
-            }
+            return ChannelStore.types(session)
 
     def export(self) -> RulesFile:
         """The stored rule set as a rules file (``${VAR}`` references intact)."""
@@ -311,19 +302,15 @@ class RuleStore:
         """
         with self._db.session(immediate=True) as session:
             state = self._lock(session)
-            stored_channels = {c.name: c for c in session.scalars(select(ChannelRecord)).all()}
+            stored_channels = ChannelStore.types(session)
             stored_rules = {r.name: r for r in session.scalars(select(RuleRecord)).all()}
             self._check_channels(rules_file, set() if replace else set(stored_channels))
             changes: list[tuple[Change, Any, Any]] = []
             now = utcnow()
-            unchanged_channels = _write_channels(
-                session,
-                rules_file=rules_file,
-                stored=stored_channels,
-                replace=replace,
-                now=now,
-                changes=changes,
+            channel_changes, unchanged_channels = ChannelStore.write(
+                session, rules_file.channels, replace=replace, now=now
             )
+            changes.extend((Change("channel", c.name, c.action), c.before, c.after) for c in channel_changes)
             unchanged_rules = _write_rules(
                 session,
                 rules_file=rules_file,
@@ -406,50 +393,6 @@ class RuleStore:
             extra={"event": f"rules.{change.action}", "rule": name, "version": version},
         )
         return version, True
-
-
-def _write_channels(
-    session: Session,
-    *,
-    rules_file: RulesFile,
-    stored: dict[str, ChannelRecord],
-    replace: bool,
-    now: datetime,
-    changes: list[tuple[Change, Any, Any]],
-) -> int:
-    """Add, update (and with ``replace`` delete) channels; returns how many were unchanged."""
-    unchanged = 0
-    for spec in rules_file.channels:
-        record = stored.get(spec.name)
-        after = _spec_mapping(spec)
-        if record is None:
-            session.add(
-                ChannelRecord(
-                    name=spec.name,
-                    type=spec.type,
-                    settings=dict(spec.settings),
-                    enabled=spec.enabled,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            changes.append((Change("channel", spec.name, CREATED), None, after))
-            continue
-        before = _channel_mapping(record)
-        if before == after:
-            unchanged += 1
-            continue
-        record.type, record.settings, record.enabled = spec.type, dict(spec.settings), spec.enabled
-        record.updated_at = now
-        changes.append((Change("channel", spec.name, UPDATED), before, after))
-    if replace:
-        in_file = {c.name for c in rules_file.channels}
-        for name, record in stored.items():
-            if name not in in_file:
-                changes.append((Change("channel", name, DELETED), _channel_mapping(record), None))
-                session.delete(record)
-        session.flush()
-    return unchanged
 
 
 def _write_rules(

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from provider.channels.base import Channel
-from provider.channels.registry import build_channel, channel_defaults
-from provider.channels.smartcomm import GENERATE_PATH, MAX_REQUEST_BYTES
+from provider.channels.impl.smartcomm import GENERATE_PATH, MAX_REQUEST_BYTES
+from provider.channels.registry import build_channel
+from provider.channels.specs import SPECS
 from provider.errors import ChannelError
 from tests.emulators.base import Reply
 from tests.emulators.smartcomm import TOKEN_PATH, SmartCommEmulator
@@ -322,7 +323,7 @@ def test_slow_partner_times_out_as_retryable(smartcomm_emulator: SmartCommEmulat
 
 
 def test_documented_defaults_are_published_for_the_worker() -> None:
-    defaults = channel_defaults("smartcomm")
+    defaults = SPECS["smartcomm"]
 
     assert defaults.rate_limit == (100, 60.0)
     assert dict(defaults.retry_waits) == {500: 5.0, 429: 60.0, 503: 120.0}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from provider.channels.policy import channel_policy
 from provider.rules.loader import load_rules_file, parse_rules
 from tests.support import REPO, base_env, run_cli
 
@@ -236,3 +237,33 @@ def test_references_that_are_not_allowed_are_refused(
         assert expected in result.stderr
     listed = json.loads(run_cli(["rules", "list", "--json"], env).stdout)
     assert listed["channels"] == []
+
+
+RETRY_WAITS = """\
+channels:
+  partner:
+    type: smartcomm
+    base_url: https://smartcomm.example.org
+    token_url: https://smartcomm.example.org/token
+    client_id: app
+    client_secret: ${SMARTCOMM_SECRET}
+    retry_waits: {429: 60, 503: 120, 500: 5}
+rules: []
+"""
+
+
+def test_integer_status_keys_in_retry_waits_import(sqlite_url: str, tmp_path: Path) -> None:
+    """``retry_waits`` as documented (integer keys) is accepted by the loader as by the channel parser."""
+    path = tmp_path / "waits.yaml"
+    path.write_text(RETRY_WAITS, encoding="utf-8")
+    env = base_env(sqlite_url, SMARTCOMM_SECRET="s")
+    for command in (["rules", "validate", str(path)], ["rules", "import", str(path)]):
+        result = run_cli(command, env)
+        assert result.returncode == 0, result.stderr
+    again = run_cli(["rules", "import", str(path)], env)
+    assert again.returncode == 0, again.stderr
+    assert "channels: 0 created, 0 updated, 0 deleted, 1 unchanged" in again.stdout
+    exported = parse_rules(run_cli(["rules", "export"], env).stdout)
+    [channel] = exported.channels
+    assert channel.settings["retry_waits"] == {"429": 60, "503": 120, "500": 5}
+    assert channel_policy(channel.type, channel.settings).retry_waits == {429: 60.0, 503: 120.0, 500: 5.0}

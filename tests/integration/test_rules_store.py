@@ -85,7 +85,7 @@ rules:
     # a keeps its place; new rules go after the stored ones, in file order
     assert [r.name for r in snapshot.rules] == ["a", "b", "n", "c", "n2"]
     assert snapshot.rules[0].mapping["then"] == {"set": {"cf_A": "changed"}}
-    assert [c.spec.name for c in snapshot.channels] == ["hook"]
+    assert [c.entry.name for c in snapshot.channels] == ["hook"]
 
 
 def test_replace_makes_the_stored_set_exactly_the_file(store: RuleStore) -> None:

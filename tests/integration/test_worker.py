@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,7 @@ from provider.db.events import (
 from provider.db.session import Database
 from provider.errors import ChannelError
 from provider.events import reports
-from provider.events.worker import Worker, start_worker_thread
+from provider.events.worker import Worker
 from provider.settings import Settings, WorkerSettings
 from tests.integration.test_worker_channel import (
     Clock,
@@ -435,10 +434,25 @@ def test_two_workers_deliver_everything_exactly_once(database_url: str) -> None:
         db.dispose()
 
 
+class WorkerThread:
+    """A delivery worker on a thread of this test process, until :meth:`stop`."""
+
+    def __init__(self, settings: Settings, database: Database, partner: Partner) -> None:
+        self.stop_event = threading.Event()
+        worker = Worker(settings, database, channel_factory=partner.factory)
+        self.thread = threading.Thread(target=worker.run, args=(self.stop_event,), daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        self.stop_event.set()
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
 def test_worker_thread_runs_until_stopped(database: Database, partner: Partner) -> None:
     add_channel(database, "sms")
     enqueue(database, datetime.now(UTC), "sms")
-    thread = start_worker_thread(Settings(worker=WORKER), database, channel_factory=partner.factory)
+    thread = WorkerThread(Settings(worker=WORKER), database, partner)
     try:
         for _ in range(250):
             if deliveries(database)[0].status == DELIVERED:
@@ -501,25 +515,3 @@ def test_invalid_generic_settings_are_reported(database: Database, partner: Part
     [d] = deliveries(database)
     assert d.status == PENDING
     assert d.last_error is not None and "max_attempts" in d.last_error
-
-
-def test_processes_forked_after_the_thread_start_get_an_empty_pool(
-    database: Database, partner: Partner
-) -> None:
-    add_channel(database, "sms")
-    enqueue(database, datetime.now(UTC), "sms")
-    thread = start_worker_thread(Settings(worker=WORKER), database, channel_factory=partner.factory)
-    try:
-        for _ in range(250):
-            if deliveries(database)[0].status == DELIVERED:
-                break
-            threading.Event().wait(0.02)
-        assert database.engine.pool.checkedin() >= 1
-        pid = os.fork()
-        if pid == 0:  # the child: the parent's pooled connections must be gone
-            os._exit(0 if database.engine.pool.checkedin() == 0 else 3)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert database.engine.pool.checkedin() >= 1  # the parent keeps its own
-    finally:
-        assert thread.stop(10)

@@ -6,24 +6,24 @@ from typing import Any
 
 import pytest
 
-from provider.channels.config import allowed_environment, parse_duration
-from provider.channels.email import EmailChannel, addresses
-from provider.channels.http import Redactor, parse_retry_after
+from provider.channels.impl.email import EmailChannel, addresses
+from provider.channels.impl.http import parse_retry_after
+from provider.channels.impl.smartcomm import SmartCommChannel
+from provider.channels.impl.uniphore_sms import UniphoreSmsChannel, classify, message_sid
+from provider.channels.impl.webhook import WebhookChannel, signature
+from provider.channels.policy import GENERIC_KEYS, channel_policy, parse_duration
 from provider.channels.registry import (
-    CHANNEL_TYPES,
-    GENERIC_KEYS,
     build_channel,
-    channel_defaults,
     channel_missing_variables,
-    channel_policy,
     normalise_notify_params,
     validate_channel_settings,
     validate_notify_params,
 )
-from provider.channels.smartcomm import SmartCommChannel
-from provider.channels.uniphore_sms import UniphoreSmsChannel, classify, message_sid
-from provider.channels.webhook import WebhookChannel, signature
+from provider.channels.specs import CHANNEL_TYPES, SPECS
+from provider.channels.validation import allowed_environment
 from provider.errors import ChannelError, ConfigError
+from provider.redact import Redactor
+from provider.settings import WorkerSettings
 
 VALID: dict[str, dict[str, Any]] = {
     "uniphore-sms": {
@@ -320,14 +320,14 @@ def test_email_username_needs_a_password() -> None:
 
 
 def test_smartcomm_defaults_follow_its_documentation() -> None:
-    defaults = channel_defaults("smartcomm")
+    defaults = SPECS["smartcomm"]
     assert defaults.rate_limit == (100, 60.0)
     assert dict(defaults.retry_waits) == {500: 5.0, 429: 60.0, 503: 120.0}
 
 
 @pytest.mark.parametrize("type_name", ["uniphore-sms", "smartconnect", "webhook"])
 def test_http_channels_pause_on_429_and_503_by_default(type_name: str) -> None:
-    defaults = channel_defaults(type_name)
+    defaults = SPECS[type_name]
     assert defaults.rate_limit is None
     assert dict(defaults.retry_waits) == {429: 60.0, 503: 120.0}
 
@@ -349,8 +349,9 @@ def test_policy_merges_settings_over_defaults() -> None:
 
 
 def test_policy_without_generic_keys_leaves_limits_to_the_worker() -> None:
-    policy = channel_policy("webhook", VALID["webhook"])
-    assert (policy.max_attempts, policy.max_age, policy.rate_limit) == (None, None, None)
+    worker = WorkerSettings(max_attempts=5, max_age_seconds=600)
+    policy = channel_policy("webhook", VALID["webhook"], worker)
+    assert (policy.max_attempts, policy.max_age, policy.rate_limit) == (5, 600.0, None)
 
 
 def test_rate_limit_can_be_switched_off() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from provider.events.outbox import recipient_of
-from provider.events.redact import MAX_ERROR_CHARS, REDACTED, redact, secret_values
+from provider.redact import MAX_ERROR_CHARS, REDACTED, redact, secret_values
 
 
 def test_recipient_from_common_params() -> None:

@@ -1,7 +1,7 @@
 """Redaction replaces values, never the words around them (issue 9 item 16).
 
-The provider has three redaction implementations (partner texts in the channels, stored
-delivery errors, log fields); each must keep the wording of a message that holds no secret.
+One redaction module (:mod:`provider.redact`) serves partner texts in the channels, stored
+delivery errors and log fields; each use must keep the wording of a message that holds no secret.
 """
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import logging
 
-from provider.channels.http import Redactor
-from provider.events.redact import REDACTED, redact
 from provider.logging import JsonFormatter, TextFormatter
+from provider.redact import REDACTED, Redactor, redact
 
 #: what the worker records when a channel cannot be built for want of a variable
 MISSING = (

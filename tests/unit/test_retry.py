@@ -9,23 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provider.channels.config import ChannelDefaults, parse_policy
-from provider.events.retry import (
-    DEFAULT_RETRY_WAITS,
-    RetryPolicy,
-    backoff_wait,
-    decide,
-    make_policy,
-)
-from provider.events.worker import channel_policy
+from provider.channels.policy import DEFAULT_RETRY_WAITS, ChannelPolicy, channel_policy, default_policy
+from provider.events.retry import backoff_wait, decide
 from provider.settings import WorkerSettings
 
-SMARTCOMM = RetryPolicy(
-    waits=MappingProxyType({500: 5.0, 429: 60.0, 503: 120.0}), backoff=10.0, backoff_max=3600.0
+SMARTCOMM = ChannelPolicy(
+    retry_waits=MappingProxyType({500: 5.0, 429: 60.0, 503: 120.0}), backoff=10.0, backoff_max=3600.0
 )
 
 
-def _decide(policy: RetryPolicy = SMARTCOMM, **kw: object) -> object:
+def _decide(policy: ChannelPolicy = SMARTCOMM, **kw: object) -> object:
     args: dict[str, object] = {
         "status": None,
         "final": False,
@@ -82,14 +75,14 @@ def test_other_failures_back_off_exponentially(status: int | None) -> None:
 
 
 def test_backoff_is_capped() -> None:
-    policy = RetryPolicy(backoff=10.0, backoff_max=60.0, max_attempts=100, max_age=1e9)
+    policy = ChannelPolicy(backoff=10.0, backoff_max=60.0, max_attempts=100, max_age=1e9)
     assert backoff_wait(policy, 50, lambda: 0.999999) == pytest.approx(60.0, rel=1e-5)
     assert backoff_wait(policy, 10_000, lambda: 0.0) == 30.0
 
 
 @given(attempt=st.integers(min_value=1, max_value=200), r=st.floats(min_value=0.0, max_value=0.999999))
 def test_backoff_stays_within_half_and_full_ceiling(attempt: int, r: float) -> None:
-    policy = RetryPolicy(backoff=2.0, backoff_max=500.0)
+    policy = ChannelPolicy(backoff=2.0, backoff_max=500.0)
     ceiling = min(500.0, 2.0 * 2.0 ** min(attempt - 1, 60))
     wait = backoff_wait(policy, attempt, lambda: r)
     assert ceiling / 2 <= wait <= ceiling
@@ -102,7 +95,7 @@ def test_jitter_spreads_waits() -> None:
 
 
 def test_fails_after_max_attempts() -> None:
-    policy = RetryPolicy(waits=SMARTCOMM.waits, max_attempts=3)
+    policy = ChannelPolicy(retry_waits=SMARTCOMM.retry_waits, max_attempts=3)
     assert _decide(policy, status=500, attempt=2).kind == "retry"
     outcome = _decide(policy, status=500, attempt=3)
     assert outcome.kind == "failed"
@@ -110,7 +103,7 @@ def test_fails_after_max_attempts() -> None:
 
 
 def test_fails_when_next_attempt_would_be_too_old() -> None:
-    policy = RetryPolicy(waits=SMARTCOMM.waits, max_age=100.0)
+    policy = ChannelPolicy(retry_waits=SMARTCOMM.retry_waits, max_age=100.0)
     assert _decide(policy, status=429, age=30.0).kind == "retry"
     outcome = _decide(policy, status=429, age=50.0)
     assert outcome.kind == "failed"
@@ -118,39 +111,34 @@ def test_fails_when_next_attempt_would_be_too_old() -> None:
     assert outcome.pause == 60.0  # the channel is still paused for everyone else
 
 
-def test_make_policy_uses_channel_values_over_worker_settings() -> None:
+def test_channel_policy_uses_channel_values_over_worker_settings() -> None:
     worker = WorkerSettings(max_attempts=8, max_age_seconds=86_400, retry_backoff=3.0, retry_backoff_max=30.0)
-    channel = parse_policy(
-        ChannelDefaults(
-            rate_limit=(100, 60.0), retry_waits=MappingProxyType({429: 60.0, 503: 120.0, 500: 5.0})
-        ),
-        {"retry_waits": {429: 1, 503: 2}, "max_attempts": 3, "max_age": "2m"},
+    policy = channel_policy(
+        "smartcomm", {"retry_waits": {429: 1, 503: 2}, "max_attempts": 3, "max_age": "2m"}, worker
     )
-    policy = make_policy(channel, worker)
-    assert dict(policy.waits) == {429: 1.0, 503: 2.0, 500: 5.0}
+    assert dict(policy.retry_waits) == {429: 1.0, 503: 2.0, 500: 5.0}
     assert policy.max_attempts == 3
     assert policy.max_age == 120.0
     assert policy.rate_limit == (100, 60.0)
     assert (policy.backoff, policy.backoff_max) == (3.0, 30.0)
 
 
-def test_make_policy_falls_back_to_worker_settings() -> None:
+def test_channel_policy_falls_back_to_worker_settings() -> None:
     worker = WorkerSettings(max_attempts=5, max_age_seconds=600)
-    channel = parse_policy(ChannelDefaults(), {})
-    policy = make_policy(channel, worker)
+    policy = channel_policy("email", {}, worker)
     assert (policy.max_attempts, policy.max_age, policy.rate_limit) == (5, 600.0, None)
-    unknown = make_policy(None, worker)
-    assert dict(unknown.waits) == dict(DEFAULT_RETRY_WAITS)
+    unknown = default_policy(worker)
+    assert dict(unknown.retry_waits) == dict(DEFAULT_RETRY_WAITS)
     assert unknown.max_attempts == 5
 
 
 def test_partner_defaults_reach_the_worker() -> None:
     worker = WorkerSettings()
-    smartcomm = make_policy(channel_policy("smartcomm", {}), worker)
-    assert dict(smartcomm.waits) == {500: 5.0, 429: 60.0, 503: 120.0}
+    smartcomm = channel_policy("smartcomm", {}, worker)
+    assert dict(smartcomm.retry_waits) == {500: 5.0, 429: 60.0, 503: 120.0}
     assert smartcomm.rate_limit == (100, 60.0)
-    tuned = make_policy(channel_policy("smartcomm", {"retry_waits": {"429": 1}, "rate_limit": "off"}), worker)
-    assert dict(tuned.waits) == {500: 5.0, 429: 1.0, 503: 120.0}
+    tuned = channel_policy("smartcomm", {"retry_waits": {"429": 1}, "rate_limit": "off"}, worker)
+    assert dict(tuned.retry_waits) == {500: 5.0, 429: 1.0, 503: 120.0}
     assert tuned.rate_limit is None
-    unknown = make_policy(channel_policy("no-such-type", {}), worker)
-    assert dict(unknown.waits) == dict(DEFAULT_RETRY_WAITS)
+    unknown = channel_policy("no-such-type", {}, worker)
+    assert dict(unknown.retry_waits) == dict(DEFAULT_RETRY_WAITS)

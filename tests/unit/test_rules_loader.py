@@ -497,3 +497,25 @@ def test_channel_warnings_name_the_channel_and_variable() -> None:
     assert warning.line == 2
     assert "channel 'sms': environment variable SMS_APP_KEY is not set" in warning.message
     assert channel_warnings(rules_file.channels, {"SMS_APP_KEY": "k"}) == []
+
+
+def test_retry_waits_with_integer_status_keys_are_accepted_and_stored_as_text() -> None:
+    """What the channel parser accepts, the loader accepts (issue 10): ``{429: 60}`` as documented."""
+    text = """\
+channels:
+  doc:
+    type: smartcomm
+    base_url: https://c.example.org
+    token_url: https://c.example.org/t
+    client_id: c
+    client_secret: ${S}
+    retry_waits: {429: 60, 503: 120, 500: 5}
+    headers_unused: {1.5: x}
+rules: []
+"""
+    with pytest.raises(RulesFileError) as caught:
+        parse_rules(text)
+    [problem] = caught.value.problems
+    assert "setting 'headers_unused' must be text, a number" in problem.message and problem.line == 9
+    [channel] = parse_rules(text.replace("    headers_unused: {1.5: x}\n", "")).channels
+    assert channel.settings["retry_waits"] == {"429": 60, "503": 120, "500": 5}

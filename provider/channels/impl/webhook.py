@@ -9,7 +9,7 @@ carries ``Idempotency-Key: <delivery key>`` (stable across retries) so a receive
 drop the duplicate an at-least-once delivery may produce.
 
 Headers come from the ``headers`` setting, then the notify parameter ``headers``.
-Any 2xx is success; other statuses map as in :mod:`provider.channels.http`.
+Any 2xx is success; other statuses map as in :mod:`provider.channels.impl.http`.
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from provider.channels import http
 from provider.channels.base import SendResult
-from provider.channels.config import ChannelSpec, Field
+from provider.channels.impl import http
+from provider.channels.specs import DEFAULT_SIGNATURE_HEADER, WEBHOOK_RESERVED_HEADERS
 from provider.errors import ChannelError
+from provider.redact import Redactor
 
 TYPE_NAME = "webhook"
-DEFAULT_SIGNATURE_HEADER = "X-Signature-256"
-RESERVED_HEADERS = frozenset({"content-length", "host", "transfer-encoding"})
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -68,7 +67,7 @@ class WebhookChannel:
         self.signature_header = signature_header
         self._headers = dict(headers or {})
         self._secret = secret
-        self._redact = http.Redactor([secret, *self._headers.values()])
+        self._redact = Redactor([secret, *self._headers.values()])
         self._client = http.make_client(timeout=timeout, ca_file=ca_file, proxy=proxy)
 
     def send(self, params: Mapping[str, Any], *, delivery_key: str) -> SendResult:
@@ -80,7 +79,7 @@ class WebhookChannel:
             if not isinstance(extra, Mapping):
                 raise ChannelError(f"{TYPE_NAME}: notify parameter 'headers' must be a mapping", final=True)
             headers.update({str(k): str(v) for k, v in extra.items()})
-        headers = {k: v for k, v in headers.items() if k.lower() not in RESERVED_HEADERS}
+        headers = {k: v for k, v in headers.items() if k.lower() not in WEBHOOK_RESERVED_HEADERS}
         headers["Idempotency-Key"] = delivery_key
         if self._secret:
             headers[self.signature_header] = signature(self._secret, body)
@@ -100,7 +99,7 @@ class WebhookChannel:
         self._client.close()
 
 
-def _build(name: str, settings: Mapping[str, Any], timeout: float) -> WebhookChannel:
+def build(name: str, settings: Mapping[str, Any], timeout: float) -> WebhookChannel:
     return WebhookChannel(
         name,
         url=settings["url"],
@@ -112,27 +111,3 @@ def _build(name: str, settings: Mapping[str, Any], timeout: float) -> WebhookCha
         proxy=settings["proxy"],
         timeout=settings["timeout"] or timeout,
     )
-
-
-def _check(settings: Mapping[str, Any]) -> list[str]:
-    headers = settings.get("headers") or {}
-    bad = [str(k) for k in headers if str(k).lower() in RESERVED_HEADERS]
-    return [f"setting 'headers': {name!r} is set by the HTTP client" for name in bad]
-
-
-SPEC = ChannelSpec(
-    type_name=TYPE_NAME,
-    fields=(
-        Field("url", "url", required=True),
-        Field("headers", "mapping", references=True),  # e.g. Authorization: Bearer ${TOKEN}
-        Field("secret", "secret"),
-        Field("signature_header", default=DEFAULT_SIGNATURE_HEADER),
-        Field("method", "choice", default="post", choices=("post", "put")),
-        Field("ca_file"),
-        Field("proxy", "url"),
-        Field("timeout", "float"),
-    ),
-    notify_params=None,  # without 'body', every parameter is part of the JSON body
-    build=_build,
-    check=_check,
-)

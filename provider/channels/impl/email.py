@@ -29,10 +29,11 @@ from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, parseaddr
 from typing import Any
 
-from provider.channels import http
 from provider.channels.base import SendResult
-from provider.channels.config import ChannelDefaults, ChannelSpec, Field, parse_bool, ssl_context
+from provider.channels.impl import http
+from provider.channels.impl.http import ssl_context
 from provider.errors import ChannelError
+from provider.redact import Redactor
 
 TYPE_NAME = "email"
 
@@ -94,7 +95,7 @@ def addresses(value: Any, param: str = "to") -> list[str]:
     return [parse_address(str(item), param) for item in items if item is not None and str(item).strip()]
 
 
-def _code_error(prefix: str, code: int, text: bytes | str, redact: http.Redactor) -> ChannelError:
+def _code_error(prefix: str, code: int, text: bytes | str, redact: Redactor) -> ChannelError:
     message = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
     return ChannelError(
         f"{TYPE_NAME}: {prefix}: {code} {http.excerpt(message, redact)}",
@@ -137,7 +138,7 @@ class EmailChannel:
         self._password = password
         self._ca_file = ca_file
         self._context = ssl_context(ca_file)
-        self._redact = http.Redactor([password])
+        self._redact = Redactor([password])
 
     def message(self, params: Mapping[str, Any], delivery_key: str) -> tuple[EmailMessage, list[str]]:
         """The message for ``params`` and its envelope recipients; raises ChannelError (final)."""
@@ -261,24 +262,7 @@ class EmailChannel:
         """Nothing to release: each send opens and closes its own connection."""
 
 
-def _check(settings: Mapping[str, Any]) -> list[str]:
-    problems = []
-    if bool(settings.get("username")) != bool(settings.get("password")):
-        problems.append("settings 'username' and 'password' go together")
-    try:
-        tls = parse_bool(settings.get("starttls", True)) or parse_bool(settings.get("ssl", False))
-        insecure_ok = parse_bool(settings.get("allow_insecure_auth", False))
-    except ValueError:
-        return problems  # reported per field, or resolved from the environment later
-    if settings.get("username") and not tls and not insecure_ok:
-        problems.append(
-            "credentials without TLS: set starttls: true or ssl: true "
-            "(or allow_insecure_auth: true on a trusted network)"
-        )
-    return problems
-
-
-def _build(name: str, settings: Mapping[str, Any], timeout: float) -> EmailChannel:
+def build(name: str, settings: Mapping[str, Any], timeout: float) -> EmailChannel:
     return EmailChannel(
         name,
         host=settings["host"],
@@ -293,25 +277,3 @@ def _build(name: str, settings: Mapping[str, Any], timeout: float) -> EmailChann
         local_hostname=settings["local_hostname"],
         timeout=settings["timeout"] or timeout,
     )
-
-
-SPEC = ChannelSpec(
-    type_name=TYPE_NAME,
-    fields=(
-        Field("host", required=True, references=True),
-        Field("port", "int"),
-        Field("starttls", "bool", default=True),
-        Field("ssl", "bool", default=False),
-        Field("username", references=True),
-        Field("password", "secret"),
-        Field("allow_insecure_auth", "bool", default=False),
-        Field("from", required=True),
-        Field("ca_file"),
-        Field("local_hostname"),
-        Field("timeout", "float"),
-    ),
-    notify_params=("to", "cc", "bcc", "reply_to", "subject", "text", "html"),
-    build=_build,
-    defaults=ChannelDefaults(),
-    check=_check,
-)

@@ -28,16 +28,16 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 from xml.etree import ElementTree as etree  # building only, never parsing
 
 import httpx
 
-from provider.channels import http
 from provider.channels.base import SendResult
-from provider.channels.config import ChannelDefaults, ChannelSpec, Field, parse_bool
+from provider.channels.impl import http
+from provider.channels.specs import parse_bool
 from provider.errors import ChannelError
+from provider.redact import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,6 @@ MAX_REQUEST_BYTES = 10 * 1024 * 1024
 JSON_TYPE = "application/json"
 XML_TYPE = "application/xml"
 DEFAULT_TOKEN_LIFETIME = 300.0
-
-#: SmartCOMM's documented guidance: 100 calls per 60 s per connection; wait 5 s after
-#: a 500, 60 s after a 429, 120 s after a 503 (a larger Retry-After wins).
-DEFAULTS = ChannelDefaults(
-    rate_limit=(100, 60.0), retry_waits=MappingProxyType({500: 5.0, 429: 60.0, 503: 120.0})
-)
 
 
 @dataclass(frozen=True)
@@ -221,7 +215,7 @@ class SmartCommChannel:
         self._client_secret = client_secret
         self._scope = scope
         self._client_auth = client_auth
-        self._redact = http.Redactor([client_secret])
+        self._redact = Redactor([client_secret])
         self._client = http.make_client(timeout=timeout, ca_file=ca_file, proxy=proxy)
         self._lock = threading.Lock()
         self._token: _Token | None = None
@@ -405,7 +399,7 @@ class SmartCommChannel:
         self._client.close()
 
 
-def _build(name: str, settings: Mapping[str, Any], timeout: float) -> SmartCommChannel:
+def build(name: str, settings: Mapping[str, Any], timeout: float) -> SmartCommChannel:
     return SmartCommChannel(
         name,
         base_url=settings["base_url"],
@@ -421,33 +415,3 @@ def _build(name: str, settings: Mapping[str, Any], timeout: float) -> SmartCommC
         proxy=settings["proxy"],
         timeout=settings["timeout"] or timeout,
     )
-
-
-SPEC = ChannelSpec(
-    type_name=TYPE_NAME,
-    fields=(
-        Field("base_url", "url", required=True),
-        Field("token_url", "url", required=True),
-        Field("client_id", required=True, references=True),
-        Field("client_secret", "secret", required=True),
-        Field("batch_config_res_id", "int"),
-        Field("project_id", "int"),
-        Field("scope"),
-        Field("client_auth", "choice", default="basic", choices=("basic", "body")),
-        Field("include_document_data", "bool", default=True),
-        Field("ca_file"),
-        Field("proxy", "url"),
-        Field("timeout", "float"),
-    ),
-    notify_params=(
-        "data",
-        "data_type",
-        "batch_config_res_id",
-        "project_id",
-        "transaction_range",
-        "properties",
-        "include_document_data",
-    ),
-    build=_build,
-    defaults=DEFAULTS,
-)

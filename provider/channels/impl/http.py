@@ -4,7 +4,7 @@ Every client has explicit timeouts, verifies TLS (system CAs or a ``ca_file``),
 never follows redirects and ignores proxy/CA environment variables (a ``proxy``
 setting is explicit). httpx errors and partner statuses become
 :class:`~provider.errors.ChannelError` here, with messages passed through a
-:class:`Redactor` so no token, password or key reaches a log, a database row or
+:class:`provider.redact.Redactor` so no token, password or key reaches a log, a database row or
 a report.
 
 Status classes (the worker reads ``final``, ``pause_channel`` and ``retry_after``):
@@ -19,32 +19,32 @@ Status classes (the worker reads ``final``, ``pause_channel`` and ``retry_after`
 from __future__ import annotations
 
 import email.utils
-import logging
+import functools
+import os
 import re
 import ssl
 import time
-from collections.abc import Iterable, Mapping
-from urllib.parse import quote, quote_plus
+from collections.abc import Mapping
 
 import httpx
 
-from provider.channels.config import ssl_context
-from provider.errors import ChannelError
-
-# httpx logs every request line at INFO, query strings included: SmartConnect puts its
-# token and password there. Keep those loggers quiet whatever the root level is.
-for _name in ("httpx", "httpcore"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+from provider.channels.policy import PAUSE_STATUSES
+from provider.errors import ChannelError, ConfigError
+from provider.logging import quiet_http_clients
+from provider.redact import Redactor
 
 USER_AGENT = "st-provider"
-REDACTED = "[redacted]"
-PAUSE_STATUSES = frozenset({429, 503})
 RETRYABLE_4XX = frozenset({408, 425, 429})
 MAX_DETAIL = 300
 
 
 def make_client(*, timeout: float, ca_file: str | None = None, proxy: str | None = None) -> httpx.Client:
-    """An httpx client with explicit timeouts and TLS verification on."""
+    """An httpx client with explicit timeouts and TLS verification on.
+
+    Also holds httpx's loggers at WARNING (:func:`provider.logging.quiet_http_clients`):
+    they log request lines, query strings included.
+    """
+    quiet_http_clients()
     return httpx.Client(
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         verify=ssl_context(ca_file),
@@ -56,47 +56,22 @@ def make_client(*, timeout: float, ca_file: str | None = None, proxy: str | None
     )
 
 
-class Redactor:
-    """Removes known secret values (and their URL-encoded forms) from text."""
+def ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """A verifying TLS context (system CAs, or ``ca_file`` when given).
 
-    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
-        self._secrets: set[str] = set()
-        for secret in secrets:
-            self.add(secret)
-
-    def add(self, secret: str | None) -> None:
-        if secret and len(secret) >= 3:
-            self._secrets.update({secret, quote(secret, safe=""), quote_plus(secret)})
-
-    def discard(self, secret: str | None) -> None:
-        """Forget ``secret`` (an expired token) so the set does not grow without bound."""
-        if secret:
-            self._secrets.difference_update({secret, quote(secret, safe=""), quote_plus(secret)})
-
-    def __call__(self, text: str) -> str:
-        """``text`` with each known secret replaced where it stands as a value of its own.
-
-        A secret is not replaced inside a longer word (a header value ``support`` leaves
-        ``unsupported`` alone): redaction replaces values, never the words around them.
-        """
-        if not self._secrets:
-            return text
-        pattern = "|".join(_bounded(s) for s in sorted(self._secrets, key=len, reverse=True))
-        return re.sub(pattern, REDACTED, text)
-
-
-def _bounded(secret: str) -> str:
-    """A pattern for ``secret`` that does not match inside a longer word.
-
-    Where the secret begins or ends with a word character, the neighbour must not be
-    one; a percent-encoded neighbour (``%3D``) counts as a separator.
+    Contexts are shared (loading the system CAs costs tens of milliseconds); a changed
+    ``ca_file`` (by modification time) gets a new one. Callers must not modify them.
     """
-    pattern = re.escape(secret)
-    if re.match(r"\w", secret[0]):
-        pattern = r"(?:(?<!\w)|(?<=%[0-9A-Fa-f]{2}))" + pattern
-    if re.match(r"\w", secret[-1]):
-        pattern += r"(?!\w)"
-    return pattern
+    try:
+        stamp = os.stat(ca_file).st_mtime_ns if ca_file else 0
+        return _cached_context(ca_file, stamp)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"setting 'ca_file': cannot load CA certificates from {ca_file!r}") from exc
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_context(ca_file: str | None, stamp: int) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -18,7 +18,7 @@ Notify parameters: ``campaign`` and ``to`` (required), ``from``, ``params``
 ``jp_token``, ``send_from_master_account`` (SOAP only).
 
 A rules file's string form is turned into the mapping form when the rules are loaded
-(:func:`normalise_params`): ``ticketNumber={{ args.ticket }}&who=me`` becomes
+(:func:`provider.channels.sms_params.normalise_params`): ``ticketNumber={{ args.ticket }}&who=me`` becomes
 ``{ticketNumber: "{{ args.ticket }}", who: "me"}``, so each rendered value is encoded on
 its own and a value such as ``1&evil=x`` cannot add parameters. A string given to the
 channel directly is sent as is.
@@ -32,7 +32,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote_plus, urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 import zeep
@@ -40,10 +40,11 @@ import zeep.exceptions
 import zeep.plugins
 import zeep.transports
 
-from provider.channels import http
 from provider.channels.base import SendResult
-from provider.channels.config import ChannelSpec, Field
+from provider.channels.impl import http
+from provider.channels.policy import PAUSE_STATUSES
 from provider.errors import ChannelError, ConfigError
+from provider.redact import Redactor
 from provider.resources import WSDL_DIR
 
 TYPE_NAME = "uniphore-sms"
@@ -94,82 +95,6 @@ def _additional_params(value: Any) -> str | None:
     return str(value)
 
 
-_TEMPLATE_BLOCKS = (("{{", "}}"), ("{%", "%}"), ("{#", "#}"))
-PARAMS_FORM_HINT = "write params as a mapping instead, e.g. params: {ticketNumber: '{{ args.ticketNumber }}'}"
-
-
-def _split_template(text: str) -> list[tuple[str, bool]]:
-    """``text`` as pieces ``(text, is_template_block)``; raises ValueError for an unclosed block."""
-    pieces: list[tuple[str, bool]] = []
-    literal_start = i = 0
-    while i < len(text):
-        block = next((b for b in _TEMPLATE_BLOCKS if text.startswith(b[0], i)), None)
-        if block is None:
-            i += 1
-            continue
-        end = text.find(block[1], i + 2)
-        if end < 0:
-            raise ValueError(f"{block[0]} without {block[1]}")
-        if literal_start < i:
-            pieces.append((text[literal_start:i], False))
-        pieces.append((text[i : end + 2], True))
-        i = literal_start = end + 2
-    if literal_start < len(text):
-        pieces.append((text[literal_start:], False))
-    return pieces
-
-
-def _split_pairs(pieces: list[tuple[str, bool]]) -> list[list[tuple[str, bool]]]:
-    """The pieces between top-level ``&`` (outside template blocks)."""
-    pairs: list[list[tuple[str, bool]]] = [[]]
-    for piece, is_block in pieces:
-        if is_block:
-            pairs[-1].append((piece, True))
-            continue
-        parts = piece.split("&")
-        for n, part in enumerate(parts):
-            if n:
-                pairs.append([])
-            if part:
-                pairs[-1].append((part, False))
-    return [pair for pair in pairs if pair]
-
-
-def parse_params_template(text: str) -> dict[str, str]:
-    """The string form ``a=1&b={{ x }}`` as ``{name: value template}``; raises ValueError.
-
-    Names must be literal text; literal parts are URL-decoded (they are encoded again, one
-    value at a time, when sent); template blocks are kept as written.
-    """
-    result: dict[str, str] = {}
-    for pair in _split_pairs(_split_template(text)):
-        first, is_block = pair[0]
-        if is_block or "=" not in first:
-            raise ValueError("each part must be name=value with a literal name")
-        raw_name, _, rest = first.partition("=")
-        name = unquote_plus(raw_name).strip()
-        if not name:
-            raise ValueError("a parameter name is empty")
-        if name in result:
-            raise ValueError(f"parameter {name!r} is given more than once")
-        value_pieces = ([(rest, False)] if rest else []) + pair[1:]
-        result[name] = "".join(piece if block else unquote_plus(piece) for piece, block in value_pieces)
-    return result
-
-
-def normalise_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """A ``notify`` entry's parameters with a string ``params`` turned into the mapping form."""
-    out = dict(params)
-    value = out.get("params")
-    if not isinstance(value, str) or not value.strip():
-        return out, []
-    try:
-        out["params"] = parse_params_template(value)
-    except ValueError as exc:
-        return out, [f"notify parameter 'params': {exc}; {PARAMS_FORM_HINT}"]
-    return out, []
-
-
 def _required(params: Mapping[str, Any], name: str) -> str:
     value = params.get(name)
     if value is None or str(value).strip() == "":
@@ -212,7 +137,7 @@ class _FailureAnswerPlugin(zeep.plugins.Plugin):
 class _HttpxTransport(zeep.transports.Transport):
     """zeep's transport over our httpx client: local WSDL only, HTTP errors converted."""
 
-    def __init__(self, client: httpx.Client, headers: Mapping[str, str], redact: http.Redactor) -> None:
+    def __init__(self, client: httpx.Client, headers: Mapping[str, str], redact: Redactor) -> None:
         super().__init__(cache=None)  # type: ignore[no-untyped-call]
         self.session.close()  # zeep's requests session is never used
         self._client = client
@@ -234,7 +159,7 @@ class _HttpxTransport(zeep.transports.Transport):
         self.last.status = response.status_code
         content_type = response.headers.get("Content-Type", "")
         looks_xml = "xml" in content_type or response.content.lstrip().startswith(b"<")
-        if response.status_code in http.PAUSE_STATUSES or response.status_code in (502, 504):
+        if response.status_code in PAUSE_STATUSES or response.status_code in (502, 504):
             raise http.status_error(TYPE_NAME, response, self._redact)
         if response.status_code != 200 and not looks_xml:
             text = http.response_text(response)
@@ -272,7 +197,7 @@ class UniphoreSmsChannel:
         self.account_id = account_id
         self.transport = transport
         self.soap_url = soap_url or f"{self.base_url}/interact/version/2/agent/soap"
-        self._redact = http.Redactor([application_key])
+        self._redact = Redactor([application_key])
         self._headers = {"Tenant-Id": tenant_id or account_id, "Application-Key": application_key}
         if environment:
             self._headers["Environment-Name"] = environment
@@ -431,13 +356,7 @@ class UniphoreSmsChannel:
         self._client.close()
 
 
-def _check(settings: Mapping[str, Any]) -> list[str]:
-    if settings.get("soap_url") and str(settings.get("transport", "rest")).lower() != "soap":
-        return ["setting 'soap_url' is only used with transport: soap"]
-    return []
-
-
-def _build(name: str, settings: Mapping[str, Any], timeout: float) -> UniphoreSmsChannel:
+def build(name: str, settings: Mapping[str, Any], timeout: float) -> UniphoreSmsChannel:
     return UniphoreSmsChannel(
         name,
         base_url=settings["base_url"],
@@ -452,25 +371,3 @@ def _build(name: str, settings: Mapping[str, Any], timeout: float) -> UniphoreSm
         proxy=settings["proxy"],
         timeout=settings["timeout"] or timeout,
     )
-
-
-SPEC = ChannelSpec(
-    type_name=TYPE_NAME,
-    fields=(
-        Field("base_url", "url", required=True),
-        Field("account_id", required=True),
-        Field("tenant_id"),
-        Field("application_key", "secret", required=True),
-        Field("environment"),
-        Field("transport", "choice", default="rest", choices=("rest", "soap")),
-        Field("soap_url", "url"),
-        Field("wsdl"),
-        Field("ca_file"),
-        Field("proxy", "url"),
-        Field("timeout", "float"),
-    ),
-    notify_params=("campaign", "to", "from", "params", "jp_token", "send_from_master_account"),
-    build=_build,
-    check=_check,
-    normalise_notify=normalise_params,
-)

@@ -33,10 +33,10 @@ from xml.sax.saxutils import escape
 
 import httpx
 
-from provider.channels import http
 from provider.channels.base import SendResult
-from provider.channels.config import ChannelSpec, Field
+from provider.channels.impl import http
 from provider.errors import ChannelError
+from provider.redact import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class SmartConnectChannel:
         self.email = email
         self._password = encode_password(password) if hash_password else password
         self.revalidate_after = revalidate_after
-        self._redact = http.Redactor([password, self._password])
+        self._redact = Redactor([password, self._password])
         self._client = http.make_client(timeout=timeout, ca_file=ca_file, proxy=proxy)
         self._lock = threading.Lock()
         self._token: str | None = None
@@ -221,7 +221,7 @@ class SmartConnectChannel:
         self._client.close()
 
 
-def _build(name: str, settings: Mapping[str, Any], timeout: float) -> SmartConnectChannel:
+def build(name: str, settings: Mapping[str, Any], timeout: float) -> SmartConnectChannel:
     return SmartConnectChannel(
         name,
         api_url=settings["api_url"],
@@ -234,21 +234,3 @@ def _build(name: str, settings: Mapping[str, Any], timeout: float) -> SmartConne
         proxy=settings["proxy"],
         timeout=settings["timeout"] or timeout,
     )
-
-
-SPEC = ChannelSpec(
-    type_name=TYPE_NAME,
-    fields=(
-        Field("api_url", "url", required=True),
-        Field("customer_id", required=True),
-        Field("email", required=True, references=True),
-        Field("password", "secret", required=True),
-        Field("hash_password", "bool", default=False),
-        Field("revalidate_after", "float", default=300.0),
-        Field("ca_file"),
-        Field("proxy", "url"),
-        Field("timeout", "float"),
-    ),
-    notify_params=("map_key", "variables", "xml"),
-    build=_build,
-)

@@ -1,0 +1,1 @@
+"""Partner channel implementations; imported only when a channel is built (see ``channels/registry.py``)."""
