@@ -68,11 +68,11 @@ def directory_probe(authenticator: Authenticator | None) -> Callable[[], bool] |
         inner = getattr(inner, "inner", None)
     if inner is None:
         return None
-    directory = inner.directory
+    pool = inner.pool
 
     def probe() -> bool:
         try:
-            directory.with_service(lambda session: session.read("", ("supportedLDAPVersion",)))
+            pool.with_service(lambda session: session.read("", ("supportedLDAPVersion",)))
         except DirectoryUnavailable:
             return False
         return True

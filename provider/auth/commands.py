@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from provider.auth.directory import Directory
 from provider.auth.explain import utc_text
 from provider.auth.ldap import LdapAuthenticator
+from provider.auth.ldap_pool import LdapPool
 from provider.auth.local import LocalUsers, UserError
 from provider.auth.throttle import KeyStatus, Throttle, user_key
 from provider.auth.usernames import parse_username
@@ -205,13 +205,13 @@ def _cmd_ldap_check(args: argparse.Namespace, settings: Settings) -> int:
         if not args.username:
             raise ConfigError("--password needs a USERNAME")
         password = read_password(f"Password for {args.username}: ", confirm=False)
-    directory = Directory(ldap)
+    pool = LdapPool(ldap)
     healthy = True
     try:
         print(f"auth backend: {settings.auth}")
         if ldap.ca_file:
             print(f"CA file: {ldap.ca_file}")
-        for report in directory.check_servers():
+        for report in pool.check_servers():
             status = "ok" if report.ok else "FAILED"
             print(f"server {report.url}: {status} ({report.seconds * 1000:.0f} ms)")
             print(f"  tls: {report.tls}")
@@ -225,9 +225,9 @@ def _cmd_ldap_check(args: argparse.Namespace, settings: Settings) -> int:
                 "and the host name in the certificate"
             )
         if args.username:
-            healthy = _check_user(LdapAuthenticator(ldap, directory), args.username, password) and healthy
+            healthy = _check_user(LdapAuthenticator(ldap, pool), args.username, password) and healthy
     finally:
-        directory.close()
+        pool.close()
     print("result: ok" if healthy else "result: problems found")
     return EXIT_OK if healthy else EXIT_FAILURE
 
