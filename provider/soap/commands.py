@@ -1,7 +1,7 @@
-"""The `st-provider` sub-commands of the soap capability: ``serve``, ``call``, ``wsdl``.
+"""The `st-provider` sub-commands of the soap capability: ``call``, ``wsdl``.
 
-* ``serve [--bind HOST:PORT] [--workers N] [--threads N] [--no-worker]`` runs gunicorn
-  (see :mod:`provider.server`); it refuses to start without the Web Service Password.
+(``serve`` is :mod:`provider.server_commands`'.)
+
 * ``call OP name=value ... [--url URL] [--soap12] [--explain]`` sends one real SOAP
   call to a running provider (adding ``authPW`` from the settings unless given) and
   prints the result; exit 0 when ``Success`` is true and, for a login (Authenticate,
@@ -29,27 +29,6 @@ _LOCAL_HOSTS = {"", "0.0.0.0", "::", "[::]"}  # noqa: S104 - a bind-all address,
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add this capability's sub-commands to the CLI."""
-    serve = subparsers.add_parser("serve", help="run the SOAP service under gunicorn")
-    serve.add_argument("--bind", help="HOST:PORT to listen on (default $ST_PROVIDER_BIND or 127.0.0.1:8080)")
-    serve.add_argument(
-        "--workers", type=_positive, help="worker processes (default $ST_PROVIDER_WORKERS or 2)"
-    )
-    serve.add_argument(
-        "--threads", type=_positive, help="threads per worker (default $ST_PROVIDER_THREADS or 4)"
-    )
-    serve.add_argument(
-        "--no-worker",
-        action="store_true",
-        help="do not run the embedded event delivery worker in this server",
-    )
-    serve.add_argument(
-        "--gunicorn-config",
-        metavar="FILE",
-        help="gunicorn configuration file, e.g. deploy/gunicorn.conf.py (default $ST_PROVIDER_GUNICORN_CONFIG); "
-        "--bind, --workers and --threads still win over it",
-    )
-    serve.set_defaults(handler=_cmd_serve)
-
     call = subparsers.add_parser("call", help="send one SOAP call to a running provider and print the result")
     call.add_argument("operation", metavar="OP", help=", ".join(op.value for op in Operation))
     call.add_argument("variables", nargs="*", metavar="NAME=VALUE", help="input variables")
@@ -69,31 +48,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     wsdl = subparsers.add_parser("wsdl", help="print the WSDL contract")
     wsdl.add_argument("--url", help="base URL (or .asmx URL) written as the service address")
     wsdl.set_defaults(handler=_cmd_wsdl)
-
-
-def _positive(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive whole number")
-    return value
-
-
-# --- serve -------------------------------------------------------------------------
-
-
-def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    settings.require_password()
-    from provider.server import serve
-
-    return serve(
-        settings,
-        bind=args.bind,
-        workers=args.workers,
-        threads=args.threads,
-        embedded_worker=not args.no_worker,
-        gunicorn_config=args.gunicorn_config or settings.gunicorn_config,
-        config_file=args.config,
-    )
 
 
 # --- wsdl --------------------------------------------------------------------------
