@@ -134,15 +134,7 @@ class Provider:
             return _invalid_input(request, exc)
         except StorageError:
             # The provider's own database (rules, throttle, users) is out of reach.
-            log.exception(
-                "storage unavailable",
-                extra={
-                    "event": "storage.unavailable",
-                    "operation": str(request.operation),
-                    "request_id": request.request_id,
-                },
-            )
-            return CallResult(success=False, message=STORAGE_UNAVAILABLE)
+            return _unavailable(request, "storage", STORAGE_UNAVAILABLE, with_traceback=True)
 
     def _authorised(self, supplied: str | None) -> bool:
         # Compare against every accepted password, always, so timing does not tell which.
@@ -371,12 +363,20 @@ def _login_failed(
 
 
 def _directory_unavailable(request: CallRequest) -> CallResult:
+    return _unavailable(request, "directory", DIRECTORY_UNAVAILABLE)
+
+
+def _unavailable(
+    request: CallRequest, what: str, message: str, *, with_traceback: bool = False
+) -> CallResult:
+    """``Success=false`` with ``message``, logged as event ``<what>.unavailable``."""
     log.error(
-        "directory unavailable",
+        f"{what} unavailable",
+        exc_info=with_traceback,
         extra={
-            "event": "directory.unavailable",
+            "event": f"{what}.unavailable",
             "operation": str(request.operation),
             "request_id": request.request_id,
         },
     )
-    return CallResult(success=False, message=DIRECTORY_UNAVAILABLE)
+    return CallResult(success=False, message=message)

@@ -100,19 +100,9 @@ def read_password(prompt: str, *, confirm: bool, stdin: TextIO | None = None) ->
 
 
 @contextmanager
-def _database(settings: Settings) -> Iterator[Database]:
-    """The configured database, closed again after the block."""
-    database = Database(settings.database_url)
-    try:
-        yield database
-    finally:
-        database.dispose()
-
-
-@contextmanager
 def _users(settings: Settings) -> Iterator[LocalUsers]:
     """The local users in the configured database, closed again after the block."""
-    with _database(settings) as database:
+    with Database(settings.database_url) as database:
         yield LocalUsers(database)
 
 
@@ -162,7 +152,7 @@ def _cmd_enable(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    with _database(settings) as database:
+    with Database(settings.database_url) as database:
         records = LocalUsers(database).list_users()
         keys = {record.username: user_key(record.username) for record in records}
         locks = Throttle(database, settings.throttle).status(k for k in keys.values() if k)
@@ -187,7 +177,7 @@ def _cmd_unlock(args: argparse.Namespace, settings: Settings) -> int:
     key = user_key(args.username)
     if key is None:
         raise UserError(f"not a usable username: {args.username!r}")
-    with _database(settings) as database:
+    with Database(settings.database_url) as database:
         cleared = Throttle(database, settings.throttle).clear([key])
     print(f"unlocked {args.username.strip()}" if cleared else f"{args.username.strip()} had no failed logins")
     return EXIT_OK

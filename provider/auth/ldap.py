@@ -96,12 +96,7 @@ class LdapAuthenticator:
     def authenticate(self, username: str, password: str, *, client_address: str | None = None) -> Identity:
         """The identity for valid credentials; raises AuthenticationFailed or DirectoryUnavailable."""
         started = self._clock()
-        if base.is_blank(password):
-            raise fail(base.EMPTY_PASSWORD, backend="ldap", client=client_address)
-        try:
-            name = parse_username(username)
-        except ValueError as exc:
-            raise fail(base.INVALID_USERNAME, backend="ldap", client=client_address) from exc
+        name = base.login_name(username, password, backend="ldap", client=client_address)
         if self._pool.service_account:
             return self._search_then_bind(name, password, started, client_address)
         return self._direct_bind(name, password, client_address)
