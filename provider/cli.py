@@ -94,7 +94,7 @@ DATABASE_USE: dict[str, str] = {
 #: (prometheus_client reads PROMETHEUS_MULTIPROC_DIR when first imported).
 COMMAND_MODULES: dict[str, str] = {
     "serve": "provider.server_commands",
-    "call": "provider.soap.commands",
+    "call": "provider.server_commands",
     "wsdl": "provider.soap.commands",
     "rules": "provider.rules.commands",
     "users": "provider.auth.commands",
