@@ -38,6 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
@@ -53,13 +54,25 @@ from provider.metrics import AUTHPW_BLOCKS, SOAP_CALLS, SOAP_FAULTS, SOAP_LATENC
 from provider.password_limiter import PasswordFailureLimiter
 from provider.settings import Settings
 from provider.soap.contract import ENDPOINT_PATH
-from provider.soap.router import SoapResponse, SoapRouter
+from provider.soap.router import CallRecord, SoapResponse, SoapRouter
 
 log = logging.getLogger("provider.app")
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 _SOAP_PATHS = frozenset({"/", "", ENDPOINT_PATH.lower()})
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """A complete HTTP answer of a route that is not a SOAP call (health, metrics, 404, 429)."""
+
+    status: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+Response = SoapResponse | HttpResponse
 
 
 class ProviderApplication:
@@ -96,11 +109,11 @@ class ProviderApplication:
         elif lowered == "/metrics":
             response = self._metrics(environ)
         else:
-            response = _plain("404 Not Found", b"not found\n")
+            response = _text_response("404 Not Found", b"not found\n")
         start_response(response.status, response.headers)
         return [response.body]
 
-    def _soap(self, environ: dict[str, Any]) -> SoapResponse:
+    def _soap(self, environ: dict[str, Any]) -> Response:
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
         client = client_address(environ, self.trusted_proxies)
@@ -116,47 +129,28 @@ class ProviderApplication:
             return response
         if record.permission_denied and self.limiter is not None and self.limiter.record_failure(bucket):
             _log_block(self.limiter, client, request_id)
-        elapsed = time.perf_counter() - started
-        SOAP_CALLS.labels(record.operation, record.outcome).inc()
-        SOAP_LATENCY.labels(record.operation).observe(elapsed)
-        if record.fault is not None:
-            SOAP_FAULTS.labels(record.fault).inc()
-        extra: dict[str, Any] = {
-            "event": "soap.call",
-            "operation": record.operation,
-            "outcome": record.outcome,
-            "duration_ms": round(elapsed * 1000, 3),
-            "request_id": request_id,
-            "client": client,
-            "soap_version": record.soap_version,
-            "status": int(response.status[:3]),
-        }
-        if record.fault is not None:
-            extra["fault"] = record.fault
-        if record.namespace is not None:
-            extra["namespace"] = record.namespace[:200]
-        log.log(logging.WARNING if record.outcome == "error" else logging.INFO, "soap call", extra=extra)
+        _count_and_log(record, response.status, time.perf_counter() - started, request_id, client)
         return response
 
-    def _health(self, environ: dict[str, Any]) -> SoapResponse:
+    def _health(self, environ: dict[str, Any]) -> HttpResponse:
         # Liveness only: answering at all is the check (see the module docstring).
         return self._report(environ, {})
 
-    def _ready(self, environ: dict[str, Any]) -> SoapResponse:
+    def _ready(self, environ: dict[str, Any]) -> HttpResponse:
         checks = {"database": self.database.ping} if self.database is not None else {}
         checks.update(self.readiness)
         return self._report(environ, checks)
 
-    def _report(self, environ: dict[str, Any], checks: Mapping[str, Callable[[], bool]]) -> SoapResponse:
+    def _report(self, environ: dict[str, Any], checks: Mapping[str, Callable[[], bool]]) -> HttpResponse:
         if str(environ.get("REQUEST_METHOD", "GET")).upper() not in ("GET", "HEAD"):
-            return _plain("405 Method Not Allowed", b"method not allowed\n", [("Allow", "GET, HEAD")])
+            return _text_response("405 Method Not Allowed", b"method not allowed\n", [("Allow", "GET, HEAD")])
         results = {name: check() for name, check in checks.items()}
         healthy = all(results.values())
         payload = {"status": "ok" if healthy else "unavailable"}
         payload.update({name: "ok" if ok else "unreachable" for name, ok in results.items()})
         body = json.dumps(payload).encode()
         status = "200 OK" if healthy else "503 Service Unavailable"
-        return SoapResponse(
+        return HttpResponse(
             status,
             [
                 ("Content-Type", "application/json"),
@@ -185,9 +179,9 @@ class ProviderApplication:
         finally:
             self._queue_lock.release()
 
-    def _metrics(self, environ: dict[str, Any]) -> SoapResponse:
+    def _metrics(self, environ: dict[str, Any]) -> HttpResponse:
         if str(environ.get("REQUEST_METHOD", "GET")).upper() not in ("GET", "HEAD"):
-            return _plain("405 Method Not Allowed", b"method not allowed\n", [("Allow", "GET, HEAD")])
+            return _text_response("405 Method Not Allowed", b"method not allowed\n", [("Allow", "GET, HEAD")])
         self._refresh_queue_gauges()
         if self.metrics_dir:
             registry = CollectorRegistry()
@@ -195,12 +189,37 @@ class ProviderApplication:
             body = generate_latest(registry)
         else:
             body = generate_latest(REGISTRY)
-        return SoapResponse(
+        return HttpResponse(
             "200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))], body
         )
 
 
 QUEUE_REFRESH_SECONDS = 5.0
+
+
+def _count_and_log(
+    record: CallRecord, status: str, elapsed: float, request_id: str, client: str | None
+) -> None:
+    """The metrics and the one ``soap.call`` log line of a SOAP call."""
+    SOAP_CALLS.labels(record.operation, record.outcome).inc()
+    SOAP_LATENCY.labels(record.operation).observe(elapsed)
+    if record.fault is not None:
+        SOAP_FAULTS.labels(record.fault).inc()
+    extra: dict[str, Any] = {
+        "event": "soap.call",
+        "operation": record.operation,
+        "outcome": record.outcome,
+        "duration_ms": round(elapsed * 1000, 3),
+        "request_id": request_id,
+        "client": client,
+        "soap_version": record.soap_version,
+        "status": int(status[:3]),
+    }
+    if record.fault is not None:
+        extra["fault"] = record.fault
+    if record.namespace is not None:
+        extra["namespace"] = record.namespace[:200]
+    log.log(logging.WARNING if record.outcome == "error" else logging.INFO, "soap call", extra=extra)
 
 
 def _log_block(limiter: PasswordFailureLimiter, client: str | None, request_id: str) -> None:
@@ -219,17 +238,18 @@ def _log_block(limiter: PasswordFailureLimiter, client: str | None, request_id: 
     )
 
 
-def _blocked(retry_after: int, request_id: str) -> SoapResponse:
+def _blocked(retry_after: int, request_id: str) -> HttpResponse:
     """429 for an address in its cooldown (the request itself is not read)."""
     SOAP_FAULTS.labels("authpw_blocked").inc()
     body = b"too many wrong Web Service Passwords from this address; retry later\n"
     extra = [("Retry-After", str(retry_after)), ("Cache-Control", "no-store"), ("X-Request-Id", request_id)]
-    return _plain("429 Too Many Requests", body, extra)
+    return _text_response("429 Too Many Requests", body, extra)
 
 
-def _plain(status: str, body: bytes, extra: list[tuple[str, str]] | None = None) -> SoapResponse:
+def _text_response(status: str, body: bytes, extra: list[tuple[str, str]] | None = None) -> HttpResponse:
+    """A plain-text answer (UTF-8) with ``extra`` headers after the content headers."""
     headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-    return SoapResponse(status, headers + (extra or []), body)
+    return HttpResponse(status, headers + (extra or []), body)
 
 
 def build_application(

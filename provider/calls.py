@@ -29,19 +29,18 @@ from provider.domain import (
     NoRules,
     Operation,
     RuleEvaluator,
+    UserLookup,
 )
 from provider.errors import (
     AuthenticationFailed,
-    DirectoryError,
     DirectoryUnavailable,
     InvalidInput,
     ProviderError,
     StorageError,
 )
 from provider.event_types import event_name
-from provider.metrics import PREVIOUS_PASSWORD_CALLS
 from provider.redact import SECRET_VARIABLES
-from provider.settings import Secret
+from provider.secret import Secret
 from provider.variables import InputVariables, OutputVariables
 
 log = logging.getLogger("provider.calls")
@@ -71,9 +70,11 @@ class Provider:
     """Answers SmarterTrack's calls.
 
     ``authenticator`` is ``None`` when no login provider is configured (every login
-    then fails); ``directory`` answers the user lookups of the non-login operations
+    then fails); ``user_lookup`` answers the user lookups of the non-login operations
     (usually ``authenticator`` behind a short cache; ``authenticator`` when not given);
-    ``events`` is where NotifyEventFired stores events.
+    ``events`` is where NotifyEventFired stores events. ``on_previous_password`` is
+    called for each call authorised by ``previous_password`` only (the operator's cue
+    that SmarterTrack still uses it).
     """
 
     def __init__(
@@ -82,16 +83,18 @@ class Provider:
         *,
         previous_password: Secret | None = None,
         authenticator: Authenticator | None = None,
-        directory: Authenticator | None = None,
+        user_lookup: UserLookup | None = None,
         rules: RuleEvaluator | None = None,
         events: EventSink | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_previous_password: Callable[[], None] | None = None,
     ) -> None:
         if not password:
             raise ValueError("the Web Service Password must not be empty")
         self._passwords = tuple(p for p in (password, previous_password) if p)
         self._authenticator = authenticator
-        self._directory = directory if directory is not None else authenticator
+        self._user_lookup = user_lookup if user_lookup is not None else authenticator
+        self._on_previous_password = on_previous_password
         self._rules: RuleEvaluator = rules if rules is not None else NoRules()
         self._events = events
         self._clock = clock
@@ -131,21 +134,13 @@ class Provider:
             return _invalid_input(request, exc)
         except StorageError:
             # The provider's own database (rules, throttle, users) is out of reach.
-            log.exception(
-                "storage unavailable",
-                extra={
-                    "event": "storage.unavailable",
-                    "operation": str(request.operation),
-                    "request_id": request.request_id,
-                },
-            )
-            return CallResult(success=False, message=STORAGE_UNAVAILABLE)
+            return _unavailable(request, "storage", STORAGE_UNAVAILABLE, with_traceback=True)
 
     def _authorised(self, supplied: str | None) -> bool:
         # Compare against every accepted password, always, so timing does not tell which.
         results = [password.matches(supplied) for password in self._passwords]
-        if len(results) > 1 and results[1] and not results[0]:
-            PREVIOUS_PASSWORD_CALLS.inc()
+        if len(results) > 1 and results[1] and not results[0] and self._on_previous_password is not None:
+            self._on_previous_password()
         return any(results)
 
     # --- login provider ---------------------------------------------------------
@@ -177,8 +172,8 @@ class Provider:
             identity = self._authenticator.lookup(username)
         except DirectoryUnavailable:
             return _directory_unavailable(request)
-        except DirectoryError as exc:
-            return _login_failed(request, type(exc).__name__, username=username)
+        except AuthenticationFailed as exc:
+            return _login_failed(request, exc.reason, username=username)
         if identity is None:
             return _login_failed(request, "unknown_or_disabled", username=username)
         return self._login_succeeded(request, identity)
@@ -207,20 +202,20 @@ class Provider:
     # --- custom fields, tickets, chats, user info --------------------------------
 
     def _lookup(self, variables: InputVariables, *names: str) -> Identity | None:
-        """The directory identity of the first named variable that is set, if any.
+        """The identity of the first named variable that is set, if any (directory or local user).
 
         A failed lookup is logged and yields ``None``: the call goes on without it.
         """
-        if self._directory is None:
+        if self._user_lookup is None:
             return None
         username = next((v.strip() for n in names if (v := variables.get(n)) and v.strip()), None)
         if username is None:
             return None
         try:
-            return self._directory.lookup(username)
+            return self._user_lookup.lookup(username)
         except ProviderError as exc:
             log.warning(
-                "directory lookup failed; continuing without user",
+                "user lookup failed; continuing without user",
                 extra={"event": "directory.lookup_failed", "error": type(exc).__name__},
             )
             return None
@@ -368,12 +363,20 @@ def _login_failed(
 
 
 def _directory_unavailable(request: CallRequest) -> CallResult:
+    return _unavailable(request, "directory", DIRECTORY_UNAVAILABLE)
+
+
+def _unavailable(
+    request: CallRequest, what: str, message: str, *, with_traceback: bool = False
+) -> CallResult:
+    """``Success=false`` with ``message``, logged as event ``<what>.unavailable``."""
     log.error(
-        "directory unavailable",
+        f"{what} unavailable",
+        exc_info=with_traceback,
         extra={
-            "event": "directory.unavailable",
+            "event": f"{what}.unavailable",
             "operation": str(request.operation),
             "request_id": request.request_id,
         },
     )
-    return CallResult(success=False, message=DIRECTORY_UNAVAILABLE)
+    return CallResult(success=False, message=message)

@@ -93,8 +93,8 @@ DATABASE_USE: dict[str, str] = {
 #: run is imported, so `serve` starts with nothing loaded that must come after its set-up
 #: (prometheus_client reads PROMETHEUS_MULTIPROC_DIR when first imported).
 COMMAND_MODULES: dict[str, str] = {
-    "serve": "provider.soap.commands",
-    "call": "provider.soap.commands",
+    "serve": "provider.server_commands",
+    "call": "provider.server_commands",
     "wsdl": "provider.soap.commands",
     "rules": "provider.rules.commands",
     "users": "provider.auth.commands",

@@ -1,8 +1,8 @@
 """Domain types shared by the call layer and its plug-ins.
 
 Nothing here knows SOAP, LDAP, SQL or HTTP. The plug-in protocols are deliberately
-small: an :class:`Authenticator` (two methods), a :class:`RuleEvaluator` (one), an
-:class:`EventSink` (one). Each has a real in-tree implementation.
+small: a :class:`UserLookup` (one method), an :class:`Authenticator` (a lookup and a
+password check), a :class:`RuleEvaluator` (one), an :class:`EventSink` (one). Each has a real in-tree implementation.
 """
 
 from __future__ import annotations
@@ -82,7 +82,15 @@ class Identity:
     groups: tuple[str, ...] = ()
 
 
-class Authenticator(Protocol):
+class UserLookup(Protocol):
+    """Finds users by name, without a password (the rules context of the non-login operations)."""
+
+    def lookup(self, username: str) -> Identity | None:
+        """The identity of an existing, enabled user without a password; ``None`` otherwise."""
+        ...
+
+
+class Authenticator(UserLookup, Protocol):
     """Checks passwords and looks users up.
 
     Both methods raise :class:`~provider.errors.DirectoryUnavailable` when a directory
@@ -97,10 +105,6 @@ class Authenticator(Protocol):
         Raises :class:`~provider.errors.AuthenticationFailed` (with a log-only reason)
         for anything else; the caller answers ``Authentication=FAIL``.
         """
-        ...
-
-    def lookup(self, username: str) -> Identity | None:
-        """The identity of an existing, enabled user without a password; ``None`` otherwise."""
         ...
 
 

@@ -50,8 +50,8 @@ class DirectoryUnavailable(DirectoryError):
     """No directory server answered within the timeout. Callers report an outage."""
 
 
-class AuthenticationFailed(DirectoryError):
-    """The credentials were not accepted.
+class AuthenticationFailed(ProviderError):
+    """The credentials were not accepted (by the directory or the local user store alike).
 
     ``reason`` is for logs only (``bad_password``, ``unknown_user``, ``disabled``,
     ``locked``, ``expired``, ``not_in_group``, ``throttled``, ``empty_password`` ...);

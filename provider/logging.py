@@ -73,9 +73,14 @@ class TextFormatter(logging.Formatter):
 def quiet_spyne() -> None:
     """Hold Spyne's chatty loggers at WARNING and silence the ones that log raw requests.
 
-    Called whenever a SOAP application is built, whoever configures logging.
+    Called once per process by :func:`configure_logging`. Spyne logs every fault raised
+    in a service at ERROR with a traceback (ours never raise), refused input in
+    ``spyne.server`` (its message can quote the input), and the registry's warning that
+    a second application (SOAP 1.2) shares a name: those are held at CRITICAL.
     """
     logging.getLogger("spyne").setLevel(logging.WARNING)
+    for name in ("spyne.application", "spyne.server", "spyne.util.appreg"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     for name in SPYNE_RAW_REQUEST_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(logging.CRITICAL + 1)

@@ -346,6 +346,18 @@ def serve(
             gunicorn_config=gunicorn_config,
             config_file=config_file,
         )
+    return _serve_web(settings, bind=bind, workers=workers, threads=threads, gunicorn_config=gunicorn_config)
+
+
+def _serve_web(
+    settings: Settings,
+    *,
+    bind: str | None,
+    workers: int | None,
+    threads: int | None,
+    gunicorn_config: str | None,
+) -> int:
+    """``serve --no-worker``: gunicorn in this process, with a metrics directory it removes when done."""
     explicit = {"bind": [bind] if bind else None, "workers": workers, "threads": threads}
     bind = _check_bind(bind or settings.bind)
     workers = workers or settings.workers
@@ -353,11 +365,7 @@ def serve(
     master = os.getpid()
     metrics_dir, owned = prepare_metrics_dir(settings.environment.get(MULTIPROC_ENV))
     try:
-        apply_migrations(settings.database_url)
-        importlib.import_module("provider.channels.startup").warn_about_channel_variables(settings)
-        # Import (but do not build) the application here: workers fork with the modules
-        # loaded and boot quickly; importing opens no connection.
-        importlib.import_module("provider.app")
+        _prepare_to_serve(settings)
         log.info(
             "starting",
             extra={
@@ -379,6 +387,15 @@ def serve(
         # Workers leave through here too (gunicorn forks inside run()): only the master cleans up.
         if os.getpid() == master and owned:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _prepare_to_serve(settings: Settings) -> None:
+    """Before gunicorn forks: migrate the database, warn about channel variables, import the app."""
+    apply_migrations(settings.database_url)
+    importlib.import_module("provider.channels.startup").warn_about_channel_variables(settings)
+    # Import (but do not build) the application here: workers fork with the modules
+    # loaded and boot quickly; importing opens no connection.
+    importlib.import_module("provider.app")
 
 
 def _serve_with_worker(

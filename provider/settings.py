@@ -11,7 +11,6 @@ environment. Every network setting has a timeout with a safe default.
 
 from __future__ import annotations
 
-import hmac
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 
 from provider.client_address import LOOPBACK_PROXIES, IPNetwork, parse_networks
 from provider.errors import ConfigError
+from provider.secret import Secret as Secret  # noqa: PLC0414 - re-exported: the type of secret settings
 
 ENV_PREFIX = "ST_PROVIDER_"
 DEFAULT_DATABASE_URL = "sqlite:///st-provider.db"
@@ -36,41 +36,6 @@ KNOWN_PLACEHOLDER_PASSWORDS = frozenset(
 )
 # ... and their kin: "CHANGE-ME-please", "changeme", "replace_me" (a value that starts so).
 _PLACEHOLDER_PATTERN = re.compile(r"\s*(change|replace)[-_ ]?me([-_ .]|$)", re.IGNORECASE)
-
-
-class Secret:
-    """A secret string that never shows itself in ``repr``, ``str`` or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret itself: pass it only to the party that needs it."""
-        return self._value
-
-    def matches(self, candidate: str | None) -> bool:
-        """Constant-time comparison with ``candidate`` (``None`` never matches)."""
-        if candidate is None:
-            # Still compare, so a missing value costs the same as a wrong one.
-            hmac.compare_digest(self._value.encode(), b"\x00")
-            return False
-        return hmac.compare_digest(self._value.encode("utf-8"), candidate.encode("utf-8"))
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
-
-    def __hash__(self) -> int:
-        return hash(("Secret", len(self._value)))
 
 
 @dataclass(frozen=True)

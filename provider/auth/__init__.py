@@ -8,7 +8,7 @@
 
 Both real authenticators sit behind the brute-force throttle (:mod:`provider.auth.throttle`).
 Logins (Authenticate, GetSignInCookieInfo) always ask the authenticator itself, so a
-disabled account is refused at once; :func:`build_directory` adds the short-lived lookup
+disabled account is refused at once; :func:`build_user_lookup` adds the short-lived lookup
 cache (:mod:`provider.auth.cache`) used for the rules context of the other operations.
 Nothing connects to a directory until the first call, so building one before gunicorn
 forks its workers is safe.
@@ -23,7 +23,7 @@ from provider.auth.ldap import LdapAuthenticator
 from provider.auth.local import LocalAuthenticator
 from provider.auth.throttle import Throttle, ThrottledAuthenticator
 from provider.db.session import Database
-from provider.domain import Authenticator
+from provider.domain import Authenticator, UserLookup
 from provider.errors import DirectoryUnavailable
 from provider.settings import Settings
 
@@ -45,7 +45,7 @@ def build_authenticator(settings: Settings, database: Database) -> Authenticator
 LOCAL_LOOKUP_TTL = 5.0
 
 
-def build_directory(settings: Settings, authenticator: Authenticator | None) -> Authenticator | None:
+def build_user_lookup(settings: Settings, authenticator: Authenticator | None) -> UserLookup | None:
     """Cached lookups of ``authenticator`` for the rules context of non-login operations.
 
     Entries live ``ST_PROVIDER_LDAP_CACHE_TTL`` seconds for LDAP, :data:`LOCAL_LOOKUP_TTL`
@@ -68,11 +68,11 @@ def directory_probe(authenticator: Authenticator | None) -> Callable[[], bool] |
         inner = getattr(inner, "inner", None)
     if inner is None:
         return None
-    directory = inner.directory
+    pool = inner.pool
 
     def probe() -> bool:
         try:
-            directory.with_service(lambda session: session.read("", ("supportedLDAPVersion",)))
+            pool.with_service(lambda session: session.read("", ("supportedLDAPVersion",)))
         except DirectoryUnavailable:
             return False
         return True

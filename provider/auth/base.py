@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+from provider.auth.usernames import Username, parse_username
 from provider.errors import AuthenticationFailed
 
 log = logging.getLogger("provider.auth")
@@ -69,6 +70,20 @@ def fail(reason: str, **fields: object) -> AuthenticationFailed:
         "authentication refused", extra={"event": "auth.fail", "reason": reason, "pid": os.getpid(), **fields}
     )
     return AuthenticationFailed(reason)
+
+
+def login_name(username: str, password: str, *, backend: str, client: str | None) -> Username:
+    """The parsed ``username`` of a login attempt, checked before any lookup.
+
+    Raises (and logs) :class:`~provider.errors.AuthenticationFailed` for a blank password
+    (:data:`EMPTY_PASSWORD`) or a name that cannot be a username (:data:`INVALID_USERNAME`).
+    """
+    if is_blank(password):
+        raise fail(EMPTY_PASSWORD, backend=backend, client=client)
+    try:
+        return parse_username(username)
+    except ValueError as exc:
+        raise fail(INVALID_USERNAME, backend=backend, client=client) from exc
 
 
 def is_blank(password: str) -> bool:

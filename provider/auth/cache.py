@@ -1,9 +1,9 @@
-"""A small TTL cache for directory lookups, and the authenticator wrapper that uses it.
+"""A small TTL cache for user lookups (directory or local), and the authenticator wrapper that uses it.
 
 SmarterTrack calls GetCustomFieldOptions, StartTicket, StartChat and GetUserDetails
 for a logged-in user again and again; :class:`CachingAuthenticator` answers repeated
 lookups of one username from memory for ``ttl`` seconds (per process) so those calls
-do not hit the directory every time. Failures (``DirectoryUnavailable``) are never
+do not hit the directory (or the database) every time. Failures (``DirectoryUnavailable``) are never
 cached; "no such user" is cached for a shorter ``negative_ttl``.
 """
 

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from provider.auth.directory import Directory
 from provider.auth.explain import utc_text
 from provider.auth.ldap import LdapAuthenticator
+from provider.auth.ldap_pool import LdapPool
 from provider.auth.local import LocalUsers, UserError
 from provider.auth.throttle import KeyStatus, Throttle, user_key
 from provider.auth.usernames import parse_username
@@ -100,19 +100,9 @@ def read_password(prompt: str, *, confirm: bool, stdin: TextIO | None = None) ->
 
 
 @contextmanager
-def _database(settings: Settings) -> Iterator[Database]:
-    """The configured database, closed again after the block."""
-    database = Database(settings.database_url)
-    try:
-        yield database
-    finally:
-        database.dispose()
-
-
-@contextmanager
 def _users(settings: Settings) -> Iterator[LocalUsers]:
     """The local users in the configured database, closed again after the block."""
-    with _database(settings) as database:
+    with Database(settings.database_url) as database:
         yield LocalUsers(database)
 
 
@@ -162,7 +152,7 @@ def _cmd_enable(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    with _database(settings) as database:
+    with Database(settings.database_url) as database:
         records = LocalUsers(database).list_users()
         keys = {record.username: user_key(record.username) for record in records}
         locks = Throttle(database, settings.throttle).status(k for k in keys.values() if k)
@@ -187,7 +177,7 @@ def _cmd_unlock(args: argparse.Namespace, settings: Settings) -> int:
     key = user_key(args.username)
     if key is None:
         raise UserError(f"not a usable username: {args.username!r}")
-    with _database(settings) as database:
+    with Database(settings.database_url) as database:
         cleared = Throttle(database, settings.throttle).clear([key])
     print(f"unlocked {args.username.strip()}" if cleared else f"{args.username.strip()} had no failed logins")
     return EXIT_OK
@@ -205,13 +195,13 @@ def _cmd_ldap_check(args: argparse.Namespace, settings: Settings) -> int:
         if not args.username:
             raise ConfigError("--password needs a USERNAME")
         password = read_password(f"Password for {args.username}: ", confirm=False)
-    directory = Directory(ldap)
+    pool = LdapPool(ldap)
     healthy = True
     try:
         print(f"auth backend: {settings.auth}")
         if ldap.ca_file:
             print(f"CA file: {ldap.ca_file}")
-        for report in directory.check_servers():
+        for report in pool.check_servers():
             status = "ok" if report.ok else "FAILED"
             print(f"server {report.url}: {status} ({report.seconds * 1000:.0f} ms)")
             print(f"  tls: {report.tls}")
@@ -225,9 +215,9 @@ def _cmd_ldap_check(args: argparse.Namespace, settings: Settings) -> int:
                 "and the host name in the certificate"
             )
         if args.username:
-            healthy = _check_user(LdapAuthenticator(ldap, directory), args.username, password) and healthy
+            healthy = _check_user(LdapAuthenticator(ldap, pool), args.username, password) and healthy
     finally:
-        directory.close()
+        pool.close()
     print("result: ok" if healthy else "result: problems found")
     return EXIT_OK if healthy else EXIT_FAILURE
 

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from provider.auth import base
 from provider.auth.base import TimingFloor, fail
 from provider.auth.cache import TTLCache
-from provider.auth.directory import RESULT_INVALID_CREDENTIALS, Directory, Entry, Session
+from provider.auth.ldap_connection import RESULT_INVALID_CREDENTIALS, Entry, Session
+from provider.auth.ldap_pool import LdapPool
 from provider.auth.usernames import Username, UsernameForm, normalise_username, parse_username
 from provider.domain import Identity
 from provider.errors import AuthenticationFailed, DirectoryUnavailable
@@ -74,33 +75,29 @@ class LdapAuthenticator:
     def __init__(
         self,
         settings: LdapSettings,
-        directory: Directory | None = None,
+        pool: LdapPool | None = None,
         *,
         timing: TimingFloor | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
-        self._directory = directory if directory is not None else Directory(settings)
+        self._pool = pool if pool is not None else LdapPool(settings)
         self._clock = clock
         self._timing = timing if timing is not None else TimingFloor(cap=float(settings.timeout), clock=clock)
         self._parent_cache: TTLCache[str, tuple[str, ...]] = TTLCache(max_entries=20_000)
 
     @property
-    def directory(self) -> Directory:
-        return self._directory
+    def pool(self) -> LdapPool:
+        """The connection pool to the configured servers."""
+        return self._pool
 
     # --- Authenticator -----------------------------------------------------------------
 
     def authenticate(self, username: str, password: str, *, client_address: str | None = None) -> Identity:
         """The identity for valid credentials; raises AuthenticationFailed or DirectoryUnavailable."""
         started = self._clock()
-        if base.is_blank(password):
-            raise fail(base.EMPTY_PASSWORD, backend="ldap", client=client_address)
-        try:
-            name = parse_username(username)
-        except ValueError as exc:
-            raise fail(base.INVALID_USERNAME, backend="ldap", client=client_address) from exc
-        if self._directory.service_account:
+        name = base.login_name(username, password, backend="ldap", client=client_address)
+        if self._pool.service_account:
             return self._search_then_bind(name, password, started, client_address)
         return self._direct_bind(name, password, client_address)
 
@@ -143,16 +140,16 @@ class LdapAuthenticator:
                 problem = base.NOT_IN_GROUP
             return UserReport(name.typed, entry, identity, problem, len(entries))
 
-        if not self._directory.service_account and not self._can_search_anonymously():
+        if not self._pool.service_account and not self._can_search_anonymously():
             return UserReport(name.typed, None, None, "no_service_account", 0)
-        return self._directory.with_service(work)
+        return self._pool.with_service(work)
 
     # --- search, then bind ---------------------------------------------------------------
 
     def _search_then_bind(
         self, name: Username, password: str, started: float, client_address: str | None
     ) -> Identity:
-        entries = self._directory.with_service(lambda session: self._find(session, name))
+        entries = self._pool.with_service(lambda session: self._find(session, name))
         entry = _pick(entries, name) if entries else None
         if entry is None:
             reason = base.UNKNOWN_USER if not entries else base.AMBIGUOUS_USER
@@ -164,11 +161,11 @@ class LdapAuthenticator:
         if problem is not None:
             self._even_out(started, password)
             raise fail(problem, backend="ldap", username=name.typed, dn=entry.dn, client=client_address)
-        outcome, _ = self._directory.bind_as(entry.dn, password)
+        outcome, _ = self._pool.bind_as(entry.dn, password)
         self._timing.observe(self._clock() - started)
         if not outcome.ok:
             raise self._bind_failure(outcome.code, outcome.message, name, entry.dn, client_address)
-        group_dns = self._directory.with_service(lambda session: self._group_dns(session, entry, name))
+        group_dns = self._pool.with_service(lambda session: self._group_dns(session, entry, name))
         return self._accept(name, entry, group_dns, client_address)
 
     def _even_out(self, started: float, password: str) -> None:
@@ -178,7 +175,7 @@ class LdapAuthenticator:
             # password against a DN that cannot exist, and learn from it.
             decoy = f"cn=st-provider-decoy-{secrets.token_hex(8)},{self._settings.user_base or 'dc=invalid'}"
             try:
-                self._directory.bind_as(decoy, secrets.token_urlsafe(max(8, len(password))))
+                self._pool.bind_as(decoy, secrets.token_urlsafe(max(8, len(password))))
             except (DirectoryUnavailable, ValueError) as exc:  # the decoy never changes the answer
                 log.debug(
                     "decoy bind failed", extra={"event": "ldap.decoy_failed", "error": type(exc).__name__}
@@ -224,7 +221,7 @@ class LdapAuthenticator:
                 return None, []
             return entry, self._group_dns(session, entry, name)
 
-        outcome, found = self._directory.bind_as(bind_name, password, then=own_entry)
+        outcome, found = self._pool.bind_as(bind_name, password, then=own_entry)
         if not outcome.ok:
             raise self._bind_failure(outcome.code, outcome.message, name, bind_name, client_address)
         entry, group_dns = found if found is not None else (None, [])
@@ -275,7 +272,7 @@ class LdapAuthenticator:
     def _group_dns(self, session: Session, entry: Entry, name: Username) -> list[str]:
         """The DNs of every group ``entry`` is in (nested ones too when configured)."""
         group_base = self._group_base()
-        if self._settings.nested_groups and group_base and self._directory.is_active_directory:
+        if self._settings.nested_groups and group_base and self._pool.is_active_directory:
             found, _ = session.search(
                 group_base,
                 f"(member:{IN_CHAIN}:={base.escape_filter_value(entry.dn)})",

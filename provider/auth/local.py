@@ -245,12 +245,7 @@ class LocalAuthenticator:
         self._decoy_lock = threading.Lock()
 
     def authenticate(self, username: str, password: str, *, client_address: str | None = None) -> Identity:
-        if base.is_blank(password):
-            raise fail(base.EMPTY_PASSWORD, backend="local", client=client_address)
-        try:
-            name = parse_username(username)
-        except ValueError as exc:
-            raise fail(base.INVALID_USERNAME, backend="local", client=client_address) from exc
+        name = base.login_name(username, password, backend="local", client=client_address)
         if len(password) > MAX_PASSWORD_LENGTH:
             self._hasher.verify(password[:MAX_PASSWORD_LENGTH], self._decoy_hash())
             raise fail(base.BAD_PASSWORD, backend="local", username=name.typed, client=client_address)

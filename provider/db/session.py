@@ -228,7 +228,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 class Database:
-    """One process's connection to the provider's database."""
+    """One process's connection to the provider's database.
+
+    Usable as a context manager (``with Database(url) as database:``): disposed at the end.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = normalize_url(url)
@@ -274,3 +277,9 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.dispose()

@@ -22,7 +22,7 @@ from typing import Any
 
 from provider.domain import CallRequest, CallResult, CustomFieldData, Operation
 from provider.soap.contract import TYPES, ContractTypes, OperationSpec
-from provider.variables import InputVariables, OutputVariables, split_entry
+from provider.variables import InputVariables
 
 # Everything outside XML 1.0's Char production.
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -59,11 +59,6 @@ def decode_request(
     )
 
 
-def encode_inputs(spec: OperationSpec, entries: Iterable[str], types: ContractTypes) -> Any:
-    """An ``*Inputs`` object carrying ``entries`` (the client side of :func:`decode_request`)."""
-    return types[spec.inputs](InputVariables=[xml_safe(e) for e in entries])
-
-
 def encode_result(spec: OperationSpec, result: CallResult, types: ContractTypes) -> Any:
     """The ``<Op>Result`` object for ``result``; members the result type lacks are ignored."""
     members = {m.name for m in TYPES[spec.result]}
@@ -87,37 +82,4 @@ def _encode_field(data: CustomFieldData, types: ContractTypes) -> Any:
         NewRequiredValue=bool(data.new_required_value),
         ChangeVisible=bool(data.change_visible),
         NewVisibleValue=bool(data.new_visible_value),
-    )
-
-
-def decode_result(result: Any) -> CallResult:
-    """A :class:`CallResult` from a deserialised ``*Result`` object (the client side).
-
-    Output entries without ``=`` are dropped, as SmarterTrack drops them.
-    """
-    output = OutputVariables()
-    for entry in getattr(result, "OutputVariables", None) or ():
-        split = split_entry(entry) if entry is not None else None
-        if split is not None and split[0].strip():
-            output.set(*split)
-    fields = [
-        CustomFieldData(
-            name=item.CustomFieldName or "",
-            display_with_information_lookup=bool(item.DisplayWithInformationLookup),
-            change_list_options=bool(item.ChangeListOptions),
-            list_options=tuple(o for o in (item.ListOptions or ()) if o is not None),
-            change_required=bool(item.ChangeRequired),
-            new_required_value=bool(item.NewRequiredValue),
-            change_visible=bool(item.ChangeVisible),
-            new_visible_value=bool(item.NewVisibleValue),
-        )
-        for item in (getattr(result, "CustomFieldDataItems", None) or ())
-        if item is not None
-    ]
-    return CallResult(
-        success=bool(result.Success),
-        message=result.Message,
-        output=output,
-        custom_fields=fields,
-        user_info_html=getattr(result, "UserInfoHtml", None),
     )

@@ -8,8 +8,8 @@ SmarterTrack calls an ASMX web service through proxies generated from its
 
 Spyne fixes a class's namespace when the first :class:`~spyne.Application` is built
 from it, and keeps every class it has seen for the life of the process, so the
-router builds these classes once, for the configured namespace; requests in other
-namespaces are renamed into it (see :mod:`provider.soap.router`), never given
+router builds these classes once (:mod:`provider.soap.spyne_server`), for the configured
+namespace; requests in other namespaces are renamed into it (see :mod:`provider.soap.router`), never given
 classes of their own.
 
 Encoding choices, measured against Spyne 2.14 and XmlSerializer:

@@ -41,6 +41,7 @@ PORT_SOAP11: Final = f"{SERVICE_NAME}Soap"
 PORT_SOAP12: Final = f"{SERVICE_NAME}Soap12"
 DEFAULT_ADDRESS: Final = "http://localhost/ExternalProvider.asmx"
 
+_TNS: Final = "tns:"
 _ADDRESS_SENTINEL: Final = "urn:st-provider:service-address"
 _ARRAY_ITEMS: Final = {ARRAY_OF_STRING: ("string", "s:string"), ARRAY_OF_FIELD_DATA: (FIELD_DATA, None)}
 
@@ -75,7 +76,7 @@ class WsdlDocument:
 
 
 def _build(namespace: str) -> etree._Element:
-    tns = "tns:"
+    """The WSDL's ``definitions`` element for ``namespace``, in the order ASMX writes it."""
     root = etree.Element(
         _w("definitions"),
         nsmap={
@@ -87,36 +88,43 @@ def _build(namespace: str) -> etree._Element:
         },
         targetNamespace=namespace,
     )
-    types = _sub(root, _w("types"))
-    schema = _sub(types, _s("schema"), elementFormDefault="qualified", targetNamespace=namespace)
+    _SchemaWriter(root, namespace).write()
+    _write_messages(root)
+    _write_port_type(root)
+    _write_bindings(root, namespace)
+    _write_service(root)
+    return root
 
-    written: set[str] = set()
 
-    def element(name: str, member: str, type_name: str) -> None:
-        wrapper = _sub(schema, _s("element"), name=name)
+class _SchemaWriter:
+    """Writes the ``types`` schema: each operation's wrapper elements and the types they use."""
+
+    def __init__(self, root: etree._Element, namespace: str) -> None:
+        types = _sub(root, _w("types"))
+        self._schema = _sub(types, _s("schema"), elementFormDefault="qualified", targetNamespace=namespace)
+        self._written: set[str] = set()
+
+    def write(self) -> None:
+        for spec in OPERATIONS:
+            self._element(spec.name, INPUTS_PARAMETER, spec.inputs)
+            self._complex_type(spec.inputs)
+            self._element(spec.response, spec.result_element, spec.result)
+            self._complex_type(spec.result)
+
+    def _element(self, name: str, member: str, type_name: str) -> None:
+        wrapper = _sub(self._schema, _s("element"), name=name)
         sequence = _sub(_sub(wrapper, _s("complexType")), _s("sequence"))
-        _sub(sequence, _s("element"), minOccurs="0", maxOccurs="1", name=member, type=tns + type_name)
+        _sub(sequence, _s("element"), minOccurs="0", maxOccurs="1", name=member, type=_TNS + type_name)
 
-    def complex_type(name: str) -> None:
+    def _complex_type(self, name: str) -> None:
         # XmlSchemaExporter writes each type once, where it is first referenced.
-        if name in written:
+        if name in self._written:
             return
-        written.add(name)
-        node = _sub(schema, _s("complexType"), name=name)
+        self._written.add(name)
+        node = _sub(self._schema, _s("complexType"), name=name)
         sequence = _sub(node, _s("sequence"))
         if name in _ARRAY_ITEMS:
-            item, xsd_type = _ARRAY_ITEMS[name]
-            _sub(
-                sequence,
-                _s("element"),
-                minOccurs="0",
-                maxOccurs="unbounded",
-                name=item,
-                nillable="true",
-                type=xsd_type or tns + item,
-            )
-            if xsd_type is None:
-                complex_type(item)
+            self._array_items(sequence, name)
             return
         referenced: list[str] = []
         for member in TYPES[name]:
@@ -125,27 +133,41 @@ def _build(namespace: str) -> etree._Element:
             if member.kind in (ARRAY_OF_STRING, ARRAY_OF_FIELD_DATA):
                 referenced.append(member.kind)
         for ref in referenced:
-            complex_type(ref)
+            self._complex_type(ref)
 
-    for spec in OPERATIONS:
-        element(spec.name, INPUTS_PARAMETER, spec.inputs)
-        complex_type(spec.inputs)
-        element(spec.response, spec.result_element, spec.result)
-        complex_type(spec.result)
+    def _array_items(self, sequence: etree._Element, name: str) -> None:
+        item, xsd_type = _ARRAY_ITEMS[name]
+        _sub(
+            sequence,
+            _s("element"),
+            minOccurs="0",
+            maxOccurs="unbounded",
+            name=item,
+            nillable="true",
+            type=xsd_type or _TNS + item,
+        )
+        if xsd_type is None:
+            self._complex_type(item)
 
+
+def _write_messages(root: etree._Element) -> None:
     for spec in OPERATIONS:
         for suffix, name in (("SoapIn", spec.name), ("SoapOut", spec.response)):
             message = _sub(root, _w("message"), name=spec.name + suffix)
-            _sub(message, _w("part"), name="parameters", element=tns + name)
+            _sub(message, _w("part"), name="parameters", element=_TNS + name)
 
+
+def _write_port_type(root: etree._Element) -> None:
     port_type = _sub(root, _w("portType"), name=PORT_SOAP11)
     for spec in OPERATIONS:
         op = _sub(port_type, _w("operation"), name=spec.name)
-        _sub(op, _w("input"), message=f"{tns}{spec.name}SoapIn")
-        _sub(op, _w("output"), message=f"{tns}{spec.name}SoapOut")
+        _sub(op, _w("input"), message=f"{_TNS}{spec.name}SoapIn")
+        _sub(op, _w("output"), message=f"{_TNS}{spec.name}SoapOut")
 
+
+def _write_bindings(root: etree._Element, namespace: str) -> None:
     for binding_name, soap_ns in ((PORT_SOAP11, NS_SOAP), (PORT_SOAP12, NS_SOAP12)):
-        binding = _sub(root, _w("binding"), name=binding_name, type=tns + PORT_SOAP11)
+        binding = _sub(root, _w("binding"), name=binding_name, type=_TNS + PORT_SOAP11)
         _sub(binding, f"{{{soap_ns}}}binding", transport=HTTP_TRANSPORT)
         for spec in OPERATIONS:
             op = _sub(binding, _w("operation"), name=spec.name)
@@ -158,11 +180,12 @@ def _build(namespace: str) -> etree._Element:
             for direction in ("input", "output"):
                 _sub(_sub(op, _w(direction)), f"{{{soap_ns}}}body", use="literal")
 
+
+def _write_service(root: etree._Element) -> None:
     service = _sub(root, _w("service"), name=SERVICE_NAME)
     for port_name, soap_ns in ((PORT_SOAP11, NS_SOAP), (PORT_SOAP12, NS_SOAP12)):
-        port = _sub(service, _w("port"), name=port_name, binding=tns + port_name)
+        port = _sub(service, _w("port"), name=port_name, binding=_TNS + port_name)
         _sub(port, f"{{{soap_ns}}}address", location=_ADDRESS_SENTINEL)
-    return root
 
 
 def _member_schema(kind: Kind) -> tuple[str, str]:

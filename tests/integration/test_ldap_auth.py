@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import REGISTRY
 
-from provider.auth import build_authenticator, build_directory
+from provider.auth import build_authenticator, build_user_lookup
 from provider.auth.base import TimingFloor
 from provider.auth.ldap import LdapAuthenticator
 from provider.calls import DIRECTORY_UNAVAILABLE, LOGIN_FAILURE, REQUIRED_INPUT_MISSING, Provider
@@ -65,7 +65,7 @@ def make_provider(slapd: SlapdServer, database: Database, rules: object = None, 
     return Provider(
         Secret(WEB_SERVICE_PASSWORD),
         authenticator=authenticator,
-        directory=build_directory(settings, authenticator),
+        user_lookup=build_user_lookup(settings, authenticator),
         rules=rules,  # type: ignore[arg-type]
     )
 

@@ -51,7 +51,7 @@ def test_threads_share_the_service_connections_without_crossed_answers(slapd: Sl
         results = list(pool.map(lambda _: round_trip(auth, 12), range(8)))
     assert [w for r in results for w in r] == []
     # The pool kept some connections for the next requests, never more than its size.
-    assert 1 <= len(auth.directory._idle) <= 8
+    assert 1 <= len(auth.pool._idle) <= 8
 
 
 def _child(auth: LdapAuthenticator, queue: multiprocessing.Queue[tuple[int, list[str]]]) -> None:
@@ -65,7 +65,7 @@ def test_connections_made_before_a_fork_are_not_shared(slapd: SlapdServer) -> No
     # As under gunicorn --preload: the parent has pooled connections when it forks.
     auth = make(slapd)
     assert round_trip(auth, 6) == []
-    assert auth.directory._idle
+    assert auth.pool._idle
     context = multiprocessing.get_context("fork")
     queue: multiprocessing.Queue[tuple[int, list[str]]] = context.Queue()
     children = [context.Process(target=_child, args=(auth, queue)) for _ in range(2)]

@@ -145,7 +145,7 @@ def test_a_pooled_connection_closed_behind_our_back_is_replaced(slapd: SlapdServ
     # As when a firewall or the server drops an idle connection.
     auth = authenticator(slapd)
     assert auth.lookup("alice") is not None
-    for pooled in auth.directory._idle:
+    for pooled in auth.pool._idle:
         pooled.connection.socket.shutdown(socket.SHUT_RDWR)
     assert auth.lookup("bob") is not None
-    assert auth.directory._down_until == {}  # not mistaken for a dead server
+    assert auth.pool._down_until == {}  # not mistaken for a dead server

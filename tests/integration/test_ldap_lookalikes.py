@@ -13,7 +13,7 @@ import threading
 import pytest
 from prometheus_client import REGISTRY
 
-from provider.auth import build_authenticator, build_directory
+from provider.auth import build_authenticator, build_user_lookup
 from provider.calls import Provider
 from provider.db.session import Database
 from provider.domain import CallRequest, CallResult, Decision, Identity, Operation
@@ -66,7 +66,7 @@ def make_provider(slapd: SlapdServer, database: Database, rules: object = None, 
     return Provider(
         Secret(WEB_SERVICE_PASSWORD),
         authenticator=authenticator,
-        directory=build_directory(settings, authenticator),
+        user_lookup=build_user_lookup(settings, authenticator),
         rules=rules,  # type: ignore[arg-type]
     )
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import REGISTRY
 
+from provider.assembly import build_provider
 from provider.calls import (
     DIRECTORY_UNAVAILABLE,
     EVENT_NOT_STORED,
@@ -16,9 +17,10 @@ from provider.calls import (
     STORAGE_UNAVAILABLE,
     Provider,
 )
+from provider.db.session import Database
 from provider.domain import CallRequest, CustomFieldData, Decision, Identity, Notification, Operation
-from provider.errors import StorageError
-from provider.settings import Secret
+from provider.errors import AuthenticationFailed, DirectoryError, StorageError
+from provider.settings import Secret, Settings
 from provider.variables import InputVariables
 from tests.plugins import DictAuthenticator, FixedRules, ListSink
 
@@ -57,13 +59,35 @@ def test_wrong_or_missing_password_is_denied_and_logged_without_value(
 
 
 def test_previous_password_accepted_during_rotation() -> None:
-    provider = Provider(Secret("new"), previous_password=Secret("old"))
-    before = REGISTRY.get_sample_value("st_provider_previous_password_calls_total") or 0.0
+    told: list[None] = []
+    provider = Provider(
+        Secret("new"), previous_password=Secret("old"), on_previous_password=lambda: told.append(None)
+    )
     assert call(provider, Operation.START_TICKET, password="old").success
     assert call(provider, Operation.START_TICKET, password="new").success
     assert not call(provider, Operation.START_TICKET, password="older").success
-    # Only the call that still used the old password is counted: the operator's cue to drop it.
-    assert REGISTRY.get_sample_value("st_provider_previous_password_calls_total") == before + 1
+    # Only the call that still used the old password is reported: the operator's cue to drop it.
+    assert len(told) == 1
+
+
+def test_the_assembled_provider_counts_previous_password_calls(sqlite_url: str) -> None:
+    settings = Settings.from_mapping(
+        {
+            "web_service_password": "new-password-0123456789",
+            "previous_web_service_password": "old-password-0123456789",
+            "database_url": sqlite_url,
+            "auth": "none",
+        }
+    )
+    database = Database(settings.database_url)
+    try:
+        provider = build_provider(settings, database)
+        before = REGISTRY.get_sample_value("st_provider_previous_password_calls_total") or 0.0
+        assert call(provider, Operation.START_TICKET, password="old-password-0123456789").success
+        assert call(provider, Operation.START_TICKET, password="new-password-0123456789").success
+        assert REGISTRY.get_sample_value("st_provider_previous_password_calls_total") == before + 1
+    finally:
+        database.dispose()
 
 
 def test_empty_password_setting_refused() -> None:
@@ -292,14 +316,14 @@ def test_event_store_failure_is_success_false() -> None:
     assert (result.success, result.message) == (False, EVENT_NOT_STORED)
 
 
-def test_logins_ask_the_authenticator_and_other_operations_the_directory(
+def test_logins_ask_the_authenticator_and_other_operations_the_user_lookup(
     directory: DictAuthenticator,
 ) -> None:
     """A disabled user is refused at sign-on at once, whatever a lookup cache still holds."""
     stale = DictAuthenticator(users={"ann": ("pw", ANN)})
     directory.users.clear()  # the account was just removed from the real store
     rules = FixedRules()
-    provider = Provider(Secret(PW), authenticator=directory, directory=stale, rules=rules)
+    provider = Provider(Secret(PW), authenticator=directory, user_lookup=stale, rules=rules)
     assert (
         call(provider, Operation.GET_SIGN_IN_COOKIE_INFO, "loginUsername=ann").output.get("Authentication")
         == "FAIL"
@@ -331,3 +355,24 @@ def test_an_unreachable_database_is_success_false_with_a_clear_message(
     assert [r.operation for r in caplog.records if getattr(r, "event", None) == "storage.unavailable"] == [
         op.value
     ]
+
+
+def test_a_refused_login_is_not_a_directory_error() -> None:
+    """Local users are refused too: a refusal says nothing about a directory."""
+    assert not issubclass(AuthenticationFailed, DirectoryError)
+
+
+class RefusingLookup(DictAuthenticator):
+    """An authenticator whose lookups refuse the user outright."""
+
+    def lookup(self, username: str) -> Identity | None:
+        raise AuthenticationFailed("disabled")
+
+
+def test_a_refused_lookup_fails_the_sign_in_cookie_with_its_reason(caplog: pytest.LogCaptureFixture) -> None:
+    provider = Provider(Secret(PW), authenticator=RefusingLookup())
+    with caplog.at_level(logging.INFO, logger="provider.calls"):
+        result = call(provider, Operation.GET_SIGN_IN_COOKIE_INFO, "loginUsername=ann")
+    assert result.output.get("Authentication") == "FAIL"
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "login.fail"]
+    assert record.reason == "disabled"

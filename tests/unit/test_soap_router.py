@@ -18,10 +18,12 @@ from spyne.util import appreg
 
 from provider.app import ProviderApplication, build_application
 from provider.calls import PERMISSION_DENIED, Provider
-from provider.domain import CustomFieldData, Decision, Identity, Operation
+from provider.domain import CallResult, CustomFieldData, Decision, Identity, Operation
+from provider.logging import quiet_spyne
 from provider.settings import Secret, Settings
 from provider.soap.client import SoapFault, parse_answer
 from provider.soap.contract import SOAP11_ENV, SOAP12_ENV
+from provider.soap.router import SoapRouter
 from provider.variables import InputVariables
 from tests.fixtures.server import AUTH, NAMESPACE, WsgiResult, soap_request, wsgi_call
 from tests.plugins import FixedRules
@@ -476,3 +478,20 @@ def test_soap_paths(app: ProviderApplication, path: str) -> None:
 def test_unknown_path_is_404(app: ProviderApplication) -> None:
     result = wsgi_call(app, "GET", "/etc/passwd")
     assert result.status == 404 and b"passwd" not in result.body
+
+
+SPYNE_FAULT_LOGGERS = ("spyne.application", "spyne.server", "spyne.util.appreg")
+
+
+def test_building_a_router_leaves_logging_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SPYNE_FAULT_LOGGERS:
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    SoapRouter(lambda request: CallResult(success=True), namespace=NAMESPACE, max_body_bytes=1024)
+    assert [logging.getLogger(name).level for name in SPYNE_FAULT_LOGGERS] == [logging.NOTSET] * 3
+
+
+def test_the_logging_configuration_quiets_spyne_faults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SPYNE_FAULT_LOGGERS:
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    quiet_spyne()
+    assert [logging.getLogger(name).level for name in SPYNE_FAULT_LOGGERS] == [logging.CRITICAL] * 3

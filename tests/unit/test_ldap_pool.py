@@ -1,4 +1,4 @@
-"""The ldap3 boundary without a server: URL parsing, TLS configuration, failure labels."""
+"""The ldap3 boundary without a server: URL parsing, TLS configuration, failure labels, forks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from ldap3.core import exceptions as ldap_exc
 
-from provider.auth.directory import Directory, Entry, ServerTrouble, _Target, classify
+from provider.auth import ldap_pool
+from provider.auth.ldap_connection import Entry, ServerTrouble, Target, classify
+from provider.auth.ldap_pool import LdapPool
 from provider.errors import ConfigError
 from provider.settings import LdapSettings
 
@@ -22,20 +24,20 @@ from provider.settings import LdapSettings
     ],
 )
 def test_urls(url: str, host: str, port: int, ldaps: bool) -> None:
-    target = _Target.parse(url)
+    target = Target.parse(url)
     assert (target.host, target.port, target.ldaps) == (host, port, ldaps)
 
 
 @pytest.mark.parametrize("url", ["http://dc1", "ldap://", "ldap://host:notaport"])
 def test_bad_urls_are_configuration_errors(url: str) -> None:
     with pytest.raises(ConfigError):
-        _Target.parse(url)
+        Target.parse(url)
 
 
 def test_a_missing_ca_file_is_a_configuration_error(tmp_path: Path) -> None:
     settings = LdapSettings(urls=("ldaps://dc1.example.org",), ca_file=str(tmp_path / "missing.pem"))
     with pytest.raises(ConfigError, match="CA_FILE"):
-        Directory(settings)
+        LdapPool(settings)
 
 
 def test_certificates_are_verified_for_ldaps_and_starttls(tmp_path: Path) -> None:
@@ -45,23 +47,23 @@ def test_certificates_are_verified_for_ldaps_and_starttls(tmp_path: Path) -> Non
         LdapSettings(urls=("ldaps://dc1.example.org",)),
         LdapSettings(urls=("ldap://dc1.example.org",), start_tls=True),
     ):
-        directory = Directory(settings)
-        assert directory._tls is not None
-        assert directory._tls.validate == ssl.CERT_REQUIRED
-    assert Directory(LdapSettings(urls=("ldap://dc1.example.org",)))._tls is None
+        pool = LdapPool(settings)
+        assert pool._tls is not None
+        assert pool._tls.validate == ssl.CERT_REQUIRED
+    assert LdapPool(LdapSettings(urls=("ldap://dc1.example.org",)))._tls is None
 
 
-def test_creating_a_directory_connects_to_nothing() -> None:
+def test_creating_a_pool_connects_to_nothing() -> None:
     # A port nobody could answer on: construction must not try.
-    directory = Directory(LdapSettings(urls=("ldap://192.0.2.1:1",), timeout=1))
-    assert directory.urls == ("ldap://192.0.2.1:1",)
-    assert directory._idle == []
+    pool = LdapPool(LdapSettings(urls=("ldap://192.0.2.1:1",), timeout=1))
+    assert pool.urls == ("ldap://192.0.2.1:1",)
+    assert pool._idle == []
 
 
 def test_blank_passwords_never_reach_a_bind() -> None:
-    directory = Directory(LdapSettings(urls=("ldap://192.0.2.1:1",), timeout=1))
+    pool = LdapPool(LdapSettings(urls=("ldap://192.0.2.1:1",), timeout=1))
     with pytest.raises(ValueError):
-        directory.bind_as("uid=alice,dc=example,dc=org", " ")
+        pool.bind_as("uid=alice,dc=example,dc=org", " ")
 
 
 @pytest.mark.parametrize(
@@ -91,3 +93,32 @@ def test_entry_attributes_are_case_insensitive() -> None:
     assert entry.get("MEMBEROF") == ("cn=g,dc=x",)
     assert entry.first("Mail") == "a@x"
     assert entry.first("displayName") is None
+
+
+def test_pools_share_one_at_fork_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    hooks: list[object] = []
+    monkeypatch.setattr(ldap_pool.os, "register_at_fork", lambda **kw: hooks.append(kw))
+    monkeypatch.setattr(ldap_pool, "_FORK_RESET", ldap_pool._ForkReset())
+    pools = [LdapPool(LdapSettings(urls=("ldap://192.0.2.1:1",), timeout=1)) for _ in range(5)]
+    assert len(hooks) == 1
+    assert set(pools) == set(ldap_pool._FORK_RESET.pools)
+
+
+def test_a_forked_child_forgets_every_pool() -> None:
+    import os
+
+    pools = [LdapPool(LdapSettings(urls=("ldap://192.0.2.1:1",), timeout=1)) for _ in range(3)]
+    for pool in pools:
+        pool._down_until["ldap://192.0.2.1:1"] = float("inf")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether every pool was reset, then leave at once
+        os.close(read)
+        reset = all(p._down_until == {} and p._pid == os.getpid() for p in pools)
+        os.write(write, b"1" if reset else b"0")
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        assert answer.read() == b"1"
+    os.waitpid(pid, 0)
+    assert all(p._down_until for p in pools)  # the parent's pools are untouched
