@@ -11,6 +11,7 @@ from __future__ import annotations
 from provider.db.session import Database
 from provider.domain import RuleEvaluator
 from provider.rules.evaluator import StoredRules
+from provider.rules.limits import RuleLimits
 from provider.rules.store import RuleStore
 from provider.settings import Settings
 
@@ -20,6 +21,7 @@ def build_evaluator(settings: Settings, database: Database) -> RuleEvaluator:
 
     It caches the compiled rules and checks the rule-set version in ``database`` at
     most every ``settings.rules_refresh_seconds``, reloading when it changed. Nothing
-    is read until the first call.
+    is read until the first call. Every evaluation is bounded by the settings' rule limits.
     """
-    return StoredRules(RuleStore(database), refresh_seconds=settings.rules_refresh_seconds)
+    limits = RuleLimits(max_output=settings.rules_max_output, deadline_ms=settings.rules_deadline_ms)
+    return StoredRules(RuleStore(database), refresh_seconds=settings.rules_refresh_seconds, limits=limits)
