@@ -399,4 +399,4 @@ def test_a_matched_denial_stands_when_its_templates_fail() -> None:
     assert options.custom_fields == []
     trace = traced(rule_set, Operation.START_TICKET, "subject=x")
     assert trace[0].outcome == ERROR and trace[0].detail is not None
-    assert trace[0].detail.endswith("only the denial was applied, without its message")
+    assert trace[0].detail.endswith("failed closed: only its denial was applied, without its message")
