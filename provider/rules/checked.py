@@ -113,12 +113,11 @@ def _center(value: Any, width: int = 80) -> str:
     return jf.do_center(value, width)
 
 
-@pass_environment
-def _indent(env: Any, s: Any, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+def _indent(s: Any, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
     text = _text(s)
     unit = len(width) if isinstance(width, str) else width
     current().allow_text(len(text) + (text.count("\n") + 2) * max(unit, 0))
-    return jf.do_indent(env, s, width, first, blank)  # type: ignore[call-arg, arg-type]
+    return jf.do_indent(s, width, first, blank)
 
 
 @pass_environment
@@ -187,8 +186,7 @@ def _batch(value: Iterable[Any], linecount: int, fill_with: Any = None) -> Itera
     return jf.do_batch(value, linecount, fill_with)
 
 
-@pass_environment
-def _slice(env: Any, value: Any, slices: int, fill_with: Any = None) -> Iterator[list[Any]]:
+def _slice(value: Any, slices: int, fill_with: Any = None) -> Iterator[list[Any]]:
     current().allow_items(slices)
     return jf.sync_do_slice(value, slices, fill_with)
 

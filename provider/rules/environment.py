@@ -148,8 +148,7 @@ class RulesEnvironment(ImmutableSandboxedEnvironment):
         return call_checked(__context, __obj, args, kwargs)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        budget = limits.check_binop(operator, left, right)
-        return budget.settle(self.binop_table[operator](left, right))
+        return limits.binop(operator, self.binop_table[operator], left, right)
 
     def wrap_str_format(self, value: Any) -> Any:
         wrapper = super().wrap_str_format(value)

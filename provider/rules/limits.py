@@ -276,10 +276,10 @@ _PERCENT_SPEC = re.compile(r"%(?:\(([^)]*)\))?[#0 +\-]*(\*|\d+)?(?:\.(\*|\d*))?[
 _DIGITS = re.compile(r"\d+")
 
 
-def _times(left: Any, right: Any, budget: Budget) -> None:
+def _times(left: Any, right: Any, budget: Budget) -> int | None:
     if isinstance(left, int) and isinstance(right, int):
         budget.allow_int_bits(left.bit_length() + right.bit_length())
-        return
+        return None
     for seq, times in ((left, right), (right, left)):
         if not isinstance(times, int) or isinstance(seq, int):
             continue
@@ -287,8 +287,10 @@ def _times(left: Any, right: Any, budget: Budget) -> None:
             budget.allow_text(len(seq) * times)
         elif isinstance(seq, list | tuple):
             budget.allow_items(len(seq) * times)
-            if times > 0:
-                budget.allow_text(text_size(seq, budget.max_value) * times)
+            size = text_size(seq, budget.max_value) * max(times, 0)
+            budget.allow_text(size)
+            return size
+    return None
 
 
 def _power(left: Any, right: Any, budget: Budget) -> None:
@@ -296,13 +298,16 @@ def _power(left: Any, right: Any, budget: Budget) -> None:
         budget.allow_int_bits(left.bit_length() * right)
 
 
-def _plus(left: Any, right: Any, budget: Budget) -> None:
+def _plus(left: Any, right: Any, budget: Budget) -> int | None:
     if isinstance(left, str | bytes) and isinstance(right, str | bytes):
         factor = ESCAPE_FACTOR if isinstance(left, Markup) or isinstance(right, Markup) else 1
         budget.allow_text((len(left) + len(right)) * factor)
     elif isinstance(left, list | tuple) and isinstance(right, list | tuple):
         budget.allow_items(len(left) + len(right))
-        budget.allow_text(text_size(left, budget.max_value) + text_size(right, budget.max_value))
+        size = text_size(left, budget.max_value) + text_size(right, budget.max_value)
+        budget.allow_text(size)
+        return size
+    return None
 
 
 def percent_format_size(template: str, args: Any, budget: Budget) -> None:
@@ -325,19 +330,24 @@ def percent_format_size(template: str, args: Any, budget: Budget) -> None:
         budget.allow_text(total * factor)
 
 
-def check_binop(operator: str, left: Any, right: Any) -> Budget:
-    """Refuse ``left <operator> right`` when its result would be too large."""
+def binop(operator: str, apply: Callable[[Any, Any], Any], left: Any, right: Any) -> Any:
+    """``apply(left, right)`` for ``left <operator> right``, refused when its result would be too large."""
     budget = current()
     budget.check_time()
+    sized = None
     if operator == "*":
-        _times(left, right, budget)
+        sized = _times(left, right, budget)
     elif operator == "**":
         _power(left, right, budget)
     elif operator == "+":
-        _plus(left, right, budget)
+        sized = _plus(left, right, budget)
     elif operator == "%" and isinstance(left, str):
         percent_format_size(left, right, budget)
-    return budget
+    result = apply(left, right)
+    if sized is not None:  # a list already sized from its operands: count it without walking it
+        budget.charge(sized)
+        return result
+    return budget.settle(result)
 
 
 def format_spec_size(format_spec: str, value: Any, budget: Budget) -> int:
