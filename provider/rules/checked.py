@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from time import monotonic
 from typing import Any
 
 from jinja2 import filters as jf
@@ -23,6 +24,7 @@ from jinja2.runtime import Context
 from jinja2.utils import _PassArg, pass_environment, pass_eval_context
 
 from provider.rules.limits import (
+    ACTIVE,
     MAX_ITEMS,
     Budget,
     checked_join,
@@ -34,6 +36,7 @@ from provider.rules.limits import (
 )
 
 _BUILTIN_TYPES = (str, bytes, int, float, list, tuple, dict, set, frozenset)
+_SCALARS = (str, int, float, bool, type(None))
 
 
 def checked_filter(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,12 +45,19 @@ def checked_filter(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        budget = current()
-        budget.check_time()
-        budget.measure_args(args[skip:])
+        budget = ACTIVE.get()
+        if monotonic() > budget.deadline:
+            budget.check_time()
+        for arg in args[skip:]:
+            if not isinstance(arg, _SCALARS):
+                budget.measure(arg)
         if kwargs:
             budget.measure_args(kwargs.values())
-        return budget.settle(func(*args, **kwargs))
+        result = func(*args, **kwargs)
+        if type(result) is str:
+            budget.charge(len(result))
+            return result
+        return budget.settle(result)
 
     return checked
 
@@ -58,9 +68,12 @@ def checked_test(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        budget = current()
-        budget.check_time()
-        budget.measure_args(args[skip:])
+        budget = ACTIVE.get()
+        if monotonic() > budget.deadline:
+            budget.check_time()
+        for arg in args[skip:]:
+            if not isinstance(arg, _SCALARS):
+                budget.measure(arg)
         return func(*args, **kwargs)
 
     return checked
@@ -198,7 +211,38 @@ def _sum(env: Any, iterable: Iterable[Any], attribute: str | int | None = None, 
     return jf.sync_do_sum(env, iterable, attribute, start)
 
 
+#: The widest ``tojson`` indentation (it is repeated on every line of the result).
+MAX_JSON_INDENT = 16
+
+
+@pass_eval_context
+def _tojson(eval_ctx: EvalContext, value: Any, indent: int | None = None) -> Any:
+    if indent is not None and indent > MAX_JSON_INDENT:
+        current().allow_text(current().max_value + 1)
+    return jf.do_tojson(eval_ctx, value, indent)
+
+
+@pass_eval_context
+def _urlize(  # noqa: PLR0917 - Jinja's urlize signature
+    eval_ctx: EvalContext,
+    value: Any,
+    trim_url_limit: int | None = None,
+    nofollow: bool = False,
+    target: str | None = None,
+    rel: str | None = None,
+    extra_schemes: Iterable[str] | None = None,
+) -> str:
+    # Every word may become <a href="word" rel=".." target="..">word</a>.
+    text = _text(value)
+    words = text.count(" ") + text.count("\n") + 1
+    extra = len(_text(target or "")) + len(_text(rel or "")) + 64
+    current().allow_text(3 * len(text) + words * extra)
+    return jf.do_urlize(eval_ctx, value, trim_url_limit, nofollow, target, rel, extra_schemes)
+
+
 REPLACED_FILTERS: Mapping[str, Callable[..., Any]] = {
+    "tojson": _tojson,
+    "urlize": _urlize,
     "center": _center,
     "indent": _indent,
     "wordwrap": _wordwrap,

@@ -27,6 +27,7 @@ expressions given as constants. :class:`CompileError` lists every problem found.
 from __future__ import annotations
 
 import difflib
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextvars import Token
 from typing import Any, cast
@@ -41,7 +42,7 @@ from provider.errors import RuleError, RuleLimitExceeded
 from provider.rules import limits
 from provider.rules.checked import REPLACED_FILTERS, RULES_TESTS, call_checked, checked_filter, checked_test
 from provider.rules.context import CaseInsensitiveDict
-from provider.rules.limits import DEFAULT_LIMITS, Budget, RuleLimits, current
+from provider.rules.limits import ACTIVE, DEFAULT_LIMITS, Budget, RuleLimits, current
 
 REGEX_FILTERS = frozenset({"regex_search", "regex_replace"})
 REGEX_TESTS = frozenset({"matching"})
@@ -218,6 +219,14 @@ class Scope:
         if token is not None:
             limits.deactivate(token)
 
+    def within(self, func: Callable[..., Any], *args: Any) -> Any:
+        """``func(*args)`` with this scope's budget active."""
+        token = self.enter()
+        try:
+            return func(*args)
+        finally:
+            self.leave(token)
+
     def condition_context(self) -> Context:
         return self._condition_context
 
@@ -249,15 +258,15 @@ class Condition:
         self._render = template.root_render_func
 
     def __call__(self, scope: Scope) -> Any:
-        token = scope.enter()
-        try:
-            scope.budget.check_time()
-            context = scope.condition_context()
-            for _ in self._render(context):
-                pass
-            return context.vars.pop("result")
-        finally:
-            scope.leave(token)
+        budget = scope.budget
+        if time.monotonic() > budget.deadline:
+            budget.check_time()
+        if ACTIVE.get() is not budget:  # called outside RuleSet.evaluate
+            return scope.within(self, scope)
+        context = scope.condition_context()
+        for _ in self._render(context):
+            pass
+        return context.vars.pop("result")
 
 
 class TextTemplate:
@@ -285,19 +294,19 @@ class TextTemplate:
         """
         if self._render is None or not isinstance(self._env, RulesEnvironment):
             return self.source
-        token = scope.enter()
-        try:
-            limit = scope.budget.limits.max_output
-            parts: list[str] = []
-            total = 0
-            for part in self._render(scope.template_context(self._env, shared=self._shared)):
-                total += len(part)
-                if total > limit:
-                    raise RuleLimitExceeded("output", f"a rendered text longer than {limit} characters")
-                parts.append(part)
-            return "".join(parts)
-        finally:
-            scope.leave(token)
+        budget = scope.budget
+        if ACTIVE.get() is not budget:  # called outside RuleSet.evaluate
+            result: str = scope.within(self.render, scope)
+            return result
+        limit = budget.limits.max_output
+        parts: list[str] = []
+        total = 0
+        for part in self._render(scope.template_context(self._env, shared=self._shared)):
+            total += len(part)
+            if total > limit:
+                raise RuleLimitExceeded("output", f"a rendered text longer than {limit} characters")
+            parts.append(part)
+        return "".join(parts)
 
 
 def has_jinja_syntax(source: str) -> bool:

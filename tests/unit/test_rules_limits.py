@@ -96,6 +96,9 @@ TEMPLATE_ATTACKS = [
         "{{ range(100000)|map('center', 60000)|list|length }}", "total|deadline", id="map-center-list"
     ),
     pytest.param("{{ (1).to_bytes(1000000000, 'big')|length }}", "value", id="int-method-size"),
+    pytest.param("{{ {'a': [1] * 1000}|tojson(100000000) }}", "value", id="tojson-indent"),
+    pytest.param("{{ ('a.co ' * 100000)|urlize(target='x' * 100000) }}", "value", id="urlize-target"),
+    pytest.param("{{ ('a\t' * 100000).expandtabs(100000) }}", "value", id="expandtabs"),
     pytest.param(
         "{% set ns = namespace(x='a' * 100000) %}{% for i in range(40) %}{% set ns.x = ns.x ~ ns.x %}"
         "{% endfor %}{{ ns.x|length }}",
