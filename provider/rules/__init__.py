@@ -3,7 +3,8 @@
 Rules files (YAML) are validated by :mod:`provider.rules.loader`, stored by
 :mod:`provider.rules.store`, compiled and evaluated by :mod:`provider.rules.engine`
 over the call context of :mod:`provider.rules.context`, in the sandbox of
-:mod:`provider.rules.environment`. A serving process uses :func:`build_evaluator`.
+:mod:`provider.rules.environment` (its filters and method calls in
+:mod:`provider.rules.checked`), every evaluation bounded by :mod:`provider.rules.limits`. A serving process uses :func:`build_evaluator`.
 """
 
 from __future__ import annotations
