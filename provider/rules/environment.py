@@ -176,8 +176,9 @@ class RulesEnvironment(ImmutableSandboxedEnvironment):
 
 def _finalize(value: Any) -> Any:
     """Every ``{{ ... }}`` output: the deadline, and its text counted before it is made."""
-    budget = current()
-    budget.check_time()
+    budget = ACTIVE.get()
+    if time.monotonic() > budget.deadline:
+        budget.check_time()
     if type(value) is str:
         budget.charge(len(value))
     else:
