@@ -100,6 +100,19 @@ class RuleNotFound(RuleError):
     """No rule has that name."""
 
 
+class RuleLimitExceeded(RuleError):
+    """A rule's evaluation hit a sandbox limit; ``limit`` names which.
+
+    ``deadline``, ``value`` (a text too long), ``output`` (a rendered template too
+    long), ``total`` (too much text built in one call), ``items``, ``integer`` or
+    ``regex`` (a regular expression ran out of time).
+    """
+
+    def __init__(self, limit: str, message: str) -> None:
+        self.limit = limit
+        super().__init__(message)
+
+
 # --- events and channels --------------------------------------------------------
 
 

@@ -133,6 +133,9 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=lambda: parse_networks(LOOPBACK_PROXIES))
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     rules_refresh_seconds: float = 2.0
+    # Limits of one call's rule evaluation (see provider/rules/limits.py).
+    rules_max_output: int = 65_536
+    rules_deadline_ms: int = 200
     event_dedup_seconds: int = 600
     log_format: str = "text"  # "text" or "json"
     log_level: str = "INFO"
@@ -190,6 +193,16 @@ def _parse_non_negative_int(raw: Any) -> int:
     if value < 0:
         raise ValueError("must be 0 (off) or a positive whole number")
     return value
+
+
+def _int_between(low: int, high: int) -> Callable[[Any], int]:
+    def parse(raw: Any) -> int:
+        value = int(str(raw).strip())
+        if not low <= value <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}")
+        return value
+
+    return parse
 
 
 def _parse_positive_float(raw: Any) -> float:
@@ -378,6 +391,8 @@ class _Builder:
                 },
             ),
             rules_refresh_seconds=self.get("rules_refresh_seconds", _parse_positive_float, 2.0),
+            rules_max_output=self.get("rules_max_output", _int_between(1_024, 16 * 1_048_576), 65_536),
+            rules_deadline_ms=self.get("rules_deadline_ms", _int_between(10, 60_000), 200),
             event_dedup_seconds=self.get("event_dedup_seconds", _parse_positive_int, 600),
             log_format=self.get("log_format", _choice("text", "json"), "text"),
             log_level=self.get("log_level", _choice("debug", "info", "warning", "error"), "info").upper(),

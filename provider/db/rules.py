@@ -33,6 +33,8 @@ class RuleRecord(Base):
     position: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     enabled: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=True)
     when: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    # "deny" or "skip" as the rules file says; NULL when it does not (migration 0004).
+    on_error: Mapped[str | None] = mapped_column(sa.String(10), nullable=True)
     actions: Mapped[Any] = mapped_column(sa.JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

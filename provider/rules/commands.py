@@ -47,6 +47,7 @@ from provider.domain import Authenticator, CallRequest, CallResult, Decision, Id
 from provider.errors import AuthenticationFailed, ConfigError, RulesFileError, StorageError
 from provider.redact import SECRET_VARIABLES
 from provider.rules.engine import NOT_REACHED, RuleSet, TraceEntry, compile_rules
+from provider.rules.limits import RuleLimits
 from provider.rules.loader import channel_warnings, dump_rules, load_rules_file
 from provider.rules.model import RulesFile
 from provider.rules.store import ImportSummary, RuleStore
@@ -357,8 +358,9 @@ class _TestAuthenticator:
 class _TracingEvaluator:
     """Evaluates with a trace; ``--user`` replaces whatever user the call would have."""
 
-    def __init__(self, rule_set: RuleSet, user: Identity | None) -> None:
+    def __init__(self, rule_set: RuleSet, user: Identity | None, limits: RuleLimits) -> None:
         self._rule_set = rule_set
+        self._limits = limits
         self._user = user
         self.trace: list[TraceEntry] = []
         self.decision: Decision | None = None
@@ -370,7 +372,9 @@ class _TracingEvaluator:
     ) -> Decision:
         self.identity = self._user if self._user is not None else identity
         self.evaluated = True
-        self.decision = self._rule_set.evaluate(operation, variables, self.identity, trace=self.trace)
+        self.decision = self._rule_set.evaluate(
+            operation, variables, self.identity, trace=self.trace, limits=self._limits
+        )
         return self.decision
 
 
@@ -417,7 +421,8 @@ def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
             if user is None:
                 raise ConfigError(f"the directory does not know an enabled user {args.user!r}")
         rule_set = compile_rules(snapshot.valid_rules(), version=snapshot.version)
-        evaluator = _TracingEvaluator(rule_set, user)
+        limits = RuleLimits(max_output=settings.rules_max_output, deadline_ms=settings.rules_deadline_ms)
+        evaluator = _TracingEvaluator(rule_set, user, limits)
         token = secrets.token_urlsafe(16)
         provider = Provider(
             Secret(token), authenticator=_TestAuthenticator(authenticator, user), rules=evaluator

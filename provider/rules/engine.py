@@ -19,10 +19,15 @@ priorities keep file order):
    field name) and ``html`` replace what earlier rules wrote; ``notify`` entries add up.
 4. ``stop: true`` ends evaluation after this rule.
 
-A rule whose expression or template raises at run time is skipped: it is logged
-(event ``rules.error`` with the rule name and the error type, never values) and
-counted in ``st_provider_rule_errors_total``; the call goes on. Pass a ``trace`` list
-to :meth:`RuleSet.evaluate` to learn what happened to every rule (``rules test``).
+A rule whose expression or template raises at run time -- including hitting a
+sandbox limit (:mod:`provider.rules.limits`: the call's deadline, output or value
+sizes, integers, a regular expression's timeout) -- is logged (event ``rules.error``
+with the rule name, the stage, the error type, the limit, never values) and counted
+in ``st_provider_rule_errors_total``. A rule that can deny fails closed: its denials
+apply with the default denial message, and a deny ends evaluation, as if it had
+matched. Unless it says ``on_error: skip``; then, like every other rule, it is
+skipped and the call goes on. Pass a ``trace`` list to :meth:`RuleSet.evaluate` to
+learn what happened to every rule (``rules test``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from provider.domain import CustomFieldData, Decision, Identity, Notification, Operation
-from provider.errors import RuleError
+from provider.errors import RuleError, RuleLimitExceeded
 from provider.metrics import RULE_ERRORS
 from provider.rules.context import CONTEXT_NAMES, build_context
 from provider.rules.environment import (
@@ -44,7 +49,8 @@ from provider.rules.environment import (
     compile_condition,
     compile_text,
 )
-from provider.rules.model import FieldSpec, Rule
+from provider.rules.limits import DEFAULT_LIMITS, RuleLimits, text_size
+from provider.rules.model import SKIP, FieldSpec, Rule
 from provider.variables import InputVariables
 
 log = logging.getLogger("provider.rules")
@@ -108,7 +114,10 @@ class CompiledField:
         if self.options is not None:
             options = [t.render(scope) for t in self.options]
         elif self.options_from is not None:
-            options = _as_options(self.options_from(scope))
+            value = self.options_from(scope)
+            if text_size(value, scope.budget.limits.max_output) > scope.budget.limits.max_output:
+                raise RuleLimitExceeded("output", "list_from gave more text than a rendered template may")
+            options = _as_options(value)
         spec = self.spec
         return CustomFieldData(
             name=spec.name,
@@ -181,6 +190,8 @@ class CompiledRule:
         self.final = self.deny or rule.then.stop
         then = rule.then
         self.denies = self.deny or then.allow_tickets is False or then.allow_chats is False
+        #: Whether an error in this rule applies its denials (fail closed) instead of skipping it.
+        self.fails_closed = self.denies and rule.on_error != SKIP
 
     def matches(self, scope: Scope) -> bool:
         return self.when is None or bool(self.when(scope))
@@ -326,18 +337,48 @@ class _Accumulator:
         decision.notifications.extend(effects.notifications)
 
 
-def _skip(rule: CompiledRule, operation: Operation, stage: str, exc: Exception) -> None:
+def _rule_error(rule: CompiledRule, operation: Operation, stage: str, exc: Exception) -> None:
+    """Log and count a rule's run-time error (``outcome``: ``denied`` or ``skipped``)."""
     RULE_ERRORS.labels(rule=rule.name).inc()
     log.warning(
-        "rule skipped: it raised",
+        "rule failed closed: it raised, its denial applies"
+        if rule.fails_closed
+        else "rule skipped: it raised",
         extra={
             "event": "rules.error",
             "rule": rule.name,
             "error": type(exc).__name__,
+            "limit": exc.limit if isinstance(exc, RuleLimitExceeded) else None,
             "stage": stage,
             "operation": operation.value,
+            "outcome": "denied" if rule.fails_closed else "skipped",
         },
     )
+
+
+def _failed(
+    rule: CompiledRule,
+    operation: Operation,
+    stage: str,
+    exc: Exception,
+    *,
+    result: _Accumulator,
+    trace: list[TraceEntry] | None,
+) -> bool:
+    """Handle a rule's run-time error; True when it failed closed (its denial applied)."""
+    _rule_error(rule, operation, stage, exc)
+    failure = f"{stage}: {type(exc).__name__}: {exc}"
+    if not rule.fails_closed:
+        if trace is not None:
+            trace.append(TraceEntry(rule.name, rule.rule.priority, ERROR, failure))
+        return False
+    # Fail closed: the rule's denials stand (its condition matched or could not be
+    # decided); the rest of it is dropped, the default denial message is used.
+    if trace is not None:
+        note = f"{failure}; failed closed: only its denial was applied, without its message"
+        trace.append(TraceEntry(rule.name, rule.rule.priority, ERROR, note))
+    result.apply(rule.bare_denial(), rule.name)
+    return True
 
 
 class RuleSet:
@@ -370,12 +411,26 @@ class RuleSet:
         variables: InputVariables,
         identity: Identity | None,
         trace: list[TraceEntry] | None = None,
+        limits: RuleLimits = DEFAULT_LIMITS,
     ) -> Decision:
-        """The decision for one call (see the module docstring). Never raises for a rule."""
+        """The decision for one call (see the module docstring). Never raises for a rule.
+
+        ``limits`` bound the whole evaluation (its deadline starts here).
+        """
         rules = self.for_method(operation, include_disabled=trace is not None)
         if not rules:
             return Decision()
-        scope = Scope(build_context(operation, variables, identity))
+        scope = Scope(build_context(operation, variables, identity), limits)
+        token = scope.enter()
+        try:
+            return self._evaluate(rules, scope, operation, trace)
+        finally:
+            scope.leave(token)
+
+    @staticmethod
+    def _evaluate(
+        rules: Sequence[CompiledRule], scope: Scope, operation: Operation, trace: list[TraceEntry] | None
+    ) -> Decision:
         result = _Accumulator()
         stopped_by: str | None = None
         for rule in rules:
@@ -392,10 +447,9 @@ class RuleSet:
                 continue
             try:
                 matched = rule.matches(scope)
-            except Exception as exc:  # noqa: BLE001 - any error in an admin's expression skips the rule
-                _skip(rule, operation, "when", exc)
-                if trace is not None:
-                    trace.append(TraceEntry(rule.name, priority, ERROR, f"when: {type(exc).__name__}: {exc}"))
+            except Exception as exc:  # noqa: BLE001 - any error in an admin's expression is the rule's
+                if _failed(rule, operation, "when", exc, result=result, trace=trace) and rule.final:
+                    stopped_by = rule.name
                 continue
             if not matched:
                 if trace is not None:
@@ -405,19 +459,9 @@ class RuleSet:
                 continue
             try:
                 effects = rule.effects(scope)
-            except Exception as exc:  # noqa: BLE001 - any error in an admin's template skips the rule
-                _skip(rule, operation, "then", exc)
-                failure = f"then: {type(exc).__name__}: {exc}"
-                if not rule.denies:
-                    if trace is not None:
-                        trace.append(TraceEntry(rule.name, priority, ERROR, failure))
+            except Exception as exc:  # noqa: BLE001 - any error in an admin's template is the rule's
+                if not _failed(rule, operation, "then", exc, result=result, trace=trace):
                     continue
-                # Fail closed: the condition matched, so its denial stands; the rest is dropped.
-                effects = rule.bare_denial()
-                if trace is not None:
-                    note = f"{failure}; only the denial was applied, without its message"
-                    trace.append(TraceEntry(rule.name, priority, ERROR, note))
-                result.apply(effects, rule.name)
             else:
                 result.apply(effects, rule.name)
                 if trace is not None:

@@ -8,11 +8,16 @@ environment with autoescaping: every value is escaped, the template text is not.
 
 What admins get beyond Jinja's built-ins (``lower``, ``upper``, ``in``, ``default`` ...):
 
-* tests ``matching(regex)`` (``re.search``), ``startingwith(text)``, ``endingwith(text)``;
+* tests ``matching(regex)`` (``regex.search``), ``startingwith(text)``, ``endingwith(text)``;
 * filters ``regex_search(regex, group=0)`` (the match or ``""``),
   ``regex_replace(regex, replacement)`` and ``split(separator=None)``.
 
-Repetition (``*``) and powers (``**``) are capped so a rule cannot exhaust memory.
+Every evaluation is bounded (:mod:`provider.rules.limits`): a deadline per call checked
+inside the evaluation (calls, filters, tests, operators, loop iterations, ``range``,
+output), the rendered size of each template, the size of every text or list an
+operation builds (checked before building it: ``*``, ``+``, ``~``, ``%``, ``join``,
+``center``, ``format`` ...), integers from ``*`` and ``**``, and regular expressions
+(the ``regex`` module, with the time left as its timeout). ``lipsum`` is not available.
 
 Compilation also checks what Jinja only finds at run time: unknown filters and tests,
 names that are not in the call context (with a "did you mean" hint), and regular
@@ -22,21 +27,23 @@ expressions given as constants. :class:`CompileError` lists every problem found.
 from __future__ import annotations
 
 import difflib
-import re
-from collections.abc import Collection, Iterable, Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from contextvars import Token
+from typing import Any, cast
 
 from jinja2 import StrictUndefined, Template, TemplateError, meta, nodes
-from jinja2.exceptions import SecurityError
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.parser import Parser
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
 
-from provider.errors import RuleError
+from provider.errors import RuleError, RuleLimitExceeded
+from provider.rules import limits
+from provider.rules.checked import REPLACED_FILTERS, RULES_TESTS, call_checked, checked_filter, checked_test
 from provider.rules.context import CaseInsensitiveDict
+from provider.rules.limits import ACTIVE, DEFAULT_LIMITS, Budget, RuleLimits, current
 
-MAX_REPEAT_LENGTH = 100_000
-MAX_EXPONENT = 1_000
 REGEX_FILTERS = frozenset({"regex_search", "regex_replace"})
 REGEX_TESTS = frozenset({"matching"})
 # Nodes that change a context (variables or the autoescape state): such templates get their own.
@@ -54,86 +61,129 @@ TRUSTED_READS = frozenset({"get", "keys", "values", "items"})
 
 
 class CompileError(RuleError):
-    """An expression or template is invalid; ``problems`` says why (one line each)."""
+    """An expression or template is invalid; ``problems`` lists why (one line each)."""
 
     def __init__(self, problems: Iterable[str]) -> None:
         self.problems = tuple(problems)
         super().__init__("; ".join(self.problems))
 
 
-def _text(value: Any) -> str:
-    return str(value)
+class _RulesCodeGenerator(CodeGenerator):
+    """Jinja's code generator, with every loop and every ``~`` going through the limits."""
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        node.iter = nodes.Call(
+            nodes.EnvironmentAttribute("checked_iter"), [node.iter], [], None, None, lineno=node.lineno
+        )
+        super().visit_For(node, frame)
+
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            markup = "context.eval_ctx.volatile"  # as Jinja's own visit_Concat decides
+        else:
+            markup = "True" if frame.eval_ctx.autoescape else "False"
+        self.write(f"environment.checked_concat({markup}, (")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
 
 
-def _test_matching(value: Any, pattern: str) -> bool:
-    if value is None:
-        return False
-    return re.search(pattern, _text(value)) is not None
+class _CheckedFormatter(SandboxedFormatter):
+    """``str.format`` in the sandbox, refusing fields (widths, values) that make it too long."""
+
+    def __init__(self, env: Any, **kwargs: Any) -> None:
+        super().__init__(env, **kwargs)
+        self._budget = current()
+        self._total = 0
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        self._total += limits.format_spec_size(format_spec, value, self._budget)
+        self._budget.allow_text(self._total)
+        return super().format_field(value, format_spec)
 
 
-def _test_startingwith(value: Any, prefix: str) -> bool:
-    return value is not None and _text(value).startswith(prefix)
-
-
-def _test_endingwith(value: Any, suffix: str) -> bool:
-    return value is not None and _text(value).endswith(suffix)
-
-
-def _filter_regex_search(value: Any, pattern: str, group: int | str = 0) -> str:
-    match = re.search(pattern, _text(value))
-    if match is None:
-        return ""
-    return match.group(group) or ""
-
-
-def _filter_regex_replace(value: Any, pattern: str, replacement: str, count: int = 0) -> str:
-    return re.sub(pattern, replacement, _text(value), count=count)
-
-
-def _filter_split(value: Any, separator: str | None = None, maxsplit: int = -1) -> list[str]:
-    return _text(value).split(separator, maxsplit)
+class _CheckedEscapeFormatter(_CheckedFormatter, SandboxedEscapeFormatter):
+    pass
 
 
 class RulesEnvironment(ImmutableSandboxedEnvironment):
-    """The sandbox with the rules' tests and filters, and capped ``*`` and ``**``."""
+    """The sandbox with the rules' tests and filters, every evaluation bounded."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    code_generator_class = _RulesCodeGenerator
+    checked_iter = staticmethod(limits.checked_iter)
+    checked_concat = staticmethod(limits.checked_concat)
+    # The join of macro, call-block and {% set %} buffers.
+    concat = staticmethod(limits.checked_buffer_join)
 
     def __init__(self, *, autoescape: bool) -> None:
-        super().__init__(undefined=StrictUndefined, autoescape=autoescape, keep_trailing_newline=True)
-        self.tests.update(
-            matching=_test_matching,
-            startingwith=_test_startingwith,
-            endingwith=_test_endingwith,
+        super().__init__(
+            undefined=StrictUndefined,
+            autoescape=autoescape,
+            keep_trailing_newline=True,
+            finalize=_finalize,
         )
-        self.filters.update(
-            regex_search=_filter_regex_search,
-            regex_replace=_filter_regex_replace,
-            split=_filter_split,
-        )
+        self.globals["range"] = limits.checked_range
+        self.globals.pop("lipsum", None)
+        self.filters.update(REPLACED_FILTERS)
+        self.filters = {name: checked_filter(f) for name, f in self.filters.items()}
+        self.tests.update(RULES_TESTS)
+        self.tests = {name: checked_test(cast(Callable[..., Any], t)) for name, t in self.tests.items()}
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Fast path for the read-only lookups rules make all the time (cf.get(...)):
         # the context's own mappings, whose read methods are known to be safe.
         if type(obj) is CaseInsensitiveDict and attribute in TRUSTED_READS:
             return getattr(obj, attribute)
+        current().check_time()
         return super().getattr(obj, attribute)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         owner = getattr(__obj, "__self__", None)
         if type(owner) is CaseInsensitiveDict and getattr(__obj, "__name__", None) in TRUSTED_READS:
             return __obj(*args, **kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
+        if not __self.is_safe_callable(__obj):
+            return super().call(__context, __obj, *args, **kwargs)  # raises SecurityError
+        return call_checked(__context, __obj, args, kwargs)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int) and abs(right) > MAX_EXPONENT:
-            raise SecurityError(f"exponent larger than {MAX_EXPONENT}")
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                repeats = isinstance(seq, str | list | tuple) and isinstance(times, int)
-                if repeats and len(seq) * times > MAX_REPEAT_LENGTH:
-                    raise SecurityError(f"repetition longer than {MAX_REPEAT_LENGTH}")
-        return super().call_binop(context, operator, left, right)
+        return limits.binop(operator, self.binop_table[operator], left, right)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapper = super().wrap_str_format(value)
+        if wrapper is None:
+            return None
+        text = value.__self__
+        formatter: SandboxedFormatter
+        if hasattr(text, "__html__"):
+            formatter = _CheckedEscapeFormatter(self, escape=text.escape)
+        else:
+            formatter = _CheckedFormatter(self)
+        is_format_map = value.__name__ == "format_map"
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            if is_format_map:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one argument")
+                kwargs, args = args[0], ()
+            result: str = type(text)(formatter.vformat(text, args, kwargs))
+            return result
+
+        return checked
+
+
+def _finalize(value: Any) -> Any:
+    """Every ``{{ ... }}`` output: the deadline, and its text counted before it is made."""
+    budget = ACTIVE.get()
+    if time.monotonic() > budget.deadline:
+        budget.check_time()
+    if type(value) is str:
+        budget.charge(len(value))
+    else:
+        budget.charge(budget.measure(value))
+    return value
 
 
 TEXT_ENV = RulesEnvironment(autoescape=False)
@@ -146,16 +196,37 @@ class Scope:
     Jinja's globals, then the call context over them, built once per call. Conditions
     share one Jinja context (an expression can only assign its own ``result``);
     each template gets a fresh one, so a ``{% set %}`` never leaks into another rule.
+    ``budget`` bounds everything evaluated in this scope (its deadline starts now).
     """
 
-    __slots__ = ("_condition_context", "_html_context", "variables")
+    __slots__ = ("_condition_context", "_html_context", "budget", "variables")
 
-    def __init__(self, context: Mapping[str, Any]) -> None:
+    def __init__(self, context: Mapping[str, Any], limits: RuleLimits = DEFAULT_LIMITS) -> None:
         variables = dict(TEXT_ENV.globals)
         variables.update(context)
         self.variables = variables
+        self.budget = Budget(limits)
         self._condition_context = Context(TEXT_ENV, variables, None, {})
         self._html_context: Context | None = None
+
+    def enter(self) -> Token[Budget] | None:
+        """Make this scope's budget the active one; the token to :meth:`leave` with, if it was not."""
+        if current() is self.budget:
+            return None
+        return limits.activate(self.budget)
+
+    @staticmethod
+    def leave(token: Token[Budget] | None) -> None:
+        if token is not None:
+            limits.deactivate(token)
+
+    def within(self, func: Callable[..., Any], *args: Any) -> Any:
+        """``func(*args)`` with this scope's budget active."""
+        token = self.enter()
+        try:
+            return func(*args)
+        finally:
+            self.leave(token)
 
     def condition_context(self) -> Context:
         return self._condition_context
@@ -177,7 +248,8 @@ class Condition:
     Equivalent to ``ImmutableSandboxedEnvironment.compile_expression(source,
     undefined_to_none=False)``, but evaluated in the call's shared :class:`Scope`
     instead of copying every variable into a new context per expression (several
-    times faster with many rules). Raises whatever the expression raises.
+    times faster with many rules). Raises whatever the expression raises, and
+    RuleLimitExceeded when the scope's budget runs out (its deadline is checked first).
     """
 
     __slots__ = ("_render", "source")
@@ -187,6 +259,11 @@ class Condition:
         self._render = template.root_render_func
 
     def __call__(self, scope: Scope) -> Any:
+        budget = scope.budget
+        if time.monotonic() > budget.deadline:
+            budget.check_time()
+        if ACTIVE.get() is not budget:  # called outside RuleSet.evaluate
+            return scope.within(self, scope)
         context = scope.condition_context()
         for _ in self._render(context):
             pass
@@ -211,10 +288,26 @@ class TextTemplate:
         return self._render is None
 
     def render(self, scope: Scope) -> str:
-        """The rendered text; raises whatever the template raises (the engine catches it)."""
+        """The rendered text; raises whatever the template raises (the engine catches it).
+
+        RuleLimitExceeded when the text grows beyond the scope's ``max_output`` (counted
+        while rendering, so it stops there) or the scope's budget runs out.
+        """
         if self._render is None or not isinstance(self._env, RulesEnvironment):
             return self.source
-        return "".join(self._render(scope.template_context(self._env, shared=self._shared)))
+        budget = scope.budget
+        if ACTIVE.get() is not budget:  # called outside RuleSet.evaluate
+            result: str = scope.within(self.render, scope)
+            return result
+        limit = budget.limits.max_output
+        parts: list[str] = []
+        total = 0
+        for part in self._render(scope.template_context(self._env, shared=self._shared)):
+            total += len(part)
+            if total > limit:
+                raise RuleLimitExceeded("output", f"a rendered text longer than {limit} characters")
+            parts.append(part)
+        return "".join(parts)
 
 
 def has_jinja_syntax(source: str) -> bool:
@@ -234,10 +327,9 @@ def _static_problems(ast: nodes.Template, env: RulesEnvironment, known_names: Co
         if name in regex_names and node.args and isinstance(node.args[0], nodes.Const):
             pattern = node.args[0].value
             if isinstance(pattern, str):
-                try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    problems.append(f"invalid regular expression {pattern!r} in {name}: {exc}")
+                error = limits.compile_check(pattern)
+                if error is not None:
+                    problems.append(f"invalid regular expression {pattern!r} in {name}: {error}")
     if problems:
         return problems  # the variable analysis needs every filter and test to exist
     try:

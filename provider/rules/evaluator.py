@@ -29,6 +29,7 @@ from provider.domain import Decision, Identity, Operation
 from provider.errors import StorageError
 from provider.metrics import RULE_ERRORS, RULES_RELOADED
 from provider.rules.engine import CompiledRule, RuleCompileError, RuleSet, compile_rule
+from provider.rules.limits import DEFAULT_LIMITS, RuleLimits
 from provider.rules.store import RuleStore, Snapshot
 from provider.variables import InputVariables
 
@@ -44,8 +45,10 @@ class StoredRules:
         *,
         refresh_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        limits: RuleLimits = DEFAULT_LIMITS,
     ) -> None:
         self._store = store
+        self._limits = limits
         self._refresh_seconds = refresh_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -57,7 +60,7 @@ class StoredRules:
         self, operation: Operation, variables: InputVariables, identity: Identity | None
     ) -> Decision:
         """The decision of the current rules for one call (see the module docstring)."""
-        return self.rule_set().evaluate(operation, variables, identity)
+        return self.rule_set().evaluate(operation, variables, identity, limits=self._limits)
 
     def rule_set(self) -> RuleSet:
         """The current compiled rules, checking the version when the interval has passed."""

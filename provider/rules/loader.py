@@ -43,6 +43,8 @@ from provider.rules.model import (
     ACTION_METHODS,
     ACTION_ORDER,
     ANY_METHOD,
+    DENY,
+    ON_ERROR_VALUES,
     RESERVED_OUTPUTS,
     Actions,
     ChannelEntry,
@@ -59,7 +61,7 @@ NAME_PATTERN = re.compile(r"^[\w][\w .:@/+-]*$")
 PRIORITY_LIMIT = 1_000_000_000
 
 TOP_KEYS = ("channels", "rules")
-RULE_KEYS = ("name", "description", "method", "priority", "enabled", "when", "then")
+RULE_KEYS = ("name", "description", "method", "priority", "enabled", "when", "on_error", "then")
 FIELD_KEYS = ("name", "list", "list_from", "required", "visible", "lookup")
 CHANNEL_RESERVED = ("type", "enabled")
 METHOD_NAMES = tuple(op.value for op in Operation)
@@ -138,6 +140,10 @@ def _construct_timestamp_as_text(loader: _Loader, node: yaml.ScalarNode) -> str:
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp_as_text)
+
+
+def _can_deny(actions: Actions) -> bool:
+    return False in (actions.allow, actions.allow_tickets, actions.allow_chats)
 
 
 def _line_of(node: Any, key: Any = None) -> int | None:
@@ -377,11 +383,26 @@ class _Validator:
             )
             when = None
 
+        on_error = body.get("on_error")
+        if "on_error" in body and on_error not in ON_ERROR_VALUES:
+            self.add(
+                f"on_error must be one of {', '.join(ON_ERROR_VALUES)}, not {on_error!r}",
+                line=_line_of(body, "on_error"),
+                rule=label,
+            )
+            on_error = None
+
         method, methods = self.method(body, label)
         then = body.get("then")
         actions = self.then(then, _line_of(body, "then"), label, channel_names) if "then" in body else None
         if "then" not in body:
             self.add("a rule needs 'then' (what to do when it matches)", line=line, rule=label)
+        if on_error == DENY and actions is not None and not _can_deny(actions):
+            self.add(
+                "on_error: deny needs a rule that denies (allow, allow_tickets or allow_chats: false)",
+                line=_line_of(body, "on_error"),
+                rule=label,
+            )
         if actions is not None and method is not None:
             methods = self.check_actions(actions, method, methods, _line_of(body, "method"), label)
         if actions is not None and check_templates:
@@ -409,6 +430,7 @@ class _Validator:
             priority=priority,
             enabled=enabled,
             when=when,
+            on_error=on_error,
             then=actions,
             line=line,
         )

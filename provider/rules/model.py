@@ -24,6 +24,13 @@ from provider.domain import Operation
 #: ``method: "*"``: every operation whose actions the rule's ``then`` can express.
 ANY_METHOD = "*"
 
+#: ``on_error``: what a rule that raises at run time does. A rule that can deny fails
+#: closed (``deny``, its default: its denials apply); ``skip`` skips it, as every
+#: other rule is skipped.
+DENY = "deny"
+SKIP = "skip"
+ON_ERROR_VALUES: tuple[str, ...] = (DENY, SKIP)
+
 #: Which action is valid for which operation.
 ACTION_METHODS: Mapping[str, frozenset[Operation]] = {
     "allow": frozenset(Operation) - {Operation.NOTIFY_EVENT_FIRED},
@@ -153,7 +160,8 @@ class Rule:
 
     ``method`` is kept as written (a name, a list of names, or ``"*"``); ``methods``
     is what it resolves to. ``line`` is the rule's line in the file it came from
-    (``None`` for rules read from the database).
+    (``None`` for rules read from the database). ``on_error`` is ``None`` when the file
+    does not say (a rule that can deny then fails closed, see :data:`SKIP`).
     """
 
     name: str
@@ -164,6 +172,7 @@ class Rule:
     priority: int = 0
     enabled: bool = True
     description: str | None = None
+    on_error: str | None = None
     line: int | None = field(default=None, compare=False)
 
     def to_mapping(self) -> dict[str, Any]:
@@ -177,6 +186,8 @@ class Rule:
             out["enabled"] = False
         if self.when is not None:
             out["when"] = self.when
+        if self.on_error is not None:
+            out["on_error"] = self.on_error
         out["then"] = self.then.to_mapping()
         return out
 

@@ -139,6 +139,8 @@ def _rule_mapping(record: RuleRecord) -> dict[str, Any]:
         out["enabled"] = False
     if record.when is not None:
         out["when"] = record.when
+    if record.on_error is not None:
+        out["on_error"] = record.on_error
     out["then"] = record.actions
     return out
 
@@ -151,6 +153,7 @@ def _record_values(rule: Rule) -> dict[str, Any]:
         "priority": rule.priority,
         "enabled": rule.enabled,
         "when": rule.when,
+        "on_error": rule.on_error,
         "actions": mapping["then"],
     }
 

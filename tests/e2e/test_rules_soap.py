@@ -300,7 +300,12 @@ def test_priorities_stop_and_runtime_errors(rules_server: RulesServer) -> None:
     rules_server.load(
         """\
 rules:
-  - {name: broken, method: StartTicket, priority: 1, when: "cf['Missing'] == 'x'", then: {allow: false}}
+  - name: broken
+    method: StartTicket
+    priority: 1
+    when: "cf['Missing'] == 'x'"
+    on_error: skip   # without it, a deny rule that raises denies (fail closed)
+    then: {allow: false}
   - {name: first, method: StartTicket, priority: 2, then: {set: {departmentName: First, cf_A: a}}}
   - {name: second, method: StartTicket, priority: 3, then: {set: {departmentName: Second}}}
   - {name: stopper, method: StartTicket, priority: 4, when: "subject == 'stop'", then: {stop: true}}
@@ -322,6 +327,46 @@ rules:
     assert error["error"] == "UndefinedError" and error["stage"] == "when"
     metrics = httpx.get(f"{rules_server.server.url}/metrics", timeout=10).text
     assert 'st_provider_rule_errors_total{rule="broken"}' in metrics
+
+
+def test_a_catastrophic_subject_answers_promptly_and_the_service_keeps_answering(
+    rules_server: RulesServer,
+) -> None:
+    """Issue 9 item 4: a portal user's subject against ``matching`` rules hung both workers."""
+    version = rules_server.load(
+        """\
+rules:
+  - {name: issue-pattern, method: StartChat, when: "subject is matching('^(a+)+$')", then: {set: {cf_A: a}}}
+  - {name: no-spam, method: StartChat, priority: 5, when: "subject is matching('^(a|aa)+$')", then: {allow: false}}
+"""
+    )
+
+    def both_workers_loaded() -> bool:
+        # Concurrent calls would otherwise meet a worker still serving the previous rules.
+        rules_server.call(Operation.START_CHAT, "subject=hello")
+        reloads = rules_server.log_events("rules.reloaded")
+        return len({e.get("pid") for e in reloads if e.get("version") == version}) >= 2
+
+    wait_until(both_workers_loaded)
+    subject = "subject=" + "a" * 40 + "!"
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda _: rules_server.call(Operation.START_CHAT, subject), range(6)))
+    # Each call's rules stop at the deadline (200 ms) inside the evaluation; nothing keeps spinning.
+    assert time.monotonic() - started < 5.0
+    for answer in answers:
+        # The deny rule could not decide in time: it fails closed, with the default message.
+        assert answer.output_variables == ["ChatCreation=FALSE"]
+        assert answer.message == "Chat creation denied"
+    started = time.monotonic()
+    normal = rules_server.call(Operation.START_CHAT, "subject=hello")
+    assert time.monotonic() - started < 2.0
+    assert normal.output_variables == ["ChatCreation=TRUE"]
+    # The rules still decide when they can: "aaaa" matches both.
+    assert rules_server.call(Operation.START_CHAT, "subject=aaaa").output_variables == ["ChatCreation=FALSE"]
+    wait_until(lambda: any(e.get("rule") == "no-spam" for e in rules_server.log_events("rules.error")))
+    error = next(e for e in rules_server.log_events("rules.error") if e.get("rule") == "no-spam")
+    assert (error["limit"], error["outcome"], error["stage"]) == ("regex", "denied", "when")
 
 
 def test_invalid_file_is_rejected_and_the_service_keeps_its_rules(rules_server: RulesServer) -> None:

@@ -180,3 +180,21 @@ def test_unicode_survives_storage(store: RuleStore) -> None:
     )
     store.import_rules(parse_rules(text), replace=False, **WHO)
     assert store.export() == parse_rules(text)
+
+
+def test_on_error_is_stored_and_exported(store: RuleStore, database: Database) -> None:
+    text = """\
+rules:
+  - {name: strict, method: StartTicket, when: "cf['Tier'] != 'vip'", then: {allow: false}}
+  - {name: lenient, method: StartTicket, when: "cf['Tier'] != 'vip'", on_error: skip, then: {allow: false}}
+"""
+    store.import_rules(parse_rules(text), replace=True, **WHO)
+    with database.session() as session:
+        stored = {r.name: r.on_error for r in session.scalars(select(RuleRecord))}
+    assert stored == {"strict": None, "lenient": "skip"}
+    exported = store.export()
+    assert exported == parse_rules(text)
+    assert [r.on_error for r in parse_rules(dump_rules(exported)).rules] == [None, "skip"]
+    # Changing only on_error is an update.
+    summary = store.import_rules(parse_rules(text.replace("on_error: skip, ", "")), replace=True, **WHO)
+    assert summary.count("rule", "updated") == 1

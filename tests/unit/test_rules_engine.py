@@ -303,7 +303,7 @@ def test_runtime_errors_skip_the_rule_log_and_count(caplog: pytest.LogCaptureFix
         """\
   - {name: missing-key, method: StartTicket, priority: 1, when: "cf['Nope'] == 'x'", then: {set: {cf_A: a}}}
   - {name: bad-template, method: StartTicket, priority: 2, then: {set: {cf_B: b, cf_C: "{{ 1 / 0 }}"}}}
-  - {name: unsafe, method: StartTicket, priority: 3, when: "('x' * 200000) or true", then: {set: {cf_D: d}}}
+  - {name: unsafe, method: StartTicket, priority: 3, when: "('x' * 2000000) or true", then: {set: {cf_D: d}}}
   - {name: fine, method: StartTicket, priority: 4, then: {set: {cf_E: "{{ subject }}"}}}
 """
     )
@@ -316,7 +316,7 @@ def test_runtime_errors_skip_the_rule_log_and_count(caplog: pytest.LogCaptureFix
     assert [(r.rule, r.error, r.stage) for r in records] == [
         ("missing-key", "UndefinedError", "when"),
         ("bad-template", "ZeroDivisionError", "then"),
-        ("unsafe", "SecurityError", "when"),
+        ("unsafe", "RuleLimitExceeded", "when"),
     ]
     assert "secret subject" not in caplog.text
     assert {name: errors_for(name) - before[name] for name in before} == dict.fromkeys(before, 1.0)
@@ -399,4 +399,4 @@ def test_a_matched_denial_stands_when_its_templates_fail() -> None:
     assert options.custom_fields == []
     trace = traced(rule_set, Operation.START_TICKET, "subject=x")
     assert trace[0].outcome == ERROR and trace[0].detail is not None
-    assert trace[0].detail.endswith("only the denial was applied, without its message")
+    assert trace[0].detail.endswith("failed closed: only its denial was applied, without its message")

@@ -60,6 +60,20 @@ def test_accept_namespaces_refuses_patterns_and_overlong_names(raw: str) -> None
         Settings.from_mapping({"accept_namespaces": raw})
 
 
+def test_rule_limits_have_safe_defaults_and_are_validated() -> None:
+    defaults = Settings.from_mapping({})
+    assert (defaults.rules_max_output, defaults.rules_deadline_ms) == (65_536, 200)
+    chosen = Settings.from_mapping({"rules_max_output": "4096", "rules_deadline_ms": "50"})
+    assert (chosen.rules_max_output, chosen.rules_deadline_ms) == (4096, 50)
+    with pytest.raises(ConfigError) as info:
+        Settings.from_mapping({"rules_max_output": "10", "rules_deadline_ms": "0"})
+    message = str(info.value)
+    assert "ST_PROVIDER_RULES_MAX_OUTPUT: must be a whole number from 1024 to 16777216" in message
+    assert "ST_PROVIDER_RULES_DEADLINE_MS: must be a whole number from 10 to 60000" in message
+    with pytest.raises(ConfigError, match="RULES_DEADLINE_MS"):
+        Settings.from_mapping({"rules_deadline_ms": "forever"})
+
+
 def test_ldap_settings_and_default_auth() -> None:
     settings = Settings.from_mapping(
         {
