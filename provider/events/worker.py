@@ -80,6 +80,7 @@ from provider.errors import ChannelError, ConfigError, ProviderError
 from provider.events import reports
 from provider.events.redact import redact, secret_values
 from provider.events.retry import DEFAULT_RETRY_WAITS, RetryPolicy, decide, make_policy
+from provider.journal.retention import PurgeSchedule
 from provider.settings import Settings
 
 log = logging.getLogger("provider.events.worker")
@@ -183,6 +184,8 @@ class Worker:
         self._paused: dict[str, datetime] = {}
         self._pause_checked: dict[str, float] = {}
         self._next_housekeeping = 0.0
+        # Retention (call journal, events, rules audit): see provider/journal/retention.py.
+        self._retention = PurgeSchedule(database, settings.retention)
 
     # --- loops ------------------------------------------------------------------
 
@@ -194,6 +197,7 @@ class Worker:
         """
         now = self._clock()
         self._housekeeping(now)
+        self._retention.run_if_due(now)  # at most once a minute, bounded, never raises
         claimed = self._claim(now)
         if claimed:
             self._process(claimed, stop)
