@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -254,3 +255,97 @@ def test_calls_list_filters(journal_server: JournalServer) -> None:
     assert len(s.cli_json("calls", "list", "--limit", "1")) == 1
     missing = run_cli(["calls", "show", "999999"], s.env)
     assert missing.returncode == 1 and "no journaled call 999999" in missing.stderr
+
+
+DRAFT = (
+    RULES.replace("set: {Tier: gold}", "set: {Tier: silver}")
+    .replace(
+        """  - name: no-chats-for-bob
+    method: StartChat
+    when: "loginUsername == 'bob'"
+    then:
+      allow: false
+      message: No chats for bob
+""",
+        "",
+    )
+    .replace(
+        "text: \"ticket {{ args.get('ticketNumber', '') }}\"",
+        "text: \"new ticket {{ args.get('ticketNumber', '') }}\"",
+    )
+)
+
+
+def test_whatif_reports_exactly_the_calls_whose_answer_changes(journal_server: JournalServer) -> None:
+    s = journal_server
+    assert DRAFT != RULES and "no-chats-for-bob" not in DRAFT and "new ticket" in DRAFT
+    since = datetime.now(UTC).isoformat()
+    start = len(_calls(s.url))
+    s.call(Operation.START_CHAT, "loginUsername=bob")
+    s.call(Operation.START_CHAT, "loginUsername=bob", "departmentName=Sales")
+    s.call(Operation.START_CHAT, "loginUsername=ann")
+    s.call(Operation.AUTHENTICATE, "loginUsername=ann", f"loginPassword={ANN_PASSWORD}")
+    # A refused login is replayed as accepted, as a user the directory never described (no groups).
+    s.call(Operation.AUTHENTICATE, "loginUsername=ann", f"loginPassword={WRONG_LOGIN_PASSWORD}")
+    s.call(Operation.GET_USER_DETAILS, "username=ann")
+    s.call(Operation.NOTIFY_EVENT_FIRED, "eventType=502000", "args_ticketNumber=T-7")
+    s.call(
+        Operation.START_TICKET, "loginUsername=ann", auth=f"authPW={WRONG_SERVICE_PASSWORD}"
+    )  # not replayed
+    wait_until(lambda: len(_calls(s.url)) >= start + 8, 20, "eight journaled calls")
+    deliveries_before = _count(s.url, "deliveries")
+
+    draft = s.directory / "draft.yaml"
+    draft.write_text(DRAFT, encoding="utf-8")
+    same = s.directory / "same.yaml"
+    same.write_text(RULES, encoding="utf-8")
+
+    report = s.cli_json("rules", "whatif", str(draft), "--replace", "--since", since)
+    assert report["replayed"] == 7
+    assert report["by_operation"] == {
+        "Authenticate": {"replayed": 2, "changed": 1},
+        "GetUserDetails": {"replayed": 1, "changed": 0},
+        "NotifyEventFired": {"replayed": 1, "changed": 1},
+        "StartChat": {"replayed": 3, "changed": 2},
+    }
+    assert report["changed"] == 4
+    changed = {(c["operation"], c["user"]) for c in report["calls"]}
+    assert changed == {("StartChat", "bob"), ("Authenticate", "ann"), ("NotifyEventFired", None)}
+    assert [c["operation"] for c in report["calls"]] == [
+        "NotifyEventFired",
+        "Authenticate",
+        "StartChat",
+        "StartChat",
+    ]
+    login = next(c for c in report["calls"] if c["operation"] == "Authenticate")
+    assert login["diff"] == {"output": {"added": {}, "removed": {}, "changed": {"Tier": ["gold", "silver"]}}}
+    chat = next(c for c in report["calls"] if c["operation"] == "StartChat")
+    assert chat["before"]["output"] == [["ChatCreation", "FALSE"]] and chat["after"]["output"] == [
+        ["ChatCreation", "TRUE"]
+    ]
+    assert chat["diff"]["message"] == ["No chats for bob", "Chat Creation Successful"]
+    event = next(c for c in report["calls"] if c["operation"] == "NotifyEventFired")
+    assert [n["params"]["text"] for n in event["diff"]["notifications"]["added"]] == ["new ticket T-7"]
+    assert [n["params"]["text"] for n in event["diff"]["notifications"]["dropped"]] == ["ticket T-7"]
+    assert set(report["calls"][0]) == {"id", "time", "operation", "user", "before", "after", "diff"}
+
+    identical = s.cli_json("rules", "whatif", str(same), "--replace", "--since", since)
+    assert (identical["replayed"], identical["changed"], identical["calls"]) == (7, 0, [])
+    merged = s.cli_json("rules", "whatif", str(draft), "--since", since)  # no --replace: bob's rule stays
+    assert merged["changed"] == 2 and {c["operation"] for c in merged["calls"]} == {
+        "Authenticate",
+        "NotifyEventFired",
+    }
+    table = run_cli(["rules", "whatif", str(draft), "--replace", "--since", since], s.env)
+    assert table.returncode == 0 and "of the last 7 calls, 4 would be answered differently" in table.stdout
+    assert _count(s.url, "deliveries") == deliveries_before  # nothing written, nothing queued
+    assert len(_calls(s.url)) == start + 8
+
+
+def _count(url: str, table: str) -> int:
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+    finally:
+        engine.dispose()
