@@ -17,14 +17,14 @@
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import logging
 import re
 from datetime import datetime
 from typing import Any
 
 from provider.calls import SECRET_VARIABLES
-from provider.domain import CallRequest, CallResult, Identity, JournalEntry
+from provider.domain import CallRequest, CallResult, CustomFieldData, Identity, JournalEntry
 from provider.events.redact import _NAMES as SECRET_NAMES  # the one list of secret-looking names
 from provider.events.redact import REDACTED
 
@@ -38,6 +38,7 @@ _DENIED_OUTPUTS = frozenset(
 _USER_INPUTS = ("loginUsername", "username", "emailFrom", "email")
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
     """Whether a variable called ``name`` holds a secret (its value is never journaled)."""
     return name.strip().lower() in SECRET_VARIABLES or bool(_SECRET_NAME.search(name))
@@ -87,12 +88,25 @@ def answer_document(result: CallResult) -> dict[str, Any]:
         "success": result.success,
         "message": result.message,
         "output": [list(pair) for pair in kept_variables(result.output.items())],
-        "fields": [dataclasses.asdict(f) for f in result.custom_fields],
+        "fields": [_field(f) for f in result.custom_fields],
         "html": result.user_info_html,
         "notifications": [
             {"rule": n.rule, "channel": n.channel, "params": _plain(n.params)}
             for n in (decision.notifications if decision is not None else ())
         ],
+    }
+
+
+def _field(data: CustomFieldData) -> dict[str, Any]:
+    return {
+        "name": data.name,
+        "display_with_information_lookup": data.display_with_information_lookup,
+        "change_list_options": data.change_list_options,
+        "list_options": list(data.list_options),
+        "change_required": data.change_required,
+        "new_required_value": data.new_required_value,
+        "change_visible": data.change_visible,
+        "new_visible_value": data.new_visible_value,
     }
 
 

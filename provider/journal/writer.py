@@ -22,20 +22,24 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from typing import cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from provider.db.journal import CallJournalRecord
-from provider.db.session import Database
+from provider.db.session import Database, storage_error
 from provider.domain import JournalEntry
 from provider.errors import ProviderError
 from provider.metrics import JOURNAL_DROPPED, JOURNAL_WRITTEN
 
 log = logging.getLogger("provider.journal")
+
+_TABLE = cast(Table, CallJournalRecord.__table__)
 
 FLUSH_SECONDS = 1.0
 BATCH_SIZE = 200
@@ -80,7 +84,7 @@ class JournalWriter:
         self._clock = clock
         self._lock = threading.Lock()
         self._pid: int | None = None
-        self._queue: queue.Queue[JournalEntry] = queue.Queue(max_queue)
+        self._queue: deque[JournalEntry] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -94,14 +98,15 @@ class JournalWriter:
         """Queue ``entry`` for the next flush; drop it (counted) when the queue is full."""
         try:
             self._ensure_started()
-            self._queue.put_nowait(entry)
-        except queue.Full:
-            self._dropped("queue_full", 1)
-            return
+            queued = len(self._queue)
+            if queued >= self._max_queue:
+                self._dropped("queue_full", 1)
+                return
+            self._queue.append(entry)  # deque.append is atomic: no lock on the request path
         except Exception:  # noqa: BLE001 - the journal must never fail a call
             self._dropped("error", 1)
             return
-        if self._queue.qsize() >= self._batch_size:
+        if queued + 1 == self._batch_size:
             self._wake.set()
 
     def _ensure_started(self) -> None:
@@ -112,7 +117,7 @@ class JournalWriter:
             if self._pid == pid:
                 return
             # A new process (first entry, or a forked child): its own queue and thread.
-            self._queue = queue.Queue(self._max_queue)
+            self._queue = deque()
             self._wake = threading.Event()
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._run, name="st-provider-journal", daemon=True)
@@ -135,8 +140,8 @@ class JournalWriter:
             batch: list[JournalEntry] = []
             while len(batch) < self._batch_size:
                 try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
+                    batch.append(self._queue.popleft())
+                except IndexError:
                     break
             if not batch:
                 return written
@@ -144,8 +149,12 @@ class JournalWriter:
 
     def _write(self, batch: Sequence[JournalEntry]) -> int:
         try:
-            with self._db.session() as session:
-                session.execute(insert(CallJournalRecord), [_row(e) for e in batch])
+            rows = [_row(e) for e in batch]
+            try:
+                with self._db.engine.begin() as connection:  # Core executemany: no ORM work per row
+                    connection.execute(_TABLE.insert(), rows)
+            except SQLAlchemyError as exc:
+                raise storage_error(exc, self._db.url, "journal write failed") from exc
         except ProviderError as exc:
             self._dropped("storage", len(batch), error=type(exc).__name__)
             return 0
