@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from provider.app import build_application
 from provider.calls import Provider
+from provider.db.migrate import upgrade
 from provider.db.session import Database
 from provider.domain import Decision, Identity, JournalEntry, Operation
 from provider.journal.entry import is_secret_name, kept_variables
@@ -148,15 +149,17 @@ def test_a_full_queue_drops_new_entries(tmp_path: Path) -> None:
 
 
 def test_journal_off_builds_no_writer(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'provider.db'}"
+    upgrade(url)
+    values = {"web_service_password": WEB_SERVICE_PASSWORD, "database_url": url}
+    off = Settings.from_mapping({**values, "journal": "off"})
+    assert build_application(off, provider=Provider(Secret(WEB_SERVICE_PASSWORD))).journal is None
+    on = build_application(Settings.from_mapping(values), provider=Provider(Secret(WEB_SERVICE_PASSWORD)))
+    assert isinstance(on.journal, JournalWriter)
+
+
+def test_no_journal_without_its_table(tmp_path: Path) -> None:
     settings = Settings.from_mapping(
-        {
-            "web_service_password": WEB_SERVICE_PASSWORD,
-            "database_url": f"sqlite:///{tmp_path / 'unused.db'}",
-            "journal": "off",
-        }
+        {"web_service_password": WEB_SERVICE_PASSWORD, "database_url": f"sqlite:///{tmp_path / 'empty.db'}"}
     )
     assert build_application(settings, provider=Provider(Secret(WEB_SERVICE_PASSWORD))).journal is None
-    on = Settings.from_mapping(
-        {**{"web_service_password": WEB_SERVICE_PASSWORD}, "database_url": "sqlite://"}
-    )
-    assert build_application(on, provider=Provider(Secret(WEB_SERVICE_PASSWORD))).journal is not None
