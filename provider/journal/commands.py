@@ -29,7 +29,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     calls = subparsers.add_parser("calls", help="see the SOAP calls SmarterTrack made (the call journal)")
     sub = calls.add_subparsers(dest="calls_command", required=True, metavar="ACTION")
     listing = sub.add_parser("list", help="list journaled calls, newest first")
-    listing.add_argument("--operation", choices=[str(o) for o in Operation], metavar="OP")
+    listing.add_argument(
+        "--operation",
+        choices=[*(str(o) for o in Operation), "unknown"],
+        metavar="OP",
+        help="one of the seven operations, or unknown (a request refused before its operation was known)",
+    )
     listing.add_argument("--outcome", choices=OUTCOMES)
     listing.add_argument("--user", help="the user's name (case-insensitive)")
     listing.add_argument("--since", type=_since, help="at or after (ISO 8601)")

@@ -58,10 +58,11 @@ def _row(entry: JournalEntry) -> dict[str, object]:
         "outcome": entry.outcome,
         "fault": entry.fault,
         "username": entry.username,
-        "variables": [list(pair) for pair in entry.variables],
-        "identity": dict(entry.identity) if entry.identity is not None else None,
-        "matched": list(entry.matched),
-        "answer": dict(entry.answer) if entry.answer is not None else None,
+        # JSON writes tuples as lists: no copies needed
+        "variables": entry.variables,
+        "identity": entry.identity,
+        "matched": entry.matched,
+        "answer": entry.answer,
     }
 
 
