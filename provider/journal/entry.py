@@ -8,6 +8,11 @@
   :mod:`provider.events.redact` treats as secret: ``*password*``, ``*secret*``,
   ``*token*``, ``*api_key*`` ...) are replaced by ``[redacted]``, in the input and in
   the output variables;
+* a caller that did not give the right Web Service Password is not trusted with storage:
+  only the names of its first :data:`UNAUTHENTICATED_NAMES` variables are kept (values
+  ``[not stored]``, names cut to 100 characters), so a flood of refused requests cannot fill
+  the database with its bodies; requests refused before their variables were read (faults)
+  keep none;
 * the outcome is ``permission_denied`` (wrong or missing Web Service Password),
   ``fault`` (the request was refused before the domain answered it), ``error`` (an
   internal error), ``denied`` (the answer refuses what was asked: ``Success=false``,
@@ -31,6 +36,8 @@ from provider.events.redact import REDACTED
 log = logging.getLogger("provider.journal")
 
 OUTCOMES = ("ok", "denied", "permission_denied", "fault", "error")
+NOT_STORED = "[not stored]"
+UNAUTHENTICATED_NAMES = 50
 _SECRET_NAME = re.compile(SECRET_NAMES, re.IGNORECASE)
 _DENIED_OUTPUTS = frozenset(
     {("Authentication", "FAIL"), ("TicketCreation", "FALSE"), ("ChatCreation", "FALSE")}
@@ -129,6 +136,15 @@ def _username(request: CallRequest | None, identity: Identity | None) -> str | N
     return name[:320] if name else None
 
 
+def _variables(request: CallRequest | None, *, permission_denied: bool) -> tuple[tuple[str, str], ...]:
+    if request is None:
+        return ()
+    kept = kept_variables(request.variables.pairs)
+    if permission_denied:
+        return tuple((name[:100], NOT_STORED) for name, _ in kept[:UNAUTHENTICATED_NAMES])
+    return kept
+
+
 def journal_entry(
     *,
     at: datetime,
@@ -155,7 +171,7 @@ def journal_entry(
         outcome=classify(transport_outcome, permission_denied=permission_denied, result=result),
         fault=fault,
         username=_username(request, identity),
-        variables=kept_variables(request.variables.pairs) if request is not None else (),
+        variables=_variables(request, permission_denied=permission_denied),
         identity=identity_document(identity),
         matched=tuple(decision.matched) if decision is not None else (),
         answer=answer_document(result) if result is not None else None,

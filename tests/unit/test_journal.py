@@ -78,7 +78,13 @@ def test_the_app_journals_every_soap_request(tmp_path: Path) -> None:
     _post(app, Operation.AUTHENTICATE, AUTH, "loginUsername=ann", "loginPassword=ann-pw-123")
     _post(app, Operation.AUTHENTICATE, AUTH, "loginUsername=ann", "loginPassword=wrong-guess")
     _post(app, Operation.START_CHAT, AUTH, "loginUsername=ann")
-    _post(app, Operation.START_TICKET, "authPW=wrong-service-password", "loginUsername=ann")
+    _post(
+        app,
+        Operation.START_TICKET,
+        "authPW=wrong-service-password",
+        "loginUsername=ann",
+        "subject=" + "x" * 5000,
+    )
     wsgi_call(app, body=b"<not-soap/>", headers={"Content-Type": "text/xml"})
     wsgi_call(app, method="GET", path="/healthz")  # not a SOAP call: not journaled
     ok, failed, chat, refused, fault = journal.entries
@@ -88,6 +94,8 @@ def test_the_app_journals_every_soap_request(tmp_path: Path) -> None:
     assert ok.answer is not None and ["Tier", "gold"] in ok.answer["output"]
     assert (failed.outcome, failed.identity) == ("denied", None)
     assert (chat.outcome, chat.matched) == ("denied", ("no-chats",))
+    # An unauthenticated caller's values are not stored (only its variables' names).
+    assert refused.variables == (("loginUsername", "[not stored]"), ("subject", "[not stored]"))
     assert (refused.outcome, refused.answer and refused.answer["message"]) == (
         "permission_denied",
         "Permission Denied",
