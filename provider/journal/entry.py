@@ -51,12 +51,17 @@ def is_secret_name(name: str) -> bool:
     return name.strip().lower() in SECRET_VARIABLES or bool(_SECRET_NAME.search(name))
 
 
+@functools.lru_cache(maxsize=4096)
+def _never_stored(name: str) -> bool:
+    return name.strip().lower() in SECRET_VARIABLES
+
+
 def kept_variables(pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """``pairs`` without ``authPW``/``loginPassword`` and with other secret values redacted."""
     return tuple(
         (name, REDACTED if is_secret_name(name) else value)
         for name, value in pairs
-        if name.strip().lower() not in SECRET_VARIABLES
+        if not _never_stored(name)
     )
 
 
