@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/soap_throughput.py [--duration S] [--workers N] [--threads N] [--rounds N]
                                          [--connections N] [--warmup S] [--json] [--httpx] [--strict]
+                                         [--journal]
 
 Measures requests per second and p50/p99 latency for a representative call
 (``GetCustomFieldOptions`` with 10 input variables, SOAP 1.1, keep-alive connections) against
@@ -19,6 +20,10 @@ least 0.7) and, measured in this
 process on one core without HTTP, the cost per call of each stack and of **raw lxml** (parse the
 same envelope, build the same answer and serialise it by hand): the floor any Python SOAP stack
 pays. Everything is on loopback; with the defaults the run takes about a minute.
+
+``--journal`` measures the cost of the call journal instead: ours with ``ST_PROVIDER_JOURNAL=on``
+against ours with it off (each on its own SQLite database, loaded in the same alternating rounds);
+goal: at least 0.9 (journal on keeps 90% of the throughput).
 
 Exit status: 0 when measured (whatever the ratio; ``--strict`` exits 1 below the goal), 2 when a
 server did not start or answered the sample request wrongly. The bare baseline's server runs in a
@@ -76,8 +81,11 @@ SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 OPERATION = "GetCustomFieldOptions"
 PASSWORD = "bench-web-service-password"  # a throwaway password for a loopback run
 GOAL = 0.7
+JOURNAL_GOAL = 0.9
 OURS = "ours (st-provider)"
 BARE = "bare Spyne"
+JOURNAL_ON = "journal on"
+JOURNAL_OFF = "journal off"
 
 # The representative call: what SmarterTrack sends on the second ticket page.
 INPUT_VARIABLES = (
@@ -319,13 +327,17 @@ def serve_bare(bind: str, workers: int, threads: int) -> int:
 
 
 @contextlib.contextmanager
-def ours_server(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[str, int]]:
+def ours_server(
+    args: argparse.Namespace, tmp: Path, *, name: str = "server", journal: bool = True
+) -> Iterator[tuple[str, int]]:
     """``st-provider serve`` on a fresh SQLite database; yields (SOAP endpoint URL, process group)."""
-    database_url = f"sqlite:///{tmp / 'server.db'}"
+    database_url = f"sqlite:///{tmp / f'{name}.db'}"
     upgrade(database_url)
-    env = provider_env(PASSWORD, database_url, PYTHONUNBUFFERED="1")
+    env = provider_env(
+        PASSWORD, database_url, PYTHONUNBUFFERED="1", ST_PROVIDER_JOURNAL="on" if journal else "off"
+    )
     with provider_server(
-        env, tmp / "ours.log", workers=args.workers, threads=args.threads, no_worker=args.no_worker
+        env, tmp / f"{name}.log", workers=args.workers, threads=args.threads, no_worker=args.no_worker
     ) as server:
         yield server.endpoint, server.pid
 
@@ -358,21 +370,39 @@ def measure_servers(args: argparse.Namespace, tmp: Path) -> Comparison:
     with ours_server(args, tmp) as (ours_url, ours_pgid), bare_server(args, tmp) as (bare_url, bare_pgid):
         specs = {OURS: _spec(args, ours_url), BARE: _spec(args, bare_url)}
         groups = {OURS: ours_pgid, BARE: bare_pgid}
-        for label, spec in specs.items():
-            check_answer(spec)
-            if args.warmup > 0:
-                measure_load(label, spec, args.warmup, force_httpx=args.httpx)
-        rounds: dict[str, list[LoadResult]] = {OURS: [], BARE: []}
-        per_round = max(1.0, args.duration / args.rounds)
-        for index in range(args.rounds):
-            order = (OURS, BARE) if index % 2 == 0 else (BARE, OURS)
-            for label in order:
-                rounds[label].append(
-                    measure_load(
-                        label, specs[label], per_round, force_httpx=args.httpx, server_pgid=groups[label]
-                    )
+        return _alternate(args, specs, groups, OURS, BARE)
+
+
+def measure_journal(args: argparse.Namespace, tmp: Path) -> Comparison:
+    """Ours with the call journal on against ours with it off, in alternating rounds."""
+    with (
+        ours_server(args, tmp, name="journal-on", journal=True) as (on_url, on_pgid),
+        ours_server(args, tmp, name="journal-off", journal=False) as (off_url, off_pgid),
+    ):
+        specs = {JOURNAL_ON: _spec(args, on_url), JOURNAL_OFF: _spec(args, off_url)}
+        groups = {JOURNAL_ON: on_pgid, JOURNAL_OFF: off_pgid}
+        return _alternate(args, specs, groups, JOURNAL_ON, JOURNAL_OFF)
+
+
+def _alternate(
+    args: argparse.Namespace, specs: dict[str, LoadSpec], groups: dict[str, int], measured: str, baseline: str
+) -> Comparison:
+    """Warm both up, then load them in alternating rounds; ``measured`` against ``baseline``."""
+    for label, spec in specs.items():
+        check_answer(spec)
+        if args.warmup > 0:
+            measure_load(label, spec, args.warmup, force_httpx=args.httpx)
+    rounds: dict[str, list[LoadResult]] = {measured: [], baseline: []}
+    per_round = max(1.0, args.duration / args.rounds)
+    for index in range(args.rounds):
+        order = (measured, baseline) if index % 2 == 0 else (baseline, measured)
+        for label in order:
+            rounds[label].append(
+                measure_load(
+                    label, specs[label], per_round, force_httpx=args.httpx, server_pgid=groups[label]
                 )
-    return Comparison.from_rounds(rounds[OURS], rounds[BARE])
+            )
+    return Comparison.from_rounds(rounds[measured], rounds[baseline])
 
 
 def _spec(args: argparse.Namespace, url: str) -> LoadSpec:
@@ -403,6 +433,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-worker", action="store_true", help="pass --no-worker to st-provider serve")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--strict", action="store_true", help=f"exit 1 when ours / bare Spyne < {GOAL}")
+    parser.add_argument(
+        "--journal", action="store_true", help=f"journal on vs off instead (goal: at least {JOURNAL_GOAL})"
+    )
     parser.add_argument("--serve-bare", metavar="HOST:PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.workers < 1 or args.threads < 1 or args.rounds < 1:
@@ -414,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_bare:
         return serve_bare(args.serve_bare, args.workers, args.threads)
+    if args.journal:
+        return journal_main(args)
     with tempfile.TemporaryDirectory(prefix="bench-soap-") as tmp_name:
         tmp = Path(tmp_name)
         try:
@@ -462,6 +497,43 @@ def main(argv: list[str] | None = None) -> int:
         print_notes([ours, bare])
     warn_on_errors([ours, bare])
     return 1 if args.strict and ratio < GOAL else 0
+
+
+def journal_main(args: argparse.Namespace) -> int:
+    """``--journal``: the throughput with the call journal on / off (goal: at least 0.9)."""
+    with tempfile.TemporaryDirectory(prefix="bench-soap-") as tmp_name:
+        try:
+            comparison = measure_journal(args, Path(tmp_name))
+        except RuntimeError as exc:
+            print(f"soap_throughput: {exc}", file=sys.stderr)
+            return 2
+    on, off = comparison.measured, comparison.baseline
+    ratio = comparison.ratio
+    if args.json:
+        report = {
+            "operation": OPERATION,
+            "workers": args.workers,
+            "threads": args.threads,
+            "results": [on.as_dict(), off.as_dict()],
+            **comparison.as_dict("ratio_journal_on_to_off"),
+            "goal": JOURNAL_GOAL,
+        }
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"Call journal cost: {OPERATION}, gunicorn gthread {args.workers} workers x {args.threads} "
+            f"threads, {args.duration:g} s per server in {args.rounds} alternating rounds "
+            f"({generator_name(args.httpx)}), {os.cpu_count()} CPUs"
+        )
+        print(format_table([on, off]))
+        verdict = "meets" if ratio >= JOURNAL_GOAL else "BELOW"
+        print(f"ratio journal on / off: {ratio:.2f} ({verdict} the goal of {JOURNAL_GOAL})")
+        print(comparison.rounds_line())
+        if comparison.ratio_per_cpu_second is not None:
+            print(f"  per server CPU-second: {comparison.ratio_per_cpu_second:.2f}")
+        print_notes([on, off])
+    warn_on_errors([on, off])
+    return 1 if args.strict and ratio < JOURNAL_GOAL else 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,10 @@ a blocked address gets ``429 Too Many Requests`` with ``Retry-After`` on the SOA
 before its body is read, with no ``soap.call`` line (a flood must not flood the log);
 the block is logged once when it starts (event ``security.authpw_blocked``) and counted
 in ``AUTHPW_BLOCKS``; each refused request in ``SOAP_FAULTS{reason="authpw_blocked"}``.
+
+Every SOAP request that gets a ``soap.call`` line is also told to the call journal
+(:mod:`provider.journal`, when ``ST_PROVIDER_JOURNAL`` is on): accepted and refused
+alike, after the answer is built, without waiting for the database.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
@@ -48,9 +53,12 @@ from provider.auth import directory_probe
 from provider.calls import Provider
 from provider.client_address import IPNetwork, address_bucket, client_address
 from provider.db.session import Database
+from provider.domain import CallObserver
 from provider.errors import ProviderError
 from provider.events.reports import refresh_queue_metrics
-from provider.metrics import AUTHPW_BLOCKS, SOAP_CALLS, SOAP_FAULTS, SOAP_LATENCY
+from provider.journal import build_journal
+from provider.journal.entry import journal_entry
+from provider.metrics import AUTHPW_BLOCKS, JOURNAL_DROPPED, SOAP_CALLS, SOAP_FAULTS, SOAP_LATENCY
 from provider.password_limiter import PasswordFailureLimiter
 from provider.settings import Settings
 from provider.soap.contract import ENDPOINT_PATH
@@ -87,8 +95,10 @@ class ProviderApplication:
         readiness: Mapping[str, Callable[[], bool]] | None = None,
         limiter: PasswordFailureLimiter | None = None,
         trusted_proxies: tuple[IPNetwork, ...] = (),
+        journal: CallObserver | None = None,
     ) -> None:
         self.router = router
+        self.journal = journal
         self.limiter = limiter
         self.trusted_proxies = trusted_proxies
         self.database = database
@@ -129,7 +139,10 @@ class ProviderApplication:
             return response
         if record.permission_denied and self.limiter is not None and self.limiter.record_failure(bucket):
             _log_block(self.limiter, client, request_id)
-        _count_and_log(record, response.status, time.perf_counter() - started, request_id, client)
+        elapsed = time.perf_counter() - started
+        _count_and_log(record, response.status, elapsed, request_id, client)
+        if self.journal is not None:
+            _journal(self.journal, record, request_id, client, elapsed)
         return response
 
     def _health(self, environ: dict[str, Any]) -> HttpResponse:
@@ -222,6 +235,30 @@ def _count_and_log(
     log.log(logging.WARNING if record.outcome == "error" else logging.INFO, "soap call", extra=extra)
 
 
+def _journal(
+    journal: CallObserver, record: CallRecord, request_id: str, client: str | None, elapsed: float
+) -> None:
+    """Tell the journal about this call; a failure here is counted, never raised."""
+    try:
+        entry = journal_entry(
+            at=datetime.now(UTC),
+            operation=record.operation,
+            transport_outcome=record.outcome,
+            fault=record.fault,
+            permission_denied=record.permission_denied,
+            request=record.request,
+            result=record.result,
+            request_id=request_id,
+            client=client,
+            duration_ms=elapsed * 1000,
+        )
+    except Exception:
+        log.exception("call journal entry failed", extra={"event": "journal.entry_failed"})
+        JOURNAL_DROPPED.labels("error").inc()
+        return
+    journal.record(entry)
+
+
 def _log_block(limiter: PasswordFailureLimiter, client: str | None, request_id: str) -> None:
     """Once per block, when it starts: the log event and the metric."""
     AUTHPW_BLOCKS.inc()
@@ -288,4 +325,5 @@ def build_application(
         readiness=readiness,
         limiter=PasswordFailureLimiter.from_settings(settings.password_limit),
         trusted_proxies=settings.trusted_proxies,
+        journal=build_journal(settings, database),
     )

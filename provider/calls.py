@@ -22,6 +22,7 @@ from provider.domain import (
     Authenticator,
     CallRequest,
     CallResult,
+    CallTrace,
     Decision,
     EventSink,
     Identity,
@@ -98,7 +99,7 @@ class Provider:
         self._rules: RuleEvaluator = rules if rules is not None else NoRules()
         self._events = events
         self._clock = clock
-        self._handlers: dict[Operation, Callable[[CallRequest], CallResult]] = {
+        self._handlers: dict[Operation, Callable[[CallRequest, CallTrace], CallResult]] = {
             Operation.AUTHENTICATE: self._authenticate,
             Operation.GET_SIGN_IN_COOKIE_INFO: self._sign_in_cookie,
             Operation.GET_CUSTOM_FIELD_OPTIONS: self._custom_field_options,
@@ -127,14 +128,23 @@ class Provider:
                 },
             )
             return CallResult(success=False, message=PERMISSION_DENIED, permission_denied=True)
+        trace = CallTrace()
         try:
             check_inputs(request.variables)
-            return self._handlers[request.operation](request)
+            result = self._handlers[request.operation](request, trace)
         except InvalidInput as exc:
-            return _invalid_input(request, exc)
+            result = _invalid_input(request, exc)
         except StorageError:
             # The provider's own database (rules, throttle, users) is out of reach.
-            return _unavailable(request, "storage", STORAGE_UNAVAILABLE, with_traceback=True)
+            result = _unavailable(request, "storage", STORAGE_UNAVAILABLE, with_traceback=True)
+        result.trace = trace
+        return result
+
+    def _decide(self, request: CallRequest, identity: Identity | None, trace: CallTrace) -> Decision:
+        """The rules' decision for this call, noted in ``trace`` with the identity they saw."""
+        trace.identity = identity
+        trace.decision = self._rules.evaluate(request.operation, request.variables, identity)
+        return trace.decision
 
     def _authorised(self, supplied: str | None) -> bool:
         # Compare against every accepted password, always, so timing does not tell which.
@@ -145,7 +155,7 @@ class Provider:
 
     # --- login provider ---------------------------------------------------------
 
-    def _authenticate(self, request: CallRequest) -> CallResult:
+    def _authenticate(self, request: CallRequest, trace: CallTrace) -> CallResult:
         username = (request.variables.get("loginUsername") or "").strip()
         password = request.variables.get("loginPassword") or ""
         if not username or not password:
@@ -160,9 +170,9 @@ class Provider:
             return _login_failed(request, exc.reason, username=username)
         except DirectoryUnavailable:
             return _directory_unavailable(request)
-        return self._login_succeeded(request, identity)
+        return self._login_succeeded(request, identity, trace)
 
-    def _sign_in_cookie(self, request: CallRequest) -> CallResult:
+    def _sign_in_cookie(self, request: CallRequest, trace: CallTrace) -> CallResult:
         username = (request.variables.get("loginUsername") or "").strip()
         if not username:
             return CallResult(success=False, message=REQUIRED_INPUT_MISSING)
@@ -176,10 +186,10 @@ class Provider:
             return _login_failed(request, exc.reason, username=username)
         if identity is None:
             return _login_failed(request, "unknown_or_disabled", username=username)
-        return self._login_succeeded(request, identity)
+        return self._login_succeeded(request, identity, trace)
 
-    def _login_succeeded(self, request: CallRequest, identity: Identity) -> CallResult:
-        decision = self._rules.evaluate(request.operation, request.variables, identity)
+    def _login_succeeded(self, request: CallRequest, identity: Identity, trace: CallTrace) -> CallResult:
+        decision = self._decide(request, identity, trace)
         if not decision.allow:
             return _login_failed(request, "denied_by_rule", username=identity.username, decision=decision)
         output = OutputVariables([("Authentication", "OK")])
@@ -220,9 +230,9 @@ class Provider:
             )
             return None
 
-    def _custom_field_options(self, request: CallRequest) -> CallResult:
+    def _custom_field_options(self, request: CallRequest, trace: CallTrace) -> CallResult:
         identity = self._lookup(request.variables, "loginUsername")
-        decision = self._rules.evaluate(request.operation, request.variables, identity)
+        decision = self._decide(request, identity, trace)
         tickets = decision.allow and decision.allow_tickets
         chats = decision.allow and decision.allow_chats
         output = OutputVariables(
@@ -236,15 +246,17 @@ class Provider:
             custom_fields=list(decision.fields) if decision.allow else [],
         )
 
-    def _start_ticket(self, request: CallRequest) -> CallResult:
-        return self._start(request, "TicketCreation", "Ticket Creation Successful", "Ticket creation denied")
+    def _start_ticket(self, request: CallRequest, trace: CallTrace) -> CallResult:
+        return self._start(
+            request, trace, "TicketCreation", "Ticket Creation Successful", "Ticket creation denied"
+        )
 
-    def _start_chat(self, request: CallRequest) -> CallResult:
-        return self._start(request, "ChatCreation", "Chat Creation Successful", "Chat creation denied")
+    def _start_chat(self, request: CallRequest, trace: CallTrace) -> CallResult:
+        return self._start(request, trace, "ChatCreation", "Chat Creation Successful", "Chat creation denied")
 
-    def _start(self, request: CallRequest, flag: str, ok: str, denied: str) -> CallResult:
+    def _start(self, request: CallRequest, trace: CallTrace, flag: str, ok: str, denied: str) -> CallResult:
         identity = self._lookup(request.variables, "loginUsername", "emailFrom")
-        decision = self._rules.evaluate(request.operation, request.variables, identity)
+        decision = self._decide(request, identity, trace)
         if not decision.allow:
             return CallResult(
                 success=True,
@@ -255,9 +267,9 @@ class Provider:
         _apply_variables(output, decision)
         return CallResult(success=True, message=decision.message or ok, output=output)
 
-    def _user_details(self, request: CallRequest) -> CallResult:
+    def _user_details(self, request: CallRequest, trace: CallTrace) -> CallResult:
         identity = self._lookup(request.variables, "username", "email")
-        decision = self._rules.evaluate(request.operation, request.variables, identity)
+        decision = self._decide(request, identity, trace)
         output = OutputVariables()
         _apply_variables(output, decision)
         return CallResult(
@@ -269,9 +281,9 @@ class Provider:
 
     # --- events -------------------------------------------------------------------
 
-    def _notify_event_fired(self, request: CallRequest) -> CallResult:
+    def _notify_event_fired(self, request: CallRequest, trace: CallTrace) -> CallResult:
         event = self.incoming_event(request.variables)
-        decision = self._rules.evaluate(request.operation, request.variables, None)
+        decision = self._decide(request, None, trace)
         if self._events is None:
             return CallResult(success=True, message="Event Notification Successful")
         try:

@@ -72,6 +72,24 @@ def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _cmd_db_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from provider.db.session import Database
+    from provider.journal.retention import purge
+
+    database = Database(settings.database_url)
+    try:
+        report = purge(database, settings.retention, now=datetime.now(UTC), dry_run=args.dry_run)
+    finally:
+        database.dispose()
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {report.total} rows")
+    for table, count in report.removed.items():
+        print(f"  {table}: {count}")
+    return EXIT_OK
+
+
 #: How each command uses the database: a command path ("rules validate"), else its first word.
 #: "creates": a missing SQLite file is made (db upgrade; serve, which logs the database);
 #: "reads": works without one (rules validate reads stored channels only if there are some);
@@ -87,6 +105,8 @@ DATABASE_USE: dict[str, str] = {
     "worker": "needs",
     "deliveries": "needs",
     "events": "needs",
+    "calls": "needs",
+    "db purge": "needs",
 }
 
 #: Which module registers each top-level command. Only the module of the command being
@@ -102,6 +122,7 @@ COMMAND_MODULES: dict[str, str] = {
     "worker": "provider.events.commands",
     "deliveries": "provider.events.commands",
     "events": "provider.events.commands",
+    "calls": "provider.journal.commands",
 }
 
 
@@ -128,6 +149,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     up = db_sub.add_parser("upgrade", help="apply pending migrations")
     up.add_argument("revision", nargs="?", default="head")
     up.set_defaults(handler=_cmd_db_upgrade)
+    purge = db_sub.add_parser(
+        "purge", help="remove what retention no longer keeps (call journal, old events, rules audit)"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
+    purge.set_defaults(handler=_cmd_db_purge)
 
     word = _command_word(argv) if argv is not None else None
     if word in COMMAND_MODULES:

@@ -2,7 +2,8 @@
 
 Nothing here knows SOAP, LDAP, SQL or HTTP. The plug-in protocols are deliberately
 small: a :class:`UserLookup` (one method), an :class:`Authenticator` (a lookup and a
-password check), a :class:`RuleEvaluator` (one), an :class:`EventSink` (one). Each has a real in-tree implementation.
+password check), a :class:`RuleEvaluator` (one), an :class:`EventSink` (one), a
+:class:`CallObserver` (one). Each has a real in-tree implementation.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class CallResult:
     ``custom_fields`` is used by GetCustomFieldOptions only, ``user_info_html`` by
     GetUserDetails only; the encoder ignores them for other operations.
     ``permission_denied`` is true when the Web Service Password was wrong or missing
-    (the transport counts those per client address); it is never sent.
+    (the transport counts those per client address); it is never sent. ``trace`` is
+    what the rules saw and decided (for the call journal); it is never sent either.
     """
 
     success: bool
@@ -68,6 +70,7 @@ class CallResult:
     custom_fields: list[CustomFieldData] = field(default_factory=list)
     user_info_html: str | None = None
     permission_denied: bool = False
+    trace: CallTrace | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,52 @@ class Decision:
     html: str | None = None
     notifications: list[Notification] = field(default_factory=list)
     matched: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CallTrace:
+    """What the rules of one call saw (the user) and decided: kept for the call journal.
+
+    ``identity`` is the user the rules were given (``None``: none); ``decision`` the
+    rules' decision (``None`` when the call ended before the rules were asked).
+    """
+
+    identity: Identity | None = None
+    decision: Decision | None = None
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One answered or refused SOAP call, as the call journal keeps it.
+
+    ``variables`` never hold ``authPW`` or ``loginPassword``, and values of secret-looking
+    names are redacted (see :mod:`provider.journal.entry`). ``outcome`` is one of
+    ``ok``, ``denied``, ``permission_denied``, ``fault``, ``error``. ``identity`` holds
+    the user as the rules saw them (username, email, display name, dn, groups,
+    attributes); ``answer`` the Success, Message, output variables, custom-field items,
+    user-details HTML and notifications.
+    """
+
+    at: datetime
+    operation: str
+    request_id: str
+    client: str | None
+    duration_ms: float
+    outcome: str
+    fault: str | None = None
+    username: str | None = None
+    variables: tuple[tuple[str, str], ...] = ()
+    identity: Mapping[str, Any] | None = None
+    matched: tuple[str, ...] = ()
+    answer: Mapping[str, Any] | None = None
+
+
+class CallObserver(Protocol):
+    """Told about every SOAP call after it was answered (the call journal)."""
+
+    def record(self, entry: JournalEntry) -> None:
+        """Take note of ``entry``. Returns at once; never raises (a lost entry is counted)."""
+        ...
 
 
 class RuleEvaluator(Protocol):

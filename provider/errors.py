@@ -149,3 +149,10 @@ class ChannelError(ProviderError):
 
 class DeliveryNotFound(ProviderError):
     """No delivery has that id."""
+
+
+# --- call journal ----------------------------------------------------------------
+
+
+class CallNotFound(ProviderError):
+    """No journaled call has that id."""

@@ -52,3 +52,12 @@ CHANNEL_PAUSED = Gauge(
     ["channel"],
     multiprocess_mode="livemax",
 )
+
+JOURNAL_WRITTEN = Counter("st_provider_journal_written_total", "Call journal entries written")
+JOURNAL_DROPPED = Counter(
+    "st_provider_journal_dropped_total",
+    "Call journal entries dropped (queue_full: the database could not keep up; storage: it failed; "
+    "error: a bug)",
+    ["reason"],
+)
+PURGED_ROWS = Counter("st_provider_purged_rows_total", "Rows removed by retention", ["table"])

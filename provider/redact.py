@@ -49,6 +49,16 @@ def is_secret_variable(name: str) -> bool:
     return name.strip().lower() in SECRET_VARIABLES
 
 
+_SECRET_NAME = re.compile(_NAMES, re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a variable called ``name`` holds a secret: a password variable, or a name
+    containing ``password``, ``secret``, ``token``, ``api_key`` ... (its value is shown as
+    :data:`REDACTED` wherever it is stored or printed)."""
+    return is_secret_variable(name) or bool(_SECRET_NAME.search(name))
+
+
 def _bounded(secret: str) -> str:
     """A pattern for ``secret`` that does not match inside a longer word.
 

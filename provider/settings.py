@@ -107,6 +107,21 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """How long stored records are kept (enforced by the delivery worker and ``db purge``).
+
+    ``journal_days``/``journal_max_rows``: the call journal (older rows, and the oldest
+    rows beyond the maximum, are removed); ``events_days``: events with their deliveries
+    and attempts (unfinished deliveries are kept); ``audit_days``: the rules audit.
+    """
+
+    journal_days: int = 7
+    journal_max_rows: int = 1_000_000
+    events_days: int = 90
+    audit_days: int = 365
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the service needs, validated."""
 
@@ -137,6 +152,9 @@ class Settings:
     rules_max_output: int = 65_536
     rules_deadline_ms: int = 200
     event_dedup_seconds: int = 600
+    # The call journal (ST_PROVIDER_JOURNAL): every SOAP call recorded, secrets removed.
+    journal: bool = True
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     log_format: str = "text"  # "text" or "json"
     log_level: str = "INFO"
     # Where ``${VAR}`` references in channel settings are resolved, at use time.
@@ -394,6 +412,17 @@ class _Builder:
             rules_max_output=self.get("rules_max_output", _int_between(1_024, 16 * 1_048_576), 65_536),
             rules_deadline_ms=self.get("rules_deadline_ms", _int_between(10, 60_000), 200),
             event_dedup_seconds=self.get("event_dedup_seconds", _parse_positive_int, 600),
+            journal=self.get("journal", _parse_bool, True),
+            retention=self._section(
+                "",
+                RetentionSettings,
+                {
+                    "journal_days": _parse_positive_int,
+                    "journal_max_rows": _parse_positive_int,
+                    "events_days": _parse_positive_int,
+                    "audit_days": _parse_positive_int,
+                },
+            ),
             log_format=self.get("log_format", _choice("text", "json"), "text"),
             log_level=self.get("log_level", _choice("debug", "info", "warning", "error"), "info").upper(),
             secret_vars=self.get("secret_vars", _parse_secret_vars, ("*",)),

@@ -10,6 +10,7 @@ from provider.domain import (
     Decision,
     Identity,
     IncomingEvent,
+    JournalEntry,
     Notification,
     Operation,
 )
@@ -71,3 +72,13 @@ class ListSink:
         if not duplicate:
             self.events.append((event, list(notifications)))
         return AcceptedEvent(event_id=len(self.events), duplicate=duplicate, deliveries=len(notifications))
+
+
+@dataclass
+class RecordingJournal:
+    """A call observer that keeps every entry in a list (the journal without a database)."""
+
+    entries: list[JournalEntry] = field(default_factory=list)
+
+    def record(self, entry: JournalEntry) -> None:
+        self.entries.append(entry)

@@ -65,6 +65,7 @@ from provider.events import reports
 from provider.events.channel_cache import CachedChannel, ChannelCache, ChannelFactory
 from provider.events.leases import Claimed, Leases
 from provider.events.retry import decide
+from provider.journal.retention import PurgeSchedule
 from provider.redact import redact
 from provider.settings import Settings
 
@@ -107,6 +108,8 @@ class Worker:
             clock=clock,
         )
         self._next_housekeeping = 0.0
+        # Retention (call journal, events, rules audit): see provider/journal/retention.py.
+        self._retention = PurgeSchedule(database, settings.retention)
 
     # --- loops ------------------------------------------------------------------
 
@@ -118,6 +121,7 @@ class Worker:
         """
         now = self._clock()
         self._housekeeping(now)
+        self._retention.run_if_due(now)  # at most once a minute, bounded, never raises
         claimed = self._leases.claim(now)
         if claimed:
             self._process(claimed, stop)

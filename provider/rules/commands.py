@@ -51,6 +51,7 @@ from provider.rules.limits import RuleLimits
 from provider.rules.loader import channel_warnings, dump_rules, load_rules_file
 from provider.rules.model import RulesFile
 from provider.rules.store import ImportSummary, RuleStore
+from provider.rules.whatif import register_whatif
 from provider.settings import Secret, Settings
 from provider.variables import InputVariables, split_entry
 
@@ -102,6 +103,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     test.add_argument("--user", help="take this user (attributes, groups) from the directory")
     test.add_argument("--json", action="store_true", help="print JSON")
     test.set_defaults(handler=cmd_test)
+
+    register_whatif(sub)
 
 
 # --- helpers -------------------------------------------------------------------------

@@ -88,7 +88,9 @@ class CallRecord:
     ``operation`` is one of the seven names or ``"unknown"``; ``outcome`` is
     ``success``/``failure`` (the result's Success), ``fault`` (the request was
     refused) or ``error`` (an internal error); ``fault`` is a short fixed reason;
-    ``permission_denied``: the domain refused the Web Service Password.
+    ``permission_denied``: the domain refused the Web Service Password. ``request`` and
+    ``result`` are the decoded call and the domain's answer, when it got that far (for
+    the call journal).
     """
 
     operation: str
@@ -97,6 +99,8 @@ class CallRecord:
     fault: str | None = None
     namespace: str | None = None
     permission_denied: bool = False
+    request: CallRequest | None = None
+    result: CallResult | None = None
 
 
 @dataclass(frozen=True)
@@ -233,7 +237,7 @@ class SoapRouter:
             ctx, body = None, None
         if call.failed or ctx is None:
             status, fault = version.fault(sender=False, message=f"Internal error (request id {request_id})")
-            record = CallRecord(spec.name, "error", version.name, "internal", namespace)
+            record = CallRecord(spec.name, "error", version.name, "internal", namespace, request=call.request)
             return SoapResponse(status, xml_headers(version, fault), fault, record)
         if body is None:
             # Spyne refused the content (a value that does not fit the contract).
@@ -245,7 +249,16 @@ class SoapRouter:
         result = call.result
         outcome = "success" if result is not None and result.success else "failure"
         denied = result is not None and result.permission_denied
-        record = CallRecord(spec.name, outcome, version.name, None, namespace, permission_denied=denied)
+        record = CallRecord(
+            spec.name,
+            outcome,
+            version.name,
+            None,
+            namespace,
+            permission_denied=denied,
+            request=call.request,
+            result=result,
+        )
         return SoapResponse("200 OK", xml_headers(version, body), body, record)
 
     def _invoke(self, spec: OperationSpec, inputs: Any, types: ContractTypes, call: SpyneCall) -> Any:
@@ -254,6 +267,7 @@ class SoapRouter:
             request = codec.decode_request(
                 spec.operation, inputs, client_address=call.client, request_id=call.request_id
             )
+            call.request = request
             result = self._call(request)
             call.result = result
             return codec.encode_result(spec, result, types)

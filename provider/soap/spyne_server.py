@@ -17,7 +17,7 @@ from spyne import Application, MethodContext
 from spyne.protocol.soap import Soap11, Soap12
 from spyne.server import ServerBase
 
-from provider.domain import CallResult
+from provider.domain import CallRequest, CallResult
 from provider.soap.contract import SERVICE_NAME, Invoke, build_services, build_types
 from provider.soap.request import rename_namespace
 
@@ -65,6 +65,7 @@ class SpyneCall:
     client: str | None
     # The caller's namespace when it is not the configured one: the answer is renamed into it.
     foreign: str | None = None
+    request: CallRequest | None = None
     result: CallResult | None = None
     failed: bool = False
 

@@ -8,7 +8,7 @@ import pytest
 
 from provider.cli import load_settings, main
 from provider.errors import ConfigError
-from provider.settings import DEFAULT_USER_FILTER, Secret, Settings
+from provider.settings import DEFAULT_USER_FILTER, RetentionSettings, Secret, Settings
 
 
 def test_defaults_are_safe() -> None:
@@ -260,3 +260,41 @@ def test_request_read_seconds() -> None:
     for bad in ("0", "-1", "soon"):
         with pytest.raises(ConfigError, match="REQUEST_READ_SECONDS"):
             Settings.from_mapping({"request_read_seconds": bad})
+
+
+def test_journal_and_retention_defaults() -> None:
+    settings = Settings()
+    assert settings.journal is True
+    assert settings.retention == RetentionSettings(
+        journal_days=7, journal_max_rows=1_000_000, events_days=90, audit_days=365
+    )
+
+
+def test_journal_and_retention_from_the_environment() -> None:
+    settings = load_settings(
+        {
+            "ST_PROVIDER_JOURNAL": "off",
+            "ST_PROVIDER_JOURNAL_DAYS": "3",
+            "ST_PROVIDER_JOURNAL_MAX_ROWS": "5000",
+            "ST_PROVIDER_EVENTS_DAYS": "30",
+            "ST_PROVIDER_AUDIT_DAYS": "730",
+        }
+    )
+    assert settings.journal is False
+    assert settings.retention == RetentionSettings(
+        journal_days=3, journal_max_rows=5000, events_days=30, audit_days=730
+    )
+
+
+def test_retention_must_be_positive() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {
+                "ST_PROVIDER_JOURNAL_DAYS": "0",
+                "ST_PROVIDER_JOURNAL_MAX_ROWS": "-1",
+                "ST_PROVIDER_JOURNAL": "x",
+            }
+        )
+    message = str(caught.value)
+    for name in ("ST_PROVIDER_JOURNAL_DAYS", "ST_PROVIDER_JOURNAL_MAX_ROWS", "ST_PROVIDER_JOURNAL:"):
+        assert name in message

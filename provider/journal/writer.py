@@ -1,0 +1,190 @@
+"""The call journal's writer: a bounded queue per process, flushed in batches by a daemon thread.
+
+:meth:`JournalWriter.record` never blocks and never raises: it puts the entry on a
+bounded in-memory queue and returns. A daemon thread writes what is queued in one
+transaction every ``flush_seconds`` (default 1 s), or sooner once ``batch_size``
+entries wait. When the database is slow the queue fills and further entries are
+dropped; when a write fails its batch is dropped. Drops are counted in
+``st_provider_journal_dropped_total{reason}`` and logged (event ``journal.dropped``)
+at most once a minute. Calls are never slowed down or failed by the journal.
+
+Flush window: entries are held in memory until the next flush, so a process that is
+killed (SIGKILL, out of memory) loses the entries of the calls it completed within
+the last ``flush_seconds`` (plus a batch being written at that moment). A process
+that exits normally writes what is queued first (for up to ``close_seconds``).
+
+Forks: the thread starts on the first entry in each process (a gunicorn worker, never
+the master); a forked child starts with an empty queue and its own thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import cast
+
+from sqlalchemy import Table
+from sqlalchemy.exc import SQLAlchemyError
+
+from provider.db.journal import CallJournalRecord
+from provider.db.session import Database, storage_error
+from provider.domain import JournalEntry
+from provider.errors import ProviderError
+from provider.metrics import JOURNAL_DROPPED, JOURNAL_WRITTEN
+
+log = logging.getLogger("provider.journal")
+
+_TABLE = cast(Table, CallJournalRecord.__table__)
+
+FLUSH_SECONDS = 1.0
+BATCH_SIZE = 200
+MAX_QUEUE = 10_000
+CLOSE_SECONDS = 2.0
+DROP_LOG_SECONDS = 60.0
+
+
+def _row(entry: JournalEntry) -> dict[str, object]:
+    return {
+        "at": entry.at,
+        "operation": entry.operation,
+        "request_id": entry.request_id,
+        "client": entry.client,
+        "duration_ms": entry.duration_ms,
+        "outcome": entry.outcome,
+        "fault": entry.fault,
+        "username": entry.username,
+        # JSON writes tuples as lists: no copies needed
+        "variables": entry.variables,
+        "identity": entry.identity,
+        "matched": entry.matched,
+        "answer": entry.answer,
+    }
+
+
+class JournalWriter:
+    """A :class:`~provider.domain.CallObserver` writing to the ``call_journal`` table."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        flush_seconds: float = FLUSH_SECONDS,
+        batch_size: int = BATCH_SIZE,
+        max_queue: int = MAX_QUEUE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._db = database
+        self.flush_seconds = flush_seconds
+        self._batch_size = batch_size
+        self._max_queue = max_queue
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._queue: deque[JournalEntry] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._dropped_since_log = 0
+        self._last_drop_log = float("-inf")
+        atexit.register(self.close)
+
+    # --- the request side -------------------------------------------------------------
+
+    def record(self, entry: JournalEntry) -> None:
+        """Queue ``entry`` for the next flush; drop it (counted) when the queue is full."""
+        try:
+            self._ensure_started()
+            queued = len(self._queue)
+            if queued >= self._max_queue:
+                self._dropped("queue_full", 1)
+                return
+            self._queue.append(entry)  # deque.append is atomic: no lock on the request path
+        except Exception:  # noqa: BLE001 - the journal must never fail a call
+            self._dropped("error", 1)
+            return
+        if queued + 1 == self._batch_size:
+            self._wake.set()
+
+    def _ensure_started(self) -> None:
+        pid = os.getpid()
+        if self._pid == pid:
+            return
+        with self._lock:
+            if self._pid == pid:
+                return
+            # A new process (first entry, or a forked child): its own queue and thread.
+            self._queue = deque()
+            self._wake = threading.Event()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._run, name="st-provider-journal", daemon=True)
+            self._thread.start()
+            self._pid = pid
+
+    # --- the writing side --------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            self.flush()
+        self.flush()
+
+    def flush(self) -> int:
+        """Write everything queued now, in batches; the number of entries written."""
+        written = 0
+        while True:
+            batch: list[JournalEntry] = []
+            while len(batch) < self._batch_size:
+                try:
+                    batch.append(self._queue.popleft())
+                except IndexError:
+                    break
+            if not batch:
+                return written
+            written += self._write(batch)
+
+    def _write(self, batch: Sequence[JournalEntry]) -> int:
+        try:
+            rows = [_row(e) for e in batch]
+            try:
+                with self._db.engine.begin() as connection:  # Core executemany: no ORM work per row
+                    connection.execute(_TABLE.insert(), rows)
+            except SQLAlchemyError as exc:
+                raise storage_error(exc, self._db.url, "journal write failed") from exc
+        except ProviderError as exc:
+            self._dropped("storage", len(batch), error=type(exc).__name__)
+            return 0
+        except Exception:
+            log.exception("call journal write failed", extra={"event": "journal.write_failed"})
+            self._dropped("error", len(batch))
+            return 0
+        JOURNAL_WRITTEN.inc(len(batch))
+        return len(batch)
+
+    def _dropped(self, reason: str, count: int, *, error: str | None = None) -> None:
+        JOURNAL_DROPPED.labels(reason).inc(count)
+        with self._lock:
+            self._dropped_since_log += count
+            now = self._clock()
+            if now - self._last_drop_log < DROP_LOG_SECONDS:
+                return
+            dropped, self._dropped_since_log = self._dropped_since_log, 0
+            self._last_drop_log = now
+        log.warning(
+            "call journal entries dropped",
+            extra={"event": "journal.dropped", "reason": reason, "dropped": dropped, "error": error},
+        )
+
+    def close(self, timeout: float = CLOSE_SECONDS) -> None:
+        """Write what is queued and stop the thread (waits up to ``timeout`` s). Idempotent."""
+        thread = self._thread
+        if self._pid != os.getpid() or thread is None or not thread.is_alive():
+            return
+        self._stop.set()
+        self._wake.set()
+        thread.join(timeout)

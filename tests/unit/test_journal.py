@@ -1,0 +1,173 @@
+"""The call journal without a server: entries (secrets removed, outcomes), the app telling the
+journal about every SOAP request, and the writer dropping (never blocking) when it cannot write."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from provider.app import build_application
+from provider.calls import Provider
+from provider.db.migrate import upgrade
+from provider.db.session import Database
+from provider.domain import Decision, Identity, JournalEntry, Operation
+from provider.journal.entry import is_secret_name, kept_variables
+from provider.journal.writer import JournalWriter
+from provider.settings import Secret, Settings
+from tests.fixtures.server import AUTH, soap_request, wsgi_call
+from tests.plugins import DictAuthenticator, FixedRules, RecordingJournal
+from tests.support import WEB_SERVICE_PASSWORD
+
+ANN = Identity(username="ann", email="ann@example.org", groups=("Customers",), attributes={"dept": ["Sales"]})
+
+
+def test_secret_variables_are_left_out_or_redacted() -> None:
+    pairs = [
+        ("authPW", "service-secret"),
+        ("LOGINPASSWORD", "login-secret"),
+        ("cf_Password2", "p"),
+        ("args_jpToken", "t"),
+        ("cf_api_key", "k"),
+        ("clientSecret", "s"),
+        ("subject", "Hello"),
+    ]
+    kept = kept_variables(pairs)
+    assert kept == (
+        ("cf_Password2", "[redacted]"),
+        ("args_jpToken", "[redacted]"),
+        ("cf_api_key", "[redacted]"),
+        ("clientSecret", "[redacted]"),
+        ("subject", "Hello"),
+    )
+    assert is_secret_name("authPW") and not is_secret_name("departmentName")
+
+
+def _app(tmp_path: Path, journal: RecordingJournal) -> object:
+    settings = Settings.from_mapping(
+        {"web_service_password": WEB_SERVICE_PASSWORD, "database_url": f"sqlite:///{tmp_path / 'unused.db'}"}
+    )
+    rules = FixedRules(
+        {
+            Operation.START_CHAT: Decision(allow=False, matched=["no-chats"]),
+            Operation.AUTHENTICATE: Decision(variables=[("Tier", "gold")], matched=["tier"]),
+        }
+    )
+    provider = Provider(
+        Secret(WEB_SERVICE_PASSWORD),
+        authenticator=DictAuthenticator({"ann": ("ann-pw-123", ANN)}),
+        rules=rules,
+    )
+    app = build_application(settings, provider=provider)
+    app.journal = journal
+    return app
+
+
+def _post(app: object, op: Operation, *entries: str) -> None:
+    body, headers = soap_request(op, list(entries))
+    wsgi_call(app, body=body, headers=headers)
+
+
+def test_the_app_journals_every_soap_request(tmp_path: Path) -> None:
+    journal = RecordingJournal()
+    app = _app(tmp_path, journal)
+    _post(app, Operation.AUTHENTICATE, AUTH, "loginUsername=ann", "loginPassword=ann-pw-123")
+    _post(app, Operation.AUTHENTICATE, AUTH, "loginUsername=ann", "loginPassword=wrong-guess")
+    _post(app, Operation.START_CHAT, AUTH, "loginUsername=ann")
+    _post(
+        app,
+        Operation.START_TICKET,
+        "authPW=wrong-service-password",
+        "loginUsername=ann",
+        "subject=" + "x" * 5000,
+    )
+    wsgi_call(app, body=b"<not-soap/>", headers={"Content-Type": "text/xml"})
+    wsgi_call(app, method="GET", path="/healthz")  # not a SOAP call: not journaled
+    ok, failed, chat, refused, fault = journal.entries
+    assert (ok.operation, ok.outcome, ok.username, ok.matched) == ("Authenticate", "ok", "ann", ("tier",))
+    assert ok.identity is not None and ok.identity["groups"] == ["Customers"]
+    assert ok.identity["attributes"] == {"dept": ["Sales"]}
+    assert ok.answer is not None and ["Tier", "gold"] in ok.answer["output"]
+    assert (failed.outcome, failed.identity) == ("denied", None)
+    assert (chat.outcome, chat.matched) == ("denied", ("no-chats",))
+    # An unauthenticated caller's values are not stored (only its variables' names).
+    assert refused.variables == (("loginUsername", "[not stored]"), ("subject", "[not stored]"))
+    assert (refused.outcome, refused.answer and refused.answer["message"]) == (
+        "permission_denied",
+        "Permission Denied",
+    )
+    assert (fault.operation, fault.outcome, fault.variables, fault.answer) == ("unknown", "fault", (), None)
+    assert fault.fault is not None
+    text = repr(journal.entries)
+    for secret in (WEB_SERVICE_PASSWORD, "ann-pw-123", "wrong-guess", "wrong-service-password"):
+        assert secret not in text
+    assert all(e.request_id and e.duration_ms >= 0 for e in journal.entries)
+
+
+def _entry(i: int = 0) -> JournalEntry:
+    return JournalEntry(
+        at=datetime.now(UTC),
+        operation="StartTicket",
+        request_id=f"r{i}",
+        client=None,
+        duration_ms=1.0,
+        outcome="ok",
+    )
+
+
+def _dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("st_provider_journal_dropped_total", {"reason": reason}) or 0.0
+
+
+def test_a_database_that_fails_drops_entries_counted_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'missing' / 'provider.db'}")  # cannot be opened
+    writer = JournalWriter(database, flush_seconds=3600)
+    before = _dropped("storage")
+    started = time.perf_counter()
+    for i in range(5):
+        writer.record(_entry(i))
+    assert time.perf_counter() - started < 1.0  # bounded: never waits for the database
+    with caplog.at_level(logging.WARNING, logger="provider.journal"):
+        assert writer.flush() == 0
+        writer.record(_entry(5))
+        assert writer.flush() == 0
+    assert _dropped("storage") - before == 6
+    assert [r.event for r in caplog.records if getattr(r, "event", None) == "journal.dropped"] == [
+        "journal.dropped"
+    ]
+    writer.close()
+    database.dispose()
+
+
+def test_a_full_queue_drops_new_entries(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'missing' / 'provider.db'}")
+    writer = JournalWriter(database, flush_seconds=3600, max_queue=3, batch_size=100)
+    before = _dropped("queue_full")
+    for i in range(5):
+        writer.record(_entry(i))
+    assert _dropped("queue_full") - before == 2
+    writer.close()
+    database.dispose()
+
+
+def test_journal_off_builds_no_writer(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'provider.db'}"
+    upgrade(url)
+    values = {"web_service_password": WEB_SERVICE_PASSWORD, "database_url": url}
+    off = Settings.from_mapping({**values, "journal": "off"})
+    assert build_application(off, provider=Provider(Secret(WEB_SERVICE_PASSWORD))).journal is None
+    on = build_application(Settings.from_mapping(values), provider=Provider(Secret(WEB_SERVICE_PASSWORD)))
+    assert isinstance(on.journal, JournalWriter)
+
+
+def test_no_journal_without_its_table(tmp_path: Path) -> None:
+    settings = Settings.from_mapping(
+        {"web_service_password": WEB_SERVICE_PASSWORD, "database_url": f"sqlite:///{tmp_path / 'empty.db'}"}
+    )
+    assert build_application(settings, provider=Provider(Secret(WEB_SERVICE_PASSWORD))).journal is None
