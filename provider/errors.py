@@ -100,6 +100,10 @@ class RuleNotFound(RuleError):
     """No rule has that name."""
 
 
+class RuleVersionNotFound(RuleError):
+    """No snapshot of that rule-set version is kept."""
+
+
 # --- events and channels --------------------------------------------------------
 
 
@@ -136,3 +140,7 @@ class ChannelError(ProviderError):
 
 class DeliveryNotFound(ProviderError):
     """No delivery has that id."""
+
+
+class EventNotFound(ProviderError):
+    """No event has that id."""

@@ -394,6 +394,7 @@ class RuleSet:
                 matched = rule.matches(scope)
             except Exception as exc:  # noqa: BLE001 - any error in an admin's expression skips the rule
                 _skip(rule, operation, "when", exc)
+                result.decision.rule_errors.append((rule.name, type(exc).__name__))
                 if trace is not None:
                     trace.append(TraceEntry(rule.name, priority, ERROR, f"when: {type(exc).__name__}: {exc}"))
                 continue
@@ -407,6 +408,7 @@ class RuleSet:
                 effects = rule.effects(scope)
             except Exception as exc:  # noqa: BLE001 - any error in an admin's template skips the rule
                 _skip(rule, operation, "then", exc)
+                result.decision.rule_errors.append((rule.name, type(exc).__name__))
                 failure = f"then: {type(exc).__name__}: {exc}"
                 if not rule.denies:
                     if trace is not None:

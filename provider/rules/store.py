@@ -17,6 +17,11 @@ Import semantics:
 
 Nothing is written when the file does not fit (RulesFileError); database failures
 are StorageError. Both leave the stored rule set as it was.
+
+Versions: every change that bumps the version also stores, in the same transaction,
+the whole new rule set as ``rules export`` writes it (:mod:`provider.rules.versions`);
+``dry_run`` runs an import to the end and rolls it back, so its summary and texts
+say exactly what the import would do.
 """
 
 from __future__ import annotations
@@ -33,11 +38,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from provider.channels.config import ChannelStore
+from provider.channels.validation import DEFAULT_SECRET_VARS
 from provider.db.base import utcnow
 from provider.db.rules import RULE_SET_ROW_ID, RuleAudit, RuleRecord, RuleSetVersion
 from provider.db.session import Database
 from provider.errors import RuleNotFound, RuleProblem, RulesFileError, StorageError
-from provider.rules.loader import rule_from_mapping
+from provider.rules import versions
+from provider.rules.loader import dump_rules, parse_rules, rule_from_mapping
 from provider.rules.model import ChannelEntry, Rule, RulesFile
 
 log = logging.getLogger("provider.rules.store")
@@ -62,12 +69,18 @@ class Change:
 
 @dataclass(frozen=True)
 class ImportSummary:
-    """What an import changed, and the rule-set version after it."""
+    """What an import changed (or, dry, would change), and the rule-set version after it.
+
+    ``before`` and ``after`` are the whole rule set as ``rules export`` writes it.
+    """
 
     version: int
     changes: tuple[Change, ...]
     unchanged_rules: int
     unchanged_channels: int
+    before: str = ""
+    after: str = ""
+    dry_run: bool = False
 
     def count(self, kind: str, action: str) -> int:
         return sum(1 for c in self.changes if c.kind == kind and c.action == action)
@@ -112,6 +125,17 @@ class Snapshot:
 
     def to_rules_file(self) -> RulesFile:
         return RulesFile(rules=self.valid_rules(), channels=tuple(c.entry for c in self.channels))
+
+    def export_text(self, header: str | None = None) -> str:
+        """The rule set as ``rules export`` writes it (the content of a version)."""
+        return dump_rules(self.to_rules_file(), header=header)
+
+
+class _DryRun(Exception):
+    """Raised inside a dry-run import's transaction to roll it back."""
+
+    def __init__(self, summary: ImportSummary) -> None:
+        self.summary = summary
 
 
 @dataclass(frozen=True)
@@ -183,21 +207,26 @@ class RuleStore:
         sees a newer version and loads again.
         """
         with self._db.session() as session:
-            version = session.execute(
-                select(RuleSetVersion.version).where(RuleSetVersion.id == RULE_SET_ROW_ID)
-            ).scalar_one_or_none()
-            channels = ChannelStore.all(session)
-            records = session.scalars(select(RuleRecord).order_by(RuleRecord.position, RuleRecord.id)).all()
-            channel_specs = tuple(
-                StoredChannel(
-                    ChannelEntry(name=c.name, type=c.type, settings=dict(c.settings), enabled=c.enabled),
-                    c.created_at,
-                    c.updated_at,
-                )
-                for c in channels
+            return self._snapshot_in(session)
+
+    @classmethod
+    def _snapshot_in(cls, session: Session) -> Snapshot:
+        """The rule set as ``session`` sees it (inside a change: with the change)."""
+        version = session.execute(
+            select(RuleSetVersion.version).where(RuleSetVersion.id == RULE_SET_ROW_ID)
+        ).scalar_one_or_none()
+        channels = ChannelStore.all(session)
+        records = session.scalars(select(RuleRecord).order_by(RuleRecord.position, RuleRecord.id)).all()
+        channel_specs = tuple(
+            StoredChannel(
+                ChannelEntry(name=c.name, type=c.type, settings=dict(c.settings), enabled=c.enabled),
+                c.created_at,
+                c.updated_at,
             )
-            types = {c.name: c.type for c in channels}
-            rules = tuple(self._stored_rule(r, types) for r in records)
+            for c in channels
+        )
+        types = {c.name: c.type for c in channels}
+        rules = tuple(cls._stored_rule(r, types) for r in records)
         return Snapshot(version=int(version or 0), rules=rules, channels=channel_specs)
 
     @staticmethod
@@ -229,6 +258,11 @@ class RuleStore:
         """Stored channels: name -> type."""
         with self._db.session() as session:
             return ChannelStore.types(session)
+
+    @staticmethod
+    def file_text(rules_file: RulesFile) -> str:
+        """A rules file as ``rules export`` writes it, comparable with a version's content."""
+        return dump_rules(rules_file)
 
     def export(self) -> RulesFile:
         """The stored rule set as a rules file (``${VAR}`` references intact)."""
@@ -293,15 +327,61 @@ class RuleStore:
             )
 
     def import_rules(
-        self, rules_file: RulesFile, *, replace: bool, actor: str, command: str
+        self,
+        rules_file: RulesFile,
+        *,
+        replace: bool,
+        actor: str,
+        command: str,
+        action: str | None = None,
+        note: str = "",
+        dry_run: bool = False,
     ) -> ImportSummary:
         """Store ``rules_file`` (see the module docstring) in one transaction.
 
-        Raises RulesFileError (nothing written) when a ``notify`` names a channel that
-        would not exist; StorageError when the database fails.
+        ``action`` names the change in ``rules versions`` (default import or replace),
+        ``note`` is prefixed to its summary. With ``dry_run`` nothing is stored: the
+        summary says what would change. Raises RulesFileError (nothing written) when a
+        ``notify`` names a channel that would not exist; StorageError when the database fails.
         """
+        try:
+            summary = self._import(
+                rules_file,
+                replace=replace,
+                actor=actor,
+                command=command,
+                action=action or (versions.REPLACE if replace else versions.IMPORT),
+                note=note,
+                dry_run=dry_run,
+            )
+        except _DryRun as dry:
+            return dry.summary
+        log.info(
+            "rules imported",
+            extra={
+                "event": "rules.imported",
+                "version": summary.version,
+                "replace": replace,
+                "changes": len(summary.changes),
+                "actor": actor,
+            },
+        )
+        return summary
+
+    def _import(
+        self,
+        rules_file: RulesFile,
+        *,
+        replace: bool,
+        actor: str,
+        command: str,
+        action: str,
+        note: str,
+        dry_run: bool,
+    ) -> ImportSummary:
         with self._db.session(immediate=True) as session:
             state = self._lock(session)
+            before = self._snapshot_in(session).export_text()
             stored_channels = ChannelStore.types(session)
             stored_rules = {r.name: r for r in session.scalars(select(RuleRecord)).all()}
             self._check_channels(rules_file, set() if replace else set(stored_channels))
@@ -319,28 +399,73 @@ class RuleStore:
                 now=now,
                 changes=changes,
             )
+            after = before
             if changes:
+                self._keep_baseline(session, state.version, before)
                 state.version += 1
                 state.updated_at = now
                 self._audit(session, changes, version=state.version, actor=actor, command=command)
-            version = state.version
-        summary = ImportSummary(
-            version=version,
-            changes=tuple(c for c, _, _ in changes),
-            unchanged_rules=unchanged_rules,
-            unchanged_channels=unchanged_channels,
-        )
-        log.info(
-            "rules imported",
-            extra={
-                "event": "rules.imported",
-                "version": version,
-                "replace": replace,
-                "changes": len(summary.changes),
-                "actor": actor,
-            },
-        )
+                session.flush()
+                after = self._snapshot_in(session).export_text()
+                summary_text = versions.summarise([(c.kind, c.subject, c.action) for c, _, _ in changes])
+                versions.record(
+                    session,
+                    version=state.version,
+                    actor=actor,
+                    action=action,
+                    summary=f"{note}{summary_text}",
+                    content=after,
+                )
+            summary = ImportSummary(
+                version=state.version,
+                changes=tuple(c for c, _, _ in changes),
+                unchanged_rules=unchanged_rules,
+                unchanged_channels=unchanged_channels,
+                before=before,
+                after=after,
+                dry_run=dry_run,
+            )
+            if dry_run:
+                raise _DryRun(summary)
         return summary
+
+    @staticmethod
+    def _keep_baseline(session: Session, version: int, content: str) -> None:
+        """Keep the version a change starts from when it has no snapshot (made before they existed)."""
+        if not versions.has_snapshot(session, version):
+            versions.record(
+                session,
+                version=version,
+                actor="(unknown)",
+                action=versions.BASELINE,
+                summary="the rule set before the first change with versions kept",
+                content=content,
+            )
+
+    def rollback(
+        self,
+        version: int,
+        *,
+        actor: str,
+        command: str,
+        secret_vars: Sequence[str] = DEFAULT_SECRET_VARS,
+    ) -> ImportSummary:
+        """Make the stored rule set equal to kept ``version`` again, as a new version.
+
+        An import with ``replace`` of that version's content (audited like one, with
+        action ``rollback``). Raises RuleVersionNotFound, RulesFileError (the old content
+        no longer validates, e.g. a channel type was removed) or StorageError.
+        """
+        content = versions.content_of(self._db, version)
+        rules_file = parse_rules(content, stored_channels={}, secret_vars=secret_vars)
+        return self.import_rules(
+            rules_file,
+            replace=True,
+            actor=actor,
+            command=command,
+            action=versions.ROLLBACK,
+            note=f"to version {version}: ",
+        )
 
     @staticmethod
     def _check_channels(rules_file: RulesFile, stored: set[str]) -> None:
@@ -374,6 +499,7 @@ class RuleStore:
             if record.enabled == enabled:
                 return state.version, False
             now = utcnow()
+            self._keep_baseline(session, state.version, self._snapshot_in(session).export_text())
             record.enabled = enabled
             record.updated_at = now
             state.version += 1
@@ -385,6 +511,15 @@ class RuleStore:
                 version=state.version,
                 actor=actor,
                 command=command,
+            )
+            session.flush()
+            versions.record(
+                session,
+                version=state.version,
+                actor=actor,
+                action=versions.ENABLE if enabled else versions.DISABLE,
+                summary=f"rule {name!r} {change.action}",
+                content=self._snapshot_in(session).export_text(),
             )
             version = state.version
         log.info(
