@@ -141,8 +141,12 @@ def _guards(test: nodes.Node, *, negated: bool = False) -> Guard:
 def _visit(node: nodes.Node, guarded: Guard, found: list[str]) -> None:
     if isinstance(node, nodes.Test) and node.name in ("defined", "undefined") and _lookup(node.node):
         return
-    guarded_by_default = isinstance(node, nodes.Filter) and node.name in DEFAULT_FILTERS
-    if guarded_by_default and node.node is not None and _lookup(node.node) is not None:
+    if (
+        isinstance(node, nodes.Filter)
+        and node.name in DEFAULT_FILTERS
+        and node.node is not None
+        and _lookup(node.node) is not None
+    ):
         for child in [*node.args, *node.kwargs]:
             _visit(child, guarded, found)
         return
