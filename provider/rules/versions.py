@@ -36,6 +36,8 @@ DISABLE = "disable"
 ROLLBACK = "rollback"
 BASELINE = "baseline"
 
+_ACTION_ORDER = ("created", "updated", "deleted", "enabled", "disabled")
+
 #: the content of version 0, the empty rule set
 EMPTY = dump_rules(RulesFile())
 
@@ -126,7 +128,8 @@ def summarise(changes: Sequence[tuple[str, str, str]]) -> str:
             if k == kind:
                 counts[action] = counts.get(action, 0) + 1
         if counts:
-            parts.append(f"{kind}s: " + ", ".join(f"{n} {a}" for a, n in counts.items()))
+            ordered = sorted(counts.items(), key=lambda item: _ACTION_ORDER.index(item[0]))
+            parts.append(f"{kind}s: " + ", ".join(f"{n} {a}" for a, n in ordered))
     return "; ".join(parts) or "no changes"
 
 
