@@ -15,7 +15,15 @@ import pytest
 from provider.domain import Operation
 from provider.soap.client import CallAnswer, call_operation
 from tests.fixtures.server import AUTH, NAMESPACE
-from tests.support import ServerProcess, base_env, create_pg_database, drop_pg_database, pg_url, run_cli, serve
+from tests.support import (
+    ServerProcess,
+    base_env,
+    create_pg_database,
+    drop_pg_database,
+    pg_url,
+    run_cli,
+    serve,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +47,9 @@ class Served:
     def load(self, text: str) -> int:
         path = self.directory / "rules.yaml"
         path.write_text(text, encoding="utf-8")
-        version = int(re.findall(r"rule set version (\d+)", self.cli("rules", "import", str(path), "--replace"))[-1])
+        version = int(
+            re.findall(r"rule set version (\d+)", self.cli("rules", "import", str(path), "--replace"))[-1]
+        )
         time.sleep(REFRESH_SECONDS + 0.2)  # every worker has checked the version since
         return version
 
