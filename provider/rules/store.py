@@ -46,25 +46,11 @@ from provider.errors import RuleNotFound, RuleProblem, RulesFileError, StorageEr
 from provider.rules import versions
 from provider.rules.loader import dump_rules, parse_rules, rule_from_mapping
 from provider.rules.model import ChannelEntry, Rule, RulesFile
+from provider.rules.rows import DISABLED, ENABLED, Change, rule_mapping, write_rules
 
 log = logging.getLogger("provider.rules.store")
 
 _VERSION_QUERY = select(RuleSetVersion.version).where(RuleSetVersion.id == RULE_SET_ROW_ID)
-
-CREATED = "created"
-UPDATED = "updated"
-DELETED = "deleted"
-ENABLED = "enabled"
-DISABLED = "disabled"
-
-
-@dataclass(frozen=True)
-class Change:
-    """One rule or channel an import or command changed."""
-
-    kind: str  # "rule" or "channel"
-    subject: str
-    action: str  # created, updated, deleted, enabled, disabled
 
 
 @dataclass(frozen=True)
@@ -152,33 +138,6 @@ class AuditEntry:
     after: Any
 
 
-def _rule_mapping(record: RuleRecord) -> dict[str, Any]:
-    """A stored rule as a rules file writes it."""
-    out: dict[str, Any] = {"name": record.name}
-    if record.description is not None:
-        out["description"] = record.description
-    out["method"] = record.method
-    out["priority"] = record.priority
-    if not record.enabled:
-        out["enabled"] = False
-    if record.when is not None:
-        out["when"] = record.when
-    out["then"] = record.actions
-    return out
-
-
-def _record_values(rule: Rule) -> dict[str, Any]:
-    mapping = rule.to_mapping()
-    return {
-        "description": rule.description,
-        "method": mapping["method"],
-        "priority": rule.priority,
-        "enabled": rule.enabled,
-        "when": rule.when,
-        "actions": mapping["then"],
-    }
-
-
 class RuleStore:
     """Reads and changes the stored rule set. One per process is enough; thread-safe."""
 
@@ -231,7 +190,7 @@ class RuleStore:
 
     @staticmethod
     def _stored_rule(record: RuleRecord, channel_types: dict[str, str]) -> StoredRule:
-        mapping = _rule_mapping(record)
+        mapping = rule_mapping(record)
         rule: Rule | None = None
         problem = None
         try:
@@ -391,7 +350,7 @@ class RuleStore:
                 session, rules_file.channels, replace=replace, now=now
             )
             changes.extend((Change("channel", c.name, c.action), c.before, c.after) for c in channel_changes)
-            unchanged_rules = _write_rules(
+            unchanged_rules = write_rules(
                 session,
                 rules_file=rules_file,
                 stored=stored_rules,
@@ -528,52 +487,6 @@ class RuleStore:
             extra={"event": f"rules.{change.action}", "rule": name, "version": version},
         )
         return version, True
-
-
-def _write_rules(
-    session: Session,
-    *,
-    rules_file: RulesFile,
-    stored: dict[str, RuleRecord],
-    replace: bool,
-    now: datetime,
-    changes: list[tuple[Change, Any, Any]],
-) -> int:
-    """Add, update (and with ``replace`` delete and reorder) rules; returns how many were unchanged."""
-    if replace:
-        in_file = {r.name for r in rules_file.rules}
-        for name, record in stored.items():
-            if name not in in_file:
-                changes.append((Change("rule", name, DELETED), _rule_mapping(record), None))
-                session.delete(record)
-        session.flush()
-    unchanged = 0
-    next_position = 1 + max((r.position for r in stored.values()), default=-1)
-    for index, rule in enumerate(rules_file.rules):
-        values = _record_values(rule)
-        existing = stored.get(rule.name)
-        if existing is None:
-            position = index if replace else next_position
-            next_position += 1
-            session.add(
-                RuleRecord(name=rule.name, position=position, created_at=now, updated_at=now, **values)
-            )
-            changes.append(
-                (Change("rule", rule.name, CREATED), None, {**rule.to_mapping(), "position": position})
-            )
-            continue
-        position = index if replace else existing.position
-        after = {**rule.to_mapping(), "position": position}
-        before = {**_rule_mapping(existing), "position": existing.position}
-        if before == after:
-            unchanged += 1
-            continue
-        for key, value in values.items():
-            setattr(existing, key, value)
-        existing.position = position
-        existing.updated_at = now
-        changes.append((Change("rule", rule.name, UPDATED), before, after))
-    return unchanged
 
 
 __all__ = [
