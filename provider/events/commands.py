@@ -242,7 +242,7 @@ def _csv_cell(value: Any) -> str:
         return ""
     if isinstance(value, datetime):
         return utc_text(value)
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping | list):
         return json.dumps(_plain(value), ensure_ascii=False, sort_keys=True)
     return str(value)
 
