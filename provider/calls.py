@@ -287,7 +287,7 @@ class Provider:
         if self._events is None:
             return CallResult(success=True, message="Event Notification Successful")
         try:
-            accepted = self._events.accept(event, decision.notifications)
+            accepted = self._events.accept(event, decision.notifications, decision.rule_errors)
         except ProviderError as exc:
             log.error(
                 "event not stored",

@@ -126,7 +126,8 @@ class Decision:
 
     ``allow=False`` denies the whole operation; ``allow_tickets``/``allow_chats``
     deny one of the two in GetCustomFieldOptions. ``variables`` are output variables
-    to add or replace, in order. ``matched`` names the rules that applied.
+    to add or replace, in order. ``matched`` names the rules that applied;
+    ``rule_errors`` the rules that raised, as (rule name, error type).
     """
 
     allow: bool = True
@@ -138,6 +139,7 @@ class Decision:
     html: str | None = None
     notifications: list[Notification] = field(default_factory=list)
     matched: list[str] = field(default_factory=list)
+    rule_errors: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -229,8 +231,13 @@ class AcceptedEvent:
 class EventSink(Protocol):
     """Durably accepts an event and its deliveries, in one transaction."""
 
-    def accept(self, event: IncomingEvent, notifications: Sequence[Notification]) -> AcceptedEvent:
-        """Store the event and one delivery per notification, or nothing.
+    def accept(
+        self,
+        event: IncomingEvent,
+        notifications: Sequence[Notification],
+        rule_errors: Sequence[tuple[str, str]] = (),
+    ) -> AcceptedEvent:
+        """Store the event (with the rules that raised for it) and one delivery per notification, or nothing.
 
         Raises :class:`~provider.errors.EventRejected` or
         :class:`~provider.errors.StorageError`; the caller answers ``Success=false``.

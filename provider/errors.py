@@ -113,6 +113,10 @@ class RuleLimitExceeded(RuleError):
         super().__init__(message)
 
 
+class RuleVersionNotFound(RuleError):
+    """No snapshot of that rule-set version is kept."""
+
+
 # --- events and channels --------------------------------------------------------
 
 
@@ -156,3 +160,7 @@ class DeliveryNotFound(ProviderError):
 
 class CallNotFound(ProviderError):
     """No journaled call has that id."""
+
+
+class EventNotFound(ProviderError):
+    """No event has that id."""

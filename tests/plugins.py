@@ -65,7 +65,12 @@ class ListSink:
     events: list[tuple[IncomingEvent, list[Notification]]] = field(default_factory=list)
     broken: bool = False
 
-    def accept(self, event: IncomingEvent, notifications: Sequence[Notification]) -> AcceptedEvent:
+    def accept(
+        self,
+        event: IncomingEvent,
+        notifications: Sequence[Notification],
+        rule_errors: Sequence[tuple[str, str]] = (),
+    ) -> AcceptedEvent:
         if self.broken:
             raise EventRejected("transaction failed")
         duplicate = any(e.fingerprint == event.fingerprint for e, _ in self.events)

@@ -52,6 +52,9 @@ class EventRecord(Base):
     #: how many repeats of this call inside the window were answered without new deliveries
     repeats: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     last_repeated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: the rules that raised while evaluating this event: ``[{"rule": name, "error": type}]``;
+    #: NULL when none did (``events list --has-errors``); ``events replay`` sets it again
+    rule_errors: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class EventDedup(Base):

@@ -7,6 +7,8 @@
 * ``rule_set_version``: a single row (``id = 1``) whose ``version`` grows with every
   change to rules or channels; serving processes poll it to know when to reload.
 * ``rule_audit``: who changed what, when, through which command.
+* ``rule_set_snapshots``: the full rule set (export YAML) of every version since
+  snapshots exist, for ``rules versions``, ``diff`` and ``rollback``.
 """
 
 from __future__ import annotations
@@ -73,3 +75,22 @@ class RuleAudit(Base):
     version: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     before: Mapped[Any | None] = mapped_column(sa.JSON, nullable=True)
     after: Mapped[Any | None] = mapped_column(sa.JSON, nullable=True)
+
+
+class RuleSetSnapshot(Base):
+    """The whole rule set at one version, as ``rules export`` writes it (``${VAR}`` intact).
+
+    Written in the transaction that made the version; ``action`` is import, replace,
+    enable, disable, rollback, or baseline (the state before the first change recorded
+    after an upgrade from a schema without snapshots).
+    """
+
+    __tablename__ = "rule_set_snapshots"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    actor: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    action: Mapped[str] = mapped_column(sa.String(20), nullable=False)
+    summary: Mapped[str] = mapped_column(sa.String(500), nullable=False)
+    content: Mapped[str] = mapped_column(sa.Text, nullable=False)

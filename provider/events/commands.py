@@ -6,7 +6,11 @@
   --until --event-id --limit --format table|json|csv``.
 - ``deliveries show ID [--format table|json]``: one delivery with every attempt.
 - ``deliveries retry ID`` or ``deliveries retry --failed [--channel NAME]``.
-- ``events list`` with ``--event-type --since --until --limit --format``.
+- ``events list`` with ``--event-type --since --until --has-errors --limit --format``
+  (``ERRORS``: the rules that raised for the event, and the error type).
+- ``events show ID [--format table|json]``: one event with its variables and rule errors.
+- ``events replay ID``: evaluate the event again with the current stored rules and
+  create only the deliveries it does not have yet (see :mod:`provider.events.replay`).
 
 Dates are ISO 8601 (``2024-05-01`` or ``2024-05-01T12:00:00+02:00``; UTC when no
 offset is given). A date alone in ``--until`` includes that whole day. Times are printed
@@ -33,7 +37,7 @@ from typing import Any
 
 from provider.db.migrate import pending
 from provider.db.session import Database
-from provider.errors import ConfigError, ProviderError
+from provider.errors import ConfigError, EventNotFound, ProviderError
 from provider.events import reports
 from provider.settings import Settings
 
@@ -79,9 +83,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     elist.add_argument("--event-type", type=int)
     elist.add_argument("--since", type=_since)
     elist.add_argument("--until", type=_until)
+    elist.add_argument("--has-errors", action="store_true", help="only events a rule raised for")
     elist.add_argument("--limit", type=int, default=100)
     elist.add_argument("--format", choices=FORMATS, default="table")
     elist.set_defaults(handler=cmd_events_list)
+
+    eshow = esub.add_parser("show", help="one event, its deliveries by status and its rule errors")
+    eshow.add_argument("id", type=int)
+    eshow.add_argument("--format", choices=("table", "json"), default="table")
+    eshow.set_defaults(handler=cmd_events_show)
+
+    replay = esub.add_parser(
+        "replay", help="evaluate an event again with the current rules; add only missing deliveries"
+    )
+    replay.add_argument("id", type=int)
+    replay.set_defaults(handler=cmd_events_replay)
 
 
 # --- argument types --------------------------------------------------------------
@@ -226,7 +242,7 @@ def _csv_cell(value: Any) -> str:
         return ""
     if isinstance(value, datetime):
         return utc_text(value)
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping | list):
         return json.dumps(_plain(value), ensure_ascii=False, sort_keys=True)
     return str(value)
 
@@ -355,7 +371,7 @@ def cmd_deliveries_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 def _events_table(rows: Sequence[reports.EventRow]) -> str:
     return format_table(
-        ["ID", "RECEIVED", "TYPE", "NAME", "REPEATS", "DELIVERIES", "ARGUMENTS"],
+        ["ID", "RECEIVED", "TYPE", "NAME", "REPEATS", "DELIVERIES", "ERRORS", "ARGUMENTS"],
         [
             [
                 r.id,
@@ -364,6 +380,7 @@ def _events_table(rows: Sequence[reports.EventRow]) -> str:
                 r.event_name,
                 r.repeats,
                 " ".join(f"{k}={v}" for k, v in sorted(r.deliveries.items())),
+                _errors_text(r.rule_errors),
                 _clip(_cell(r.arguments), TABLE_ERROR_CHARS),
             ]
             for r in rows
@@ -371,10 +388,61 @@ def _events_table(rows: Sequence[reports.EventRow]) -> str:
     )
 
 
+def _errors_text(errors: Sequence[Mapping[str, str]]) -> str:
+    return " ".join(f"{e.get('rule')}:{e.get('error')}" for e in errors)
+
+
 def cmd_events_list(args: argparse.Namespace, settings: Settings) -> int:
     with _database(settings) as database:
         rows = reports.list_events(
-            database, event_type=args.event_type, since=args.since, until=args.until, limit=args.limit
+            database,
+            event_type=args.event_type,
+            since=args.since,
+            until=args.until,
+            limit=args.limit,
+            has_errors=args.has_errors,
         )
     _emit(rows, args.format, _events_table)
+    return 0
+
+
+def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
+    with _database(settings) as database:
+        rows = reports.list_events(database, event_id=args.id, limit=1)
+    if not rows:
+        raise EventNotFound(f"no event has id {args.id}")
+    event = rows[0]
+    if args.format == "json":
+        print(json.dumps(_plain(dataclasses.asdict(event)), ensure_ascii=False, indent=2))
+        return 0
+    fields = [
+        ("Event", event.id),
+        ("Received", event.received_at),
+        ("Type", f"{event.event_type} {event.event_name or ''}".strip()),
+        ("Repeats", event.repeats),
+        ("Deliveries", " ".join(f"{k}={v}" for k, v in sorted(event.deliveries.items())) or "none"),
+        ("Rule errors", _errors_text(event.rule_errors) or "none"),
+        ("Arguments", event.arguments),
+    ]
+    width = max(len(name) for name, _ in fields)
+    for name, value in fields:
+        print(f"{name.ljust(width)}  {_cell(value)}")
+    return 0
+
+
+def cmd_events_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from provider.events.replay import replay_event
+    from provider.rules.engine import compile_rules
+    from provider.rules.store import RuleStore
+
+    with _database(settings) as database:
+        snapshot = RuleStore(database).snapshot()
+        rules = compile_rules(snapshot.valid_rules(), version=snapshot.version)
+        result = replay_event(database, rules, args.id)
+    print(
+        f"event {result.event_id} replayed with rule set version {snapshot.version}: "
+        f"{result.created} deliveries created, {result.already} already there"
+    )
+    for rule, error in result.rule_errors:
+        print(f"  rule {rule!r} still raises: {error}", file=sys.stderr)
     return 0

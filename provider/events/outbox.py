@@ -66,6 +66,11 @@ def _json_ready(notifications: Sequence[Notification]) -> list[dict[str, Any]]:
     return ready
 
 
+def error_list(rule_errors: Sequence[tuple[str, str]]) -> list[dict[str, str]] | None:
+    """The stored form of an event's rule errors: NULL when there are none."""
+    return [{"rule": rule[:200], "error": error[:100]} for rule, error in rule_errors] or None
+
+
 class Outbox:
     """Stores events and their deliveries (see module docstring)."""
 
@@ -73,8 +78,16 @@ class Outbox:
         self._db = database
         self._window = timedelta(seconds=dedup_seconds)
 
-    def accept(self, event: IncomingEvent, notifications: Sequence[Notification]) -> AcceptedEvent:
+    def accept(
+        self,
+        event: IncomingEvent,
+        notifications: Sequence[Notification],
+        rule_errors: Sequence[tuple[str, str]] = (),
+    ) -> AcceptedEvent:
         """Store the event and its deliveries in one transaction, or nothing.
+
+        ``rule_errors`` (rule name, error type) are kept on the event for ``events list
+        --has-errors`` and ``events replay``.
 
         Raises EventRejected (too many notifications, parameters that are not plain
         data) or StorageError (the database failed); the caller answers
@@ -86,7 +99,7 @@ class Outbox:
             )
         params = _json_ready(notifications)
         with self._db.session(immediate=True) as session:
-            accepted = self._accept(session, event, notifications, params)
+            accepted = self._accept(session, event, notifications, params, rule_errors)
         metrics.EVENTS_RECEIVED.labels(duplicate="true" if accepted.duplicate else "false").inc()
         return accepted
 
@@ -96,6 +109,7 @@ class Outbox:
         event: IncomingEvent,
         notifications: Sequence[Notification],
         params: list[dict[str, Any]],
+        rule_errors: Sequence[tuple[str, str]],
     ) -> AcceptedEvent:
         now = event.received_at
         for _ in range(_INSERT_TRIES):
@@ -106,7 +120,7 @@ class Outbox:
                 return self._repeat(session, window.event_id, now)
             try:
                 with session.begin_nested():
-                    record = self._insert_event(session, event)
+                    record = self._insert_event(session, event, rule_errors)
                     if window is not None:
                         # The old window expired (and we hold its row lock): this call opens a new one.
                         window.event_id = record.id
@@ -127,7 +141,9 @@ class Outbox:
             return AcceptedEvent(event_id=record.id, duplicate=False, deliveries=count)
         raise StorageError("event de-duplication did not settle; try again")
 
-    def _insert_event(self, session: Session, event: IncomingEvent) -> EventRecord:
+    def _insert_event(
+        self, session: Session, event: IncomingEvent, rule_errors: Sequence[tuple[str, str]]
+    ) -> EventRecord:
         record = EventRecord(
             event_type=event.event_type,
             event_name=event.event_name,
@@ -136,13 +152,24 @@ class Outbox:
             fingerprint=event.fingerprint,
             received_at=event.received_at,
             repeats=0,
+            rule_errors=error_list(rule_errors),
         )
         session.add(record)
         session.flush()
         return record
 
+    @staticmethod
+    def insert_deliveries(
+        session: Session,
+        event_id: int,
+        now: datetime,
+        notifications: Sequence[Notification],
+    ) -> int:
+        """Add one pending delivery per notification to ``session`` (``events replay``)."""
+        return Outbox._insert_deliveries(session, event_id, now, notifications, _json_ready(notifications))
+
+    @staticmethod
     def _insert_deliveries(
-        self,
         session: Session,
         event_id: int,
         now: datetime,

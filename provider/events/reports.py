@@ -97,6 +97,8 @@ class EventRow:
     arguments: Mapping[str, Any]
     repeats: int
     deliveries: Mapping[str, int] = field(default_factory=dict)
+    #: the rules that raised for this event: [{"rule": name, "error": type}]
+    rule_errors: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -252,9 +254,18 @@ def list_events(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 100,
+    has_errors: bool = False,
+    event_id: int | None = None,
 ) -> list[EventRow]:
-    """Stored events, newest first, with their deliveries counted by status."""
+    """Stored events, newest first, with their deliveries counted by status.
+
+    ``has_errors``: only events a rule raised for; ``event_id``: only that event.
+    """
     query = select(EventRecord)
+    if has_errors:
+        query = query.where(EventRecord.rule_errors.is_not(None))
+    if event_id is not None:
+        query = query.where(EventRecord.id == event_id)
     if event_type is not None:
         query = query.where(EventRecord.event_type == event_type)
     if since is not None:
@@ -271,8 +282,8 @@ def list_events(
                 .where(DeliveryRecord.event_id.in_([e.id for e in events]))
                 .group_by(DeliveryRecord.event_id, DeliveryRecord.status)
             )
-            for event_id, status, count in rows:
-                counts.setdefault(event_id, {})[status] = int(count)
+            for row_event_id, status, count in rows:
+                counts.setdefault(row_event_id, {})[status] = int(count)
         return [
             EventRow(
                 id=e.id,
@@ -282,6 +293,7 @@ def list_events(
                 arguments=dict(e.arguments),
                 repeats=e.repeats,
                 deliveries=counts.get(e.id, {}),
+                rule_errors=list(e.rule_errors or []),
             )
             for e in events
         ]

@@ -1,15 +1,18 @@
 """The ``st-provider rules`` sub-commands.
 
-* ``rules import FILE [--replace]``: validate the whole file, then store it in one
-  transaction (nothing is written if any problem is found; every problem is printed
-  with its line and rule). ``--replace`` makes the stored rules and channels exactly
-  the file's.
+* ``rules import FILE [--replace] [--dry-run] [--actor NAME]``: validate the whole file,
+  then store it in one transaction (nothing is written if any problem is found; every
+  problem is printed with its line and rule). ``--replace`` makes the stored rules and
+  channels exactly the file's. ``--dry-run`` prints the diff against the stored set
+  and what would be created, updated and deleted, and stores nothing.
 * ``rules export [FILE]``: the stored rules and channels as a rules file (stdout by
   default); importing it again changes nothing.
 * ``rules validate FILE [--replace]``: the checks of ``import``, writing nothing.
 * ``rules list [--json]``: the stored rules in evaluation order, and the channels.
-* ``rules enable NAME`` / ``rules disable NAME``.
+* ``rules enable NAME`` / ``rules disable NAME`` (``--actor NAME``).
 * ``rules history [--limit N] [--rule NAME]``: the audit trail, newest first.
+* ``rules versions``, ``rules diff [A] [B|FILE]``, ``rules rollback VERSION``: see
+  :mod:`provider.rules.version_commands`.
 * ``rules test OP name=value ... [--user NAME] [--json]``: evaluate one call against
   the stored rules (enabled and disabled) without SmarterTrack, and print each rule's
   outcome in order (matched, no match and why, error, disabled, not reached) and the
@@ -17,22 +20,18 @@
   directory; without it the user is looked up from the call's variables as the
   service does. A login is evaluated as if the password were right: give no password.
 
-Every change is recorded with the operating-system user and host (``actor``) and the
-command line. Problems end the command with status 1 and a message on stderr.
+Every change is recorded with who made it (``actor``, see :func:`actor`) and the
+command line. ``validate`` and ``import`` warn (stderr, exit status unchanged) about
+unset channel variables and unguarded lookups (:mod:`provider.rules.lint`). Problems
+end the command with status 1 and a message on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import pwd
 import secrets
-import shlex
-import socket
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,14 +40,16 @@ from sqlalchemy.engine import make_url
 
 from provider.auth import build_authenticator
 from provider.calls import Provider
-from provider.db.migrate import pending, upgrade
 from provider.db.session import Database
 from provider.domain import Authenticator, CallRequest, CallResult, Decision, Identity, Operation
 from provider.errors import AuthenticationFailed, ConfigError, RulesFileError, StorageError
 from provider.redact import SECRET_VARIABLES
+from provider.rules import version_commands
+from provider.rules.cli_support import add_actor_argument, change_actor, command_line, open_database
 from provider.rules.engine import NOT_REACHED, RuleSet, TraceEntry, compile_rules
 from provider.rules.limits import RuleLimits
-from provider.rules.loader import channel_warnings, dump_rules, load_rules_file
+from provider.rules.lint import unguarded_lookups
+from provider.rules.loader import channel_warnings, load_rules_file
 from provider.rules.model import RulesFile
 from provider.rules.store import ImportSummary, RuleStore
 from provider.rules.whatif import register_whatif
@@ -69,6 +70,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     imp.add_argument(
         "--replace", action="store_true", help="make the stored rules and channels exactly the file's"
     )
+    imp.add_argument(
+        "--dry-run", action="store_true", help="show the diff and what would change; store nothing"
+    )
+    add_actor_argument(imp)
     imp.set_defaults(handler=cmd_import)
 
     exp = sub.add_parser("export", help="write the stored rules and channels as a rules file")
@@ -89,6 +94,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     for action in ("enable", "disable"):
         toggle = sub.add_parser(action, help=f"{action} one rule")
         toggle.add_argument("name", metavar="NAME")
+        add_actor_argument(toggle)
         toggle.set_defaults(handler=cmd_enable if action == "enable" else cmd_disable)
 
     hist = sub.add_parser("history", help="show who changed which rule or channel, and when")
@@ -105,37 +111,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     test.set_defaults(handler=cmd_test)
 
     register_whatif(sub)
+    version_commands.register(sub)
 
 
 # --- helpers -------------------------------------------------------------------------
-
-
-def actor() -> str:
-    """Who is making a change: the operating-system user and the host."""
-    try:
-        user = pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        user = f"uid {os.getuid()}"
-    return f"{user}@{socket.gethostname()}"
-
-
-def command_line() -> str:
-    return shlex.join(["st-provider", *sys.argv[1:]])[:500]
-
-
-@contextmanager
-def open_database(settings: Settings) -> Iterator[Database]:
-    """The configured database, migrated: the embedded SQLite default is upgraded on
-    the spot; another database must be upgraded with ``st-provider db upgrade``."""
-    database = Database(settings.database_url)
-    try:
-        if pending(settings.database_url):
-            if not database.is_sqlite:
-                raise ConfigError("the database is not at the newest migration: run `st-provider db upgrade`")
-            upgrade(settings.database_url)
-        yield database
-    finally:
-        database.dispose()
 
 
 def _stored_channel_types(settings: Settings) -> dict[str, str]:
@@ -160,8 +139,13 @@ def _print_problems(exc: RulesFileError, source: str) -> None:
 
 
 def _print_warnings(rules_file: RulesFile, settings: Settings) -> None:
-    """Warn (stderr, not an error) about each ``${VAR}`` a channel references that is not set."""
-    for warning in channel_warnings(rules_file.channels, settings.environment, settings.secret_vars):
+    """Warn (stderr, not an error) about each ``${VAR}`` a channel references that is not
+    set, and each unguarded lookup of a value SmarterTrack may not send."""
+    warnings = [
+        *channel_warnings(rules_file.channels, settings.environment, settings.secret_vars),
+        *unguarded_lookups(rules_file.rules),
+    ]
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
 
@@ -193,11 +177,20 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
                 secret_vars=settings.secret_vars,
             )
             summary = store.import_rules(
-                rules_file, replace=args.replace, actor=actor(), command=command_line()
+                rules_file,
+                replace=args.replace,
+                actor=change_actor(args, settings),
+                command=command_line(),
+                dry_run=args.dry_run,
             )
         except RulesFileError as exc:
             _print_problems(exc, args.file)
             return EXIT_PROBLEMS
+        if args.dry_run:
+            _print_warnings(rules_file, settings)
+            version_commands.print_dry_run(args.file, summary, _summary_lines(summary))
+            version_commands.print_whatif(database, rules_file, replace=args.replace)
+            return EXIT_OK
     _print_warnings(rules_file, settings)
     print(f"imported {args.file}: {len(rules_file.rules)} rules, {len(rules_file.channels)} channels")
     for line in _summary_lines(summary):
@@ -214,8 +207,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             f"st-provider: stored rule {rule.name!r} is invalid and not exported: {rule.problem}",
             file=sys.stderr,
         )
-    text = dump_rules(
-        snapshot.to_rules_file(),
+    text = snapshot.export_text(
         header=f"st-provider rules export (rule set version {snapshot.version})\n"
         "${VAR} references are resolved from the environment when a channel is used.",
     )
@@ -299,7 +291,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 def _toggle(args: argparse.Namespace, settings: Settings, enabled: bool) -> int:
     with open_database(settings) as database:
         version, changed = RuleStore(database).set_enabled(
-            args.name, enabled, actor=actor(), command=command_line()
+            args.name, enabled, actor=change_actor(args, settings), command=command_line()
         )
     state = "enabled" if enabled else "disabled"
     if changed:

@@ -365,8 +365,10 @@ def _failed(
     result: _Accumulator,
     trace: list[TraceEntry] | None,
 ) -> bool:
-    """Handle a rule's run-time error; True when it failed closed (its denial applied)."""
+    """Handle a rule's run-time error (noted in the decision's ``rule_errors``); True when it
+    failed closed (its denial applied)."""
     _rule_error(rule, operation, stage, exc)
+    result.decision.rule_errors.append((rule.name, type(exc).__name__))
     failure = f"{stage}: {type(exc).__name__}: {exc}"
     if not rule.fails_closed:
         if trace is not None:

@@ -17,6 +17,11 @@ Import semantics:
 
 Nothing is written when the file does not fit (RulesFileError); database failures
 are StorageError. Both leave the stored rule set as it was.
+
+Versions: every change that bumps the version also stores, in the same transaction,
+the whole new rule set as ``rules export`` writes it (:mod:`provider.rules.versions`);
+``dry_run`` runs an import to the end and rolls it back, so its summary and texts
+say exactly what the import would do.
 """
 
 from __future__ import annotations
@@ -33,41 +38,35 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from provider.channels.config import ChannelStore
+from provider.channels.validation import DEFAULT_SECRET_VARS
 from provider.db.base import utcnow
 from provider.db.rules import RULE_SET_ROW_ID, RuleAudit, RuleRecord, RuleSetVersion
 from provider.db.session import Database
 from provider.errors import RuleNotFound, RuleProblem, RulesFileError, StorageError
-from provider.rules.loader import rule_from_mapping
+from provider.rules import versions
+from provider.rules.loader import dump_rules, parse_rules, rule_from_mapping
 from provider.rules.model import ChannelEntry, Rule, RulesFile
+from provider.rules.rows import DISABLED, ENABLED, Change, rule_mapping, write_rules
 
 log = logging.getLogger("provider.rules.store")
 
 _VERSION_QUERY = select(RuleSetVersion.version).where(RuleSetVersion.id == RULE_SET_ROW_ID)
 
-CREATED = "created"
-UPDATED = "updated"
-DELETED = "deleted"
-ENABLED = "enabled"
-DISABLED = "disabled"
-
-
-@dataclass(frozen=True)
-class Change:
-    """One rule or channel an import or command changed."""
-
-    kind: str  # "rule" or "channel"
-    subject: str
-    action: str  # created, updated, deleted, enabled, disabled
-
 
 @dataclass(frozen=True)
 class ImportSummary:
-    """What an import changed, and the rule-set version after it."""
+    """What an import changed (or, dry, would change), and the rule-set version after it.
+
+    ``before`` and ``after`` are the whole rule set as ``rules export`` writes it.
+    """
 
     version: int
     changes: tuple[Change, ...]
     unchanged_rules: int
     unchanged_channels: int
+    before: str = ""
+    after: str = ""
+    dry_run: bool = False
 
     def count(self, kind: str, action: str) -> int:
         return sum(1 for c in self.changes if c.kind == kind and c.action == action)
@@ -113,6 +112,17 @@ class Snapshot:
     def to_rules_file(self) -> RulesFile:
         return RulesFile(rules=self.valid_rules(), channels=tuple(c.entry for c in self.channels))
 
+    def export_text(self, header: str | None = None) -> str:
+        """The rule set as ``rules export`` writes it (the content of a version)."""
+        return dump_rules(self.to_rules_file(), header=header)
+
+
+class _DryRun(Exception):
+    """Raised inside a dry-run import's transaction to roll it back."""
+
+    def __init__(self, summary: ImportSummary) -> None:
+        self.summary = summary
+
 
 @dataclass(frozen=True)
 class AuditEntry:
@@ -126,36 +136,6 @@ class AuditEntry:
     version: int
     before: Any
     after: Any
-
-
-def _rule_mapping(record: RuleRecord) -> dict[str, Any]:
-    """A stored rule as a rules file writes it."""
-    out: dict[str, Any] = {"name": record.name}
-    if record.description is not None:
-        out["description"] = record.description
-    out["method"] = record.method
-    out["priority"] = record.priority
-    if not record.enabled:
-        out["enabled"] = False
-    if record.when is not None:
-        out["when"] = record.when
-    if record.on_error is not None:
-        out["on_error"] = record.on_error
-    out["then"] = record.actions
-    return out
-
-
-def _record_values(rule: Rule) -> dict[str, Any]:
-    mapping = rule.to_mapping()
-    return {
-        "description": rule.description,
-        "method": mapping["method"],
-        "priority": rule.priority,
-        "enabled": rule.enabled,
-        "when": rule.when,
-        "on_error": rule.on_error,
-        "actions": mapping["then"],
-    }
 
 
 class RuleStore:
@@ -186,26 +166,31 @@ class RuleStore:
         sees a newer version and loads again.
         """
         with self._db.session() as session:
-            version = session.execute(
-                select(RuleSetVersion.version).where(RuleSetVersion.id == RULE_SET_ROW_ID)
-            ).scalar_one_or_none()
-            channels = ChannelStore.all(session)
-            records = session.scalars(select(RuleRecord).order_by(RuleRecord.position, RuleRecord.id)).all()
-            channel_specs = tuple(
-                StoredChannel(
-                    ChannelEntry(name=c.name, type=c.type, settings=dict(c.settings), enabled=c.enabled),
-                    c.created_at,
-                    c.updated_at,
-                )
-                for c in channels
+            return self._snapshot_in(session)
+
+    @classmethod
+    def _snapshot_in(cls, session: Session) -> Snapshot:
+        """The rule set as ``session`` sees it (inside a change: with the change)."""
+        version = session.execute(
+            select(RuleSetVersion.version).where(RuleSetVersion.id == RULE_SET_ROW_ID)
+        ).scalar_one_or_none()
+        channels = ChannelStore.all(session)
+        records = session.scalars(select(RuleRecord).order_by(RuleRecord.position, RuleRecord.id)).all()
+        channel_specs = tuple(
+            StoredChannel(
+                ChannelEntry(name=c.name, type=c.type, settings=dict(c.settings), enabled=c.enabled),
+                c.created_at,
+                c.updated_at,
             )
-            types = {c.name: c.type for c in channels}
-            rules = tuple(self._stored_rule(r, types) for r in records)
+            for c in channels
+        )
+        types = {c.name: c.type for c in channels}
+        rules = tuple(cls._stored_rule(r, types) for r in records)
         return Snapshot(version=int(version or 0), rules=rules, channels=channel_specs)
 
     @staticmethod
     def _stored_rule(record: RuleRecord, channel_types: dict[str, str]) -> StoredRule:
-        mapping = _rule_mapping(record)
+        mapping = rule_mapping(record)
         rule: Rule | None = None
         problem = None
         try:
@@ -232,6 +217,11 @@ class RuleStore:
         """Stored channels: name -> type."""
         with self._db.session() as session:
             return ChannelStore.types(session)
+
+    @staticmethod
+    def file_text(rules_file: RulesFile) -> str:
+        """A rules file as ``rules export`` writes it, comparable with a version's content."""
+        return dump_rules(rules_file)
 
     def export(self) -> RulesFile:
         """The stored rule set as a rules file (``${VAR}`` references intact)."""
@@ -296,15 +286,61 @@ class RuleStore:
             )
 
     def import_rules(
-        self, rules_file: RulesFile, *, replace: bool, actor: str, command: str
+        self,
+        rules_file: RulesFile,
+        *,
+        replace: bool,
+        actor: str,
+        command: str,
+        action: str | None = None,
+        note: str = "",
+        dry_run: bool = False,
     ) -> ImportSummary:
         """Store ``rules_file`` (see the module docstring) in one transaction.
 
-        Raises RulesFileError (nothing written) when a ``notify`` names a channel that
-        would not exist; StorageError when the database fails.
+        ``action`` names the change in ``rules versions`` (default import or replace),
+        ``note`` is prefixed to its summary. With ``dry_run`` nothing is stored: the
+        summary says what would change. Raises RulesFileError (nothing written) when a
+        ``notify`` names a channel that would not exist; StorageError when the database fails.
         """
+        try:
+            summary = self._import(
+                rules_file,
+                replace=replace,
+                actor=actor,
+                command=command,
+                action=action or (versions.REPLACE if replace else versions.IMPORT),
+                note=note,
+                dry_run=dry_run,
+            )
+        except _DryRun as dry:
+            return dry.summary
+        log.info(
+            "rules imported",
+            extra={
+                "event": "rules.imported",
+                "version": summary.version,
+                "replace": replace,
+                "changes": len(summary.changes),
+                "actor": actor,
+            },
+        )
+        return summary
+
+    def _import(
+        self,
+        rules_file: RulesFile,
+        *,
+        replace: bool,
+        actor: str,
+        command: str,
+        action: str,
+        note: str,
+        dry_run: bool,
+    ) -> ImportSummary:
         with self._db.session(immediate=True) as session:
             state = self._lock(session)
+            before = self._snapshot_in(session).export_text()
             stored_channels = ChannelStore.types(session)
             stored_rules = {r.name: r for r in session.scalars(select(RuleRecord)).all()}
             self._check_channels(rules_file, set() if replace else set(stored_channels))
@@ -314,7 +350,7 @@ class RuleStore:
                 session, rules_file.channels, replace=replace, now=now
             )
             changes.extend((Change("channel", c.name, c.action), c.before, c.after) for c in channel_changes)
-            unchanged_rules = _write_rules(
+            unchanged_rules = write_rules(
                 session,
                 rules_file=rules_file,
                 stored=stored_rules,
@@ -322,28 +358,73 @@ class RuleStore:
                 now=now,
                 changes=changes,
             )
+            after = before
             if changes:
+                self._keep_baseline(session, state.version, before)
                 state.version += 1
                 state.updated_at = now
                 self._audit(session, changes, version=state.version, actor=actor, command=command)
-            version = state.version
-        summary = ImportSummary(
-            version=version,
-            changes=tuple(c for c, _, _ in changes),
-            unchanged_rules=unchanged_rules,
-            unchanged_channels=unchanged_channels,
-        )
-        log.info(
-            "rules imported",
-            extra={
-                "event": "rules.imported",
-                "version": version,
-                "replace": replace,
-                "changes": len(summary.changes),
-                "actor": actor,
-            },
-        )
+                session.flush()
+                after = self._snapshot_in(session).export_text()
+                summary_text = versions.summarise([(c.kind, c.subject, c.action) for c, _, _ in changes])
+                versions.record(
+                    session,
+                    version=state.version,
+                    actor=actor,
+                    action=action,
+                    summary=f"{note}{summary_text}",
+                    content=after,
+                )
+            summary = ImportSummary(
+                version=state.version,
+                changes=tuple(c for c, _, _ in changes),
+                unchanged_rules=unchanged_rules,
+                unchanged_channels=unchanged_channels,
+                before=before,
+                after=after,
+                dry_run=dry_run,
+            )
+            if dry_run:
+                raise _DryRun(summary)
         return summary
+
+    @staticmethod
+    def _keep_baseline(session: Session, version: int, content: str) -> None:
+        """Keep the version a change starts from when it has no snapshot (made before they existed)."""
+        if not versions.has_snapshot(session, version):
+            versions.record(
+                session,
+                version=version,
+                actor="(unknown)",
+                action=versions.BASELINE,
+                summary="the rule set before the first change with versions kept",
+                content=content,
+            )
+
+    def rollback(
+        self,
+        version: int,
+        *,
+        actor: str,
+        command: str,
+        secret_vars: Sequence[str] = DEFAULT_SECRET_VARS,
+    ) -> ImportSummary:
+        """Make the stored rule set equal to kept ``version`` again, as a new version.
+
+        An import with ``replace`` of that version's content (audited like one, with
+        action ``rollback``). Raises RuleVersionNotFound, RulesFileError (the old content
+        no longer validates, e.g. a channel type was removed) or StorageError.
+        """
+        content = versions.content_of(self._db, version)
+        rules_file = parse_rules(content, stored_channels={}, secret_vars=secret_vars)
+        return self.import_rules(
+            rules_file,
+            replace=True,
+            actor=actor,
+            command=command,
+            action=versions.ROLLBACK,
+            note=f"to version {version}: ",
+        )
 
     @staticmethod
     def _check_channels(rules_file: RulesFile, stored: set[str]) -> None:
@@ -377,6 +458,7 @@ class RuleStore:
             if record.enabled == enabled:
                 return state.version, False
             now = utcnow()
+            self._keep_baseline(session, state.version, self._snapshot_in(session).export_text())
             record.enabled = enabled
             record.updated_at = now
             state.version += 1
@@ -389,6 +471,15 @@ class RuleStore:
                 actor=actor,
                 command=command,
             )
+            session.flush()
+            versions.record(
+                session,
+                version=state.version,
+                actor=actor,
+                action=versions.ENABLE if enabled else versions.DISABLE,
+                summary=f"rule {name!r} {change.action}",
+                content=self._snapshot_in(session).export_text(),
+            )
             version = state.version
         log.info(
             "rule %s",
@@ -396,52 +487,6 @@ class RuleStore:
             extra={"event": f"rules.{change.action}", "rule": name, "version": version},
         )
         return version, True
-
-
-def _write_rules(
-    session: Session,
-    *,
-    rules_file: RulesFile,
-    stored: dict[str, RuleRecord],
-    replace: bool,
-    now: datetime,
-    changes: list[tuple[Change, Any, Any]],
-) -> int:
-    """Add, update (and with ``replace`` delete and reorder) rules; returns how many were unchanged."""
-    if replace:
-        in_file = {r.name for r in rules_file.rules}
-        for name, record in stored.items():
-            if name not in in_file:
-                changes.append((Change("rule", name, DELETED), _rule_mapping(record), None))
-                session.delete(record)
-        session.flush()
-    unchanged = 0
-    next_position = 1 + max((r.position for r in stored.values()), default=-1)
-    for index, rule in enumerate(rules_file.rules):
-        values = _record_values(rule)
-        existing = stored.get(rule.name)
-        if existing is None:
-            position = index if replace else next_position
-            next_position += 1
-            session.add(
-                RuleRecord(name=rule.name, position=position, created_at=now, updated_at=now, **values)
-            )
-            changes.append(
-                (Change("rule", rule.name, CREATED), None, {**rule.to_mapping(), "position": position})
-            )
-            continue
-        position = index if replace else existing.position
-        after = {**rule.to_mapping(), "position": position}
-        before = {**_rule_mapping(existing), "position": existing.position}
-        if before == after:
-            unchanged += 1
-            continue
-        for key, value in values.items():
-            setattr(existing, key, value)
-        existing.position = position
-        existing.updated_at = now
-        changes.append((Change("rule", rule.name, UPDATED), before, after))
-    return unchanged
 
 
 __all__ = [

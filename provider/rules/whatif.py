@@ -309,7 +309,8 @@ def register_whatif(sub: argparse._SubParsersAction[Any]) -> None:
 
 def cmd_whatif(args: argparse.Namespace, settings: Any) -> int:
     from provider.errors import RulesFileError
-    from provider.rules.commands import EXIT_PROBLEMS, _print_problems, open_database
+    from provider.rules.cli_support import open_database
+    from provider.rules.commands import EXIT_PROBLEMS, _print_problems
     from provider.rules.loader import load_rules_file
     from provider.rules.store import RuleStore
 
@@ -330,11 +331,12 @@ def cmd_whatif(args: argparse.Namespace, settings: Any) -> int:
     if args.format == "json":
         print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2, default=str))
         return 0
-    _print_report(report)
+    print_report(report)
     return 0
 
 
-def _print_report(report: WhatIfReport) -> None:
+def print_report(report: WhatIfReport) -> None:
+    """The table form of ``report`` (also the what-if part of ``rules import --dry-run``)."""
     from provider.events.commands import format_table, utc_text
 
     print(f"of the last {report.replayed} calls, {report.changed} would be answered differently")

@@ -92,3 +92,36 @@ def test_0004_normalises_local_usernames_and_disables_look_alike_duplicates(data
         upgrade(database_url)
     finally:
         engine.dispose()
+
+
+def test_0007_keeps_versions_and_a_baseline_for_rule_sets_from_before(database_url: str) -> None:
+    from provider.db.session import Database
+    from provider.rules import versions
+    from provider.rules.loader import parse_rules
+    from provider.rules.store import RuleStore
+
+    rules = parse_rules("rules:\n  - {name: only, method: StartChat, then: {allow: false}}\n")
+    database = Database(database_url)
+    try:
+        RuleStore(database).import_rules(rules, replace=False, actor="ann", command="test")
+        database.dispose()
+        downgrade(database_url, "0006_journal")
+        engine = create_db_engine(database_url)
+        try:
+            inspector = inspect(engine)
+            assert "rule_set_snapshots" not in inspector.get_table_names()
+            assert "rule_errors" not in {c["name"] for c in inspector.get_columns("events")}
+        finally:
+            engine.dispose()
+        upgrade(database_url)
+        # Version 1 was made before snapshots: the next change keeps it as the baseline.
+        assert versions.list_versions(database) == []
+        RuleStore(database).set_enabled("only", False, actor="bob", command="test")
+        kept = versions.list_versions(database)
+        assert [(v.version, v.action, v.actor) for v in kept] == [
+            (2, "disable", "bob"),
+            (1, "baseline", "(unknown)"),
+        ]
+        assert parse_rules(versions.content_of(database, 1)) == rules
+    finally:
+        database.dispose()
