@@ -124,15 +124,12 @@ def command_line() -> str:
 def open_database(settings: Settings) -> Iterator[Database]:
     """The configured database, migrated: the embedded SQLite default is upgraded on
     the spot; another database must be upgraded with ``st-provider db upgrade``."""
-    database = Database(settings.database_url)
-    try:
+    with Database(settings.database_url) as database:
         if pending(settings.database_url):
             if not database.is_sqlite:
                 raise ConfigError("the database is not at the newest migration: run `st-provider db upgrade`")
             upgrade(settings.database_url)
         yield database
-    finally:
-        database.dispose()
 
 
 def _stored_channel_types(settings: Settings) -> dict[str, str]:
@@ -141,13 +138,11 @@ def _stored_channel_types(settings: Settings) -> dict[str, str]:
     is_sqlite = url is not None and url.get_backend_name() == "sqlite"
     if is_sqlite and url is not None and (not url.database or not Path(url.database).exists()):
         return {}
-    database = Database(settings.database_url)
-    try:
-        return RuleStore(database).channel_types()
-    except StorageError:
-        return {}
-    finally:
-        database.dispose()
+    with Database(settings.database_url) as database:
+        try:
+            return RuleStore(database).channel_types()
+        except StorageError:
+            return {}
 
 
 def _print_problems(exc: RulesFileError, source: str) -> None:
