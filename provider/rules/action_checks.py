@@ -11,7 +11,7 @@ extends it with the checks of rules and channels.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from provider.channels.registry import normalise_notify_params, validate_notify_params
@@ -213,24 +213,34 @@ class ActionChecks:
                 values.append((name, text))
         return tuple(values)
 
-    def fields(self, node: Any, line: int | None, rule: str | None) -> tuple[FieldSpec, ...]:
+    def list_entries(
+        self, action: str, node: Any, line: int | None, rule: str | None, *, items: str, entry_needs: str
+    ) -> Iterator[tuple[int, Mapping[Any, Any], int | None]]:
+        """The mapping entries of the list action ``action``: (index as written, entry, line).
+
+        Adds a problem when ``node`` is not a non-empty list (of ``items``), and one for each
+        entry that is not a mapping (with ``entry_needs``), as the entries are reached.
+        """
         if not isinstance(node, list) or not node:
-            self.add(
-                f"fields must be a list of custom fields, not {describe_type(node)}", line=line, rule=rule
-            )
-            return ()
-        specs = []
-        self.raw_index["fields"] = []
-        seen: set[str] = set()
+            self.add(f"{action} must be a list of {items}, not {describe_type(node)}", line=line, rule=rule)
+            return
+        self.raw_index[action] = []
         for i, entry in enumerate(node):
             entry_line = line_of(node, i)
-            if not isinstance(entry, Mapping):
+            if isinstance(entry, Mapping):
+                yield i, entry, entry_line
+            else:
                 self.add(
-                    f"fields: each entry must be a mapping with a name, not {describe_type(entry)}",
+                    f"{action}: each entry must be a mapping with {entry_needs}, not {describe_type(entry)}",
                     line=entry_line,
                     rule=rule,
                 )
-                continue
+
+    def fields(self, node: Any, line: int | None, rule: str | None) -> tuple[FieldSpec, ...]:
+        specs = []
+        seen: set[str] = set()
+        entries = self.list_entries("fields", node, line, rule, items="custom fields", entry_needs="a name")
+        for i, entry, entry_line in entries:
             start = len(self.problems)
             self.unknown_keys(entry, FIELD_KEYS, "field", rule)
             name = entry.get("name")
@@ -305,24 +315,11 @@ class ActionChecks:
     def notify(
         self, node: Any, line: int | None, rule: str | None, channel_names: Mapping[str, str]
     ) -> tuple[NotifySpec, ...]:
-        if not isinstance(node, list) or not node:
-            self.add(
-                f"notify must be a list of entries with a channel, not {describe_type(node)}",
-                line=line,
-                rule=rule,
-            )
-            return ()
         specs = []
-        self.raw_index["notify"] = []
-        for i, entry in enumerate(node):
-            entry_line = line_of(node, i)
-            if not isinstance(entry, Mapping):
-                self.add(
-                    f"notify: each entry must be a mapping with a channel, not {describe_type(entry)}",
-                    line=entry_line,
-                    rule=rule,
-                )
-                continue
+        entries = self.list_entries(
+            "notify", node, line, rule, items="entries with a channel", entry_needs="a channel"
+        )
+        for i, entry, entry_line in entries:
             for key, dup_line in duplicate_keys(entry):
                 self.add(f"notify: {key!r} is given more than once", line=dup_line, rule=rule)
             channel = entry.get("channel")
