@@ -254,21 +254,7 @@ class ActionChecks:
             if name.lower() in seen:
                 self.add(f"fields: {name!r} is given more than once", line=entry_line, rule=rule)
             seen.add(name.lower())
-            options = None
-            if "list" in entry:
-                raw = entry["list"]
-                if not isinstance(raw, list):
-                    self.add(
-                        f"field {name!r}: list must be a list of options, not {describe_type(raw)}",
-                        line=line_of(entry, "list"),
-                        rule=rule,
-                    )
-                else:
-                    texts = [
-                        self.scalar_text(v, f"field {name!r}: option {j + 1}", line_of(raw, j), rule)
-                        for j, v in enumerate(raw)
-                    ]
-                    options = tuple(t for t in texts if t is not None)
+            options = self.field_options(entry, name, rule) if "list" in entry else None
             options_from = entry.get("list_from")
             if "list_from" in entry and (not isinstance(options_from, str) or not options_from.strip()):
                 self.add(
@@ -282,15 +268,7 @@ class ActionChecks:
                     line=line_of(entry, "list_from"),
                     rule=rule,
                 )
-            flags: dict[str, bool | None] = {}
-            for key in ("required", "visible", "lookup"):
-                value = entry.get(key)
-                if key in entry and not isinstance(value, bool):
-                    self.add(
-                        f"field {name!r}: {key} must be true or false", line=line_of(entry, key), rule=rule
-                    )
-                    value = None
-                flags[key] = value
+            flags = self.field_flags(entry, name, rule)
             if not any(k in entry for k in ("list", "list_from", "required", "visible", "lookup")):
                 self.add(
                     f"field {name!r} changes nothing: give list, list_from, required, visible or lookup",
@@ -311,6 +289,33 @@ class ActionChecks:
                 )
             )
         return tuple(specs)
+
+    def field_options(self, entry: Mapping[Any, Any], name: str, rule: str | None) -> tuple[str, ...] | None:
+        """A field's ``list`` of options as text (``None`` when it is not a list)."""
+        raw = entry["list"]
+        if not isinstance(raw, list):
+            self.add(
+                f"field {name!r}: list must be a list of options, not {describe_type(raw)}",
+                line=line_of(entry, "list"),
+                rule=rule,
+            )
+            return None
+        texts = [
+            self.scalar_text(v, f"field {name!r}: option {j + 1}", line_of(raw, j), rule)
+            for j, v in enumerate(raw)
+        ]
+        return tuple(t for t in texts if t is not None)
+
+    def field_flags(self, entry: Mapping[Any, Any], name: str, rule: str | None) -> dict[str, bool | None]:
+        """A field's ``required``, ``visible`` and ``lookup`` (``None`` when left out or not a boolean)."""
+        flags: dict[str, bool | None] = {}
+        for key in ("required", "visible", "lookup"):
+            value = entry.get(key)
+            if key in entry and not isinstance(value, bool):
+                self.add(f"field {name!r}: {key} must be true or false", line=line_of(entry, key), rule=rule)
+                value = None
+            flags[key] = value
+        return flags
 
     def notify(
         self, node: Any, line: int | None, rule: str | None, channel_names: Mapping[str, str]

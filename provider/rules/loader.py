@@ -177,49 +177,11 @@ class _Validator(ActionChecks):
         label = name if name is not None else (raw_name if isinstance(raw_name, str) else None)
         self.unknown_keys(body, RULE_KEYS, "rule", label)
 
-        description = body.get("description")
-        if description is not None and not isinstance(description, str):
-            self.add("description must be text", line=line_of(body, "description"), rule=label)
-            description = None
-
-        priority = body.get("priority", 0)
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            self.add(
-                f"priority must be a whole number, not {describe_type(priority)}",
-                line=line_of(body, "priority"),
-                rule=label,
-            )
-            priority = 0
-        elif abs(priority) > PRIORITY_LIMIT:
-            self.add(
-                f"priority must be between -{PRIORITY_LIMIT} and {PRIORITY_LIMIT}",
-                line=line_of(body, "priority"),
-                rule=label,
-            )
-
-        enabled = body.get("enabled", True)
-        if not isinstance(enabled, bool):
-            self.add("enabled must be true or false", line=line_of(body, "enabled"), rule=label)
-            enabled = True
-
-        when = body.get("when")
-        if "when" in body and (not isinstance(when, str) or not when.strip()):
-            hint = " (leave 'when' out to always match)" if isinstance(when, bool) else ""
-            self.add(
-                f"when must be an expression in text, not {describe_type(when)}{hint}",
-                line=line_of(body, "when"),
-                rule=label,
-            )
-            when = None
-
-        on_error = body.get("on_error")
-        if "on_error" in body and on_error not in ON_ERROR_VALUES:
-            self.add(
-                f"on_error must be one of {', '.join(ON_ERROR_VALUES)}, not {on_error!r}",
-                line=line_of(body, "on_error"),
-                rule=label,
-            )
-            on_error = None
+        description = self.rule_description(body, label)
+        priority = self.rule_priority(body, label)
+        enabled = self.rule_enabled(body, label)
+        when = self.rule_when(body, label)
+        on_error = self.rule_on_error(body, label)
 
         method, methods = self.method(body, label)
         then = body.get("then")
@@ -235,20 +197,7 @@ class _Validator(ActionChecks):
         if actions is not None and method is not None:
             methods = self.check_actions(actions, method, methods, line_of(body, "method"), label)
         if actions is not None and check_templates:
-            # Compile what is there even when other parts are wrong: report everything at once.
-            provisional = Rule(
-                name=label or "?", method=ANY_METHOD, methods=frozenset(), then=actions, when=when, line=line
-            )
-            try:
-                compile_rule(provisional)
-            except RuleCompileError as exc:
-                for path, message in exc.problems:
-                    raw = self.raw_path(path)
-                    self.add(
-                        f"{'.'.join(str(p) for p in raw)}: {message}",
-                        line=line_at(body, raw),
-                        rule=label,
-                    )
+            self.check_compiles(body, actions, when, line, label)
         if len(self.problems) > start or name is None or method is None or actions is None or not methods:
             return None
         return Rule(
@@ -263,6 +212,86 @@ class _Validator(ActionChecks):
             then=actions,
             line=line,
         )
+
+    def rule_description(self, body: Mapping[Any, Any], rule: str | None) -> str | None:
+        """The rule's ``description`` (text; ``None`` when left out or not text)."""
+        description = body.get("description")
+        if description is not None and not isinstance(description, str):
+            self.add("description must be text", line=line_of(body, "description"), rule=rule)
+            description = None
+        return description
+
+    def rule_priority(self, body: Mapping[Any, Any], rule: str | None) -> int:
+        """The rule's ``priority`` (a whole number within PRIORITY_LIMIT; 0 when left out or not one)."""
+        priority = body.get("priority", 0)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            self.add(
+                f"priority must be a whole number, not {describe_type(priority)}",
+                line=line_of(body, "priority"),
+                rule=rule,
+            )
+            priority = 0
+        elif abs(priority) > PRIORITY_LIMIT:
+            self.add(
+                f"priority must be between -{PRIORITY_LIMIT} and {PRIORITY_LIMIT}",
+                line=line_of(body, "priority"),
+                rule=rule,
+            )
+        return priority
+
+    def rule_enabled(self, body: Mapping[Any, Any], rule: str | None) -> bool:
+        """The rule's ``enabled`` (true when left out or not a boolean)."""
+        enabled = body.get("enabled", True)
+        if not isinstance(enabled, bool):
+            self.add("enabled must be true or false", line=line_of(body, "enabled"), rule=rule)
+            enabled = True
+        return enabled
+
+    def rule_when(self, body: Mapping[Any, Any], rule: str | None) -> str | None:
+        """The rule's ``when`` expression (``None``: always matches, or not valid text)."""
+        when = body.get("when")
+        if "when" in body and (not isinstance(when, str) or not when.strip()):
+            hint = " (leave 'when' out to always match)" if isinstance(when, bool) else ""
+            self.add(
+                f"when must be an expression in text, not {describe_type(when)}{hint}",
+                line=line_of(body, "when"),
+                rule=rule,
+            )
+            when = None
+        return when
+
+    def rule_on_error(self, body: Mapping[Any, Any], rule: str | None) -> str | None:
+        """The rule's ``on_error`` (one of ON_ERROR_VALUES; ``None`` when left out or not one)."""
+        on_error = body.get("on_error")
+        if "on_error" in body and on_error not in ON_ERROR_VALUES:
+            self.add(
+                f"on_error must be one of {', '.join(ON_ERROR_VALUES)}, not {on_error!r}",
+                line=line_of(body, "on_error"),
+                rule=rule,
+            )
+            on_error = None
+        return on_error
+
+    def check_compiles(
+        self, body: Mapping[Any, Any], actions: Actions, when: str | None, line: int | None, rule: str | None
+    ) -> None:
+        """A problem for each expression and template of the rule that does not compile.
+
+        What is there is compiled even when other parts are wrong: every problem is reported at once.
+        """
+        provisional = Rule(
+            name=rule or "?", method=ANY_METHOD, methods=frozenset(), then=actions, when=when, line=line
+        )
+        try:
+            compile_rule(provisional)
+        except RuleCompileError as exc:
+            for path, message in exc.problems:
+                raw = self.raw_path(path)
+                self.add(
+                    f"{'.'.join(str(p) for p in raw)}: {message}",
+                    line=line_at(body, raw),
+                    rule=rule,
+                )
 
     def method(
         self, body: Mapping[Any, Any], rule: str | None
