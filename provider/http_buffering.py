@@ -127,6 +127,17 @@ class _Reading:
         self.deadline = deadline
 
 
+def _read_some(conn: BufferedConn) -> bytes | None:
+    """Up to READ_SIZE bytes from ``conn``: ``b""`` when the client is gone, ``None`` when nothing is there yet."""
+    try:
+        data: bytes = conn.sock.recv(READ_SIZE)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+    return data
+
+
 def _closes(fs: Any) -> bool:
     """Whether a finished ``handle()`` says: close the connection (it returns False then)."""
     return not fs.cancelled() and fs.exception() is None and not fs.result()
@@ -237,12 +248,9 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         reading = self.reading.get(conn)
         if reading is None:
             return
-        try:
-            data = conn.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _read_some(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:  # the client went away before its request was whole
             self._stop_reading(conn)
             self._close(conn)
@@ -322,12 +330,9 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         conn.lingered = 0
 
     def _on_lingering(self, conn: BufferedConn, _fileobj: Any = None) -> None:
-        try:
-            data = conn.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _read_some(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         conn.lingered += len(data)
         if not data or conn.lingered > LINGER_BYTES:
             self._stop_lingering(conn)

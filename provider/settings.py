@@ -199,28 +199,26 @@ def _parse_bool(raw: Any) -> bool:
     raise ValueError("expected true or false")
 
 
-def _parse_positive_int(raw: Any) -> int:
-    value = int(str(raw).strip())
-    if value <= 0:
-        raise ValueError("must be a positive whole number")
-    return value
+def _whole_number(accept: Callable[[int], bool], problem: str) -> Callable[[Any], int]:
+    """A parser of whole numbers that raises ValueError(``problem``) for one ``accept`` refuses."""
 
-
-def _parse_non_negative_int(raw: Any) -> int:
-    value = int(str(raw).strip())
-    if value < 0:
-        raise ValueError("must be 0 (off) or a positive whole number")
-    return value
-
-
-def _int_between(low: int, high: int) -> Callable[[Any], int]:
     def parse(raw: Any) -> int:
         value = int(str(raw).strip())
-        if not low <= value <= high:
-            raise ValueError(f"must be a whole number from {low} to {high}")
+        if not accept(value):
+            raise ValueError(problem)
         return value
 
     return parse
+
+
+_parse_positive_int = _whole_number(lambda value: value > 0, "must be a positive whole number")
+_parse_non_negative_int = _whole_number(
+    lambda value: value >= 0, "must be 0 (off) or a positive whole number"
+)
+
+
+def _int_between(low: int, high: int) -> Callable[[Any], int]:
+    return _whole_number(lambda value: low <= value <= high, f"must be a whole number from {low} to {high}")
 
 
 def _parse_positive_float(raw: Any) -> float:
@@ -257,9 +255,14 @@ def _parse_service_password(raw: Any) -> Secret | None:
     return secret
 
 
-def _parse_urls(raw: Any) -> tuple[str, ...]:
+def _list_items(raw: Any) -> tuple[str, ...]:
+    """The non-empty items of a TOML list or of a comma- or space-separated text, stripped, in order."""
     items = raw if isinstance(raw, list | tuple) else re.split(r"[\s,]+", str(raw))
-    urls = tuple(str(u).strip() for u in items if str(u).strip())
+    return tuple(text for text in (str(item).strip() for item in items) if text)
+
+
+def _parse_urls(raw: Any) -> tuple[str, ...]:
+    urls = _list_items(raw)
     for url in urls:
         if not re.match(r"^ldaps?://", url, re.IGNORECASE):
             raise ValueError(f"{url!r} is not an ldap:// or ldaps:// URL")
@@ -272,8 +275,7 @@ def _parse_networks(raw: Any) -> tuple[IPNetwork, ...]:
 
 def _parse_namespaces(raw: Any) -> tuple[str, ...]:
     """``"* "`` / ``"urn:a, http://b/"`` / a list -> the namespaces; empty: none besides the configured one."""
-    items = raw if isinstance(raw, list | tuple) else re.split(r"[\s,]+", str(raw))
-    namespaces = tuple(dict.fromkeys(str(n).strip() for n in items if str(n).strip()))
+    namespaces = tuple(dict.fromkeys(_list_items(raw)))
     for namespace in namespaces:
         if len(namespace) > MAX_NAMESPACE_LENGTH:
             raise ValueError(f"a namespace is longer than {MAX_NAMESPACE_LENGTH} characters")
@@ -287,8 +289,7 @@ _VAR_PATTERN = re.compile(r"^[A-Za-z0-9_*?\[\]!-]+$")
 
 def _parse_secret_vars(raw: Any) -> tuple[str, ...]:
     """Names/glob patterns from a comma- or space-separated text (or a TOML list)."""
-    items = raw if isinstance(raw, list | tuple) else re.split(r"[\s,]+", str(raw))
-    patterns = tuple(dict.fromkeys(str(p).strip() for p in items if str(p).strip()))
+    patterns = tuple(dict.fromkeys(_list_items(raw)))
     if not patterns:
         raise ValueError(
             "list at least one variable name or pattern "

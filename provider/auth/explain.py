@@ -65,15 +65,12 @@ def explain_login(settings: Settings, operation: Operation, inputs: InputVariabl
     if key is None:
         return [f"reason: {username!r} is not a usable username (empty, too long or control characters)"]
     require_existing(settings.database_url)  # never explain from a new, empty file
-    database = Database(settings.database_url)
-    try:
+    with Database(settings.database_url) as database:
         status = Throttle(database, settings.throttle).status([key]).get(key)
         lines = _recorded(status, username)
         if lines:
             return lines
         return _not_recorded(settings, database, operation, inputs, username)
-    finally:
-        database.dispose()
 
 
 def _recorded(status: KeyStatus | None, username: str) -> list[str]:

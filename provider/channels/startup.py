@@ -54,13 +54,11 @@ def warn_about_channel_variables(settings: Settings) -> list[ChannelWarning]:
 
     Never raises for a database problem (``serve`` reports those itself); returns the warnings.
     """
-    database = Database(settings.database_url)
-    try:
-        warnings = stored_channel_warnings(settings, database)
-    except StorageError:
-        return []
-    finally:
-        database.dispose()
+    with Database(settings.database_url) as database:
+        try:
+            warnings = stored_channel_warnings(settings, database)
+        except StorageError:
+            return []
     for warning in warnings:
         log.warning(
             "channel %s: %s",

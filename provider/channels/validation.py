@@ -46,20 +46,24 @@ DEFAULT_SECRET_VARS: tuple[str, ...] = ("*",)
 # --- shape ---------------------------------------------------------------------------
 
 
-def _plain(value: Any, key: str) -> Any:
-    """``value`` as JSON data (mapping keys as text); raises ValueError naming ``key``."""
+def json_data(value: Any) -> Any:
+    """A copy of ``value`` in plain JSON containers (``dict``, ``list``), mapping keys as text.
+
+    Any mapping or sequence type is copied (the rules loader's line-tracking ones too);
+    keys may be text or whole numbers. Raises ValueError for anything JSON cannot hold.
+    """
     if value is None or isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str | int) or isinstance(k, bool):
-                raise ValueError(key)
-            out[str(k)] = _plain(v, key)
+                raise ValueError(f"a mapping key of type {type(k).__name__}")
+            out[str(k)] = json_data(v)
         return out
     if isinstance(value, list | tuple):
-        return [_plain(v, key) for v in value]
-    raise ValueError(key)
+        return [json_data(v) for v in value]
+    raise ValueError(f"a value of type {type(value).__name__}")
 
 
 def plain_settings(settings: Mapping[Any, Any]) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
@@ -75,7 +79,7 @@ def plain_settings(settings: Mapping[Any, Any]) -> tuple[dict[str, Any], list[tu
         try:
             if not isinstance(key, str):
                 raise ValueError(key)
-            out[key] = _plain(value, key)
+            out[key] = json_data(value)
         except ValueError:
             problems.append((key, f"setting {key!r} must be text, a number, a boolean, a list or a mapping"))
     return out, problems

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -24,21 +26,22 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database at ``url`` to ``revision``. Safe to run repeatedly."""
-    try:
-        command.upgrade(alembic_config(url), revision)
-    except CommandError as exc:
-        raise StorageError(f"migration failed: {exc}") from exc
-    except SQLAlchemyError as exc:
-        raise storage_error(exc, url, "migration failed") from exc
+    _migrate(command.upgrade, url, revision, "migration failed")
 
 
 def downgrade(url: str, revision: str) -> None:
+    """Take the database at ``url`` back to ``revision``."""
+    _migrate(command.downgrade, url, revision, "downgrade failed")
+
+
+def _migrate(step: Callable[[Config, str], None], url: str, revision: str, failed: str) -> None:
+    """Run the Alembic ``step`` to ``revision``; its errors become StorageError(``failed``: ...)."""
     try:
-        command.downgrade(alembic_config(url), revision)
+        step(alembic_config(url), revision)
     except CommandError as exc:
-        raise StorageError(f"downgrade failed: {exc}") from exc
+        raise StorageError(f"{failed}: {exc}") from exc
     except SQLAlchemyError as exc:
-        raise storage_error(exc, url, "downgrade failed") from exc
+        raise storage_error(exc, url, failed) from exc
 
 
 def pending(url: str) -> bool:

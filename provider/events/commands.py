@@ -29,8 +29,7 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
@@ -122,15 +121,6 @@ def _until(text: str) -> datetime:
     return _parse_when(text, end_of_day=True)
 
 
-@contextmanager
-def _database(settings: Settings) -> Iterator[Database]:
-    database = Database(settings.database_url)
-    try:
-        yield database
-    finally:
-        database.dispose()
-
-
 # --- worker --------------------------------------------------------------------------
 
 
@@ -149,7 +139,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with _database(settings) as database:
+        with Database(settings.database_url) as database:
             worker = Worker(settings, database)
             if args.once:
                 try:
@@ -186,13 +176,14 @@ def utc_text(value: datetime, timespec: str = "auto") -> str:
     return aware.replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
 
 
-def _plain(value: Any) -> Any:
+def _json_ready(value: Any) -> Any:
+    """``value`` for ``json.dumps``: dates as UTC text (:func:`utc_text`), tuples as lists, keys as text."""
     if isinstance(value, datetime):
         return utc_text(value)
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [_json_ready(v) for v in value]
     return value
 
 
@@ -204,7 +195,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, Mapping):
-        return json.dumps(_plain(value), ensure_ascii=False, sort_keys=True)
+        return json.dumps(_json_ready(value), ensure_ascii=False, sort_keys=True)
     return " ".join(str(value).split())
 
 
@@ -223,7 +214,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _emit(records: Sequence[Any], fmt: str, table: Callable[[Sequence[Any]], str]) -> None:
     if fmt == "json":
-        print(json.dumps([_plain(dataclasses.asdict(r)) for r in records], ensure_ascii=False, indent=2))
+        print(json.dumps([_json_ready(dataclasses.asdict(r)) for r in records], ensure_ascii=False, indent=2))
     elif fmt == "csv":
         buffer = io.StringIO()
         if records:
@@ -243,7 +234,7 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, datetime):
         return utc_text(value)
     if isinstance(value, Mapping | list):
-        return json.dumps(_plain(value), ensure_ascii=False, sort_keys=True)
+        return json.dumps(_json_ready(value), ensure_ascii=False, sort_keys=True)
     return str(value)
 
 
@@ -293,17 +284,17 @@ def cmd_deliveries_list(args: argparse.Namespace, settings: Settings) -> int:
         until=args.until,
         event_id=args.event_id,
     )
-    with _database(settings) as database:
+    with Database(settings.database_url) as database:
         rows = reports.list_deliveries(database, filters, limit=args.limit)
     _emit(rows, args.format, _deliveries_table)
     return 0
 
 
 def cmd_deliveries_show(args: argparse.Namespace, settings: Settings) -> int:
-    with _database(settings) as database:
+    with Database(settings.database_url) as database:
         detail = reports.get_delivery(database, args.id)
     if args.format == "json":
-        print(json.dumps(_plain(dataclasses.asdict(detail)), ensure_ascii=False, indent=2))
+        print(json.dumps(_json_ready(dataclasses.asdict(detail)), ensure_ascii=False, indent=2))
         return 0
     d = detail.delivery
     fields = [
@@ -321,7 +312,7 @@ def cmd_deliveries_show(args: argparse.Namespace, settings: Settings) -> int:
         ("Partner id", d.partner_id),
         ("Last error", d.last_error),
         ("Key", detail.key),
-        ("Parameters", json.dumps(_plain(detail.params), ensure_ascii=False, sort_keys=True)),
+        ("Parameters", json.dumps(_json_ready(detail.params), ensure_ascii=False, sort_keys=True)),
     ]
     if detail.documents:
         sizes = {name: len(json.dumps(value)) for name, value in detail.documents.items()}
@@ -359,7 +350,7 @@ def cmd_deliveries_retry(args: argparse.Namespace, settings: Settings) -> int:
         raise ProviderError("give either a delivery ID or --failed")
     if args.channel and not args.failed:
         raise ProviderError("--channel goes with --failed")
-    with _database(settings) as database:
+    with Database(settings.database_url) as database:
         if args.failed:
             count = reports.retry_failed(database, channel=args.channel)
             print(f"{count} failed deliveries queued again")
@@ -393,7 +384,7 @@ def _errors_text(errors: Sequence[Mapping[str, str]]) -> str:
 
 
 def cmd_events_list(args: argparse.Namespace, settings: Settings) -> int:
-    with _database(settings) as database:
+    with Database(settings.database_url) as database:
         rows = reports.list_events(
             database,
             event_type=args.event_type,
@@ -407,13 +398,13 @@ def cmd_events_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
-    with _database(settings) as database:
+    with Database(settings.database_url) as database:
         rows = reports.list_events(database, event_id=args.id, limit=1)
     if not rows:
         raise EventNotFound(f"no event has id {args.id}")
     event = rows[0]
     if args.format == "json":
-        print(json.dumps(_plain(dataclasses.asdict(event)), ensure_ascii=False, indent=2))
+        print(json.dumps(_json_ready(dataclasses.asdict(event)), ensure_ascii=False, indent=2))
         return 0
     fields = [
         ("Event", event.id),
@@ -435,7 +426,7 @@ def cmd_events_replay(args: argparse.Namespace, settings: Settings) -> int:
     from provider.rules.engine import compile_rules
     from provider.rules.store import RuleStore
 
-    with _database(settings) as database:
+    with Database(settings.database_url) as database:
         snapshot = RuleStore(database).snapshot()
         rules = compile_rules(snapshot.valid_rules(), version=snapshot.version)
         result = replay_event(database, rules, args.id)

@@ -246,7 +246,7 @@ class Worker:
             "finished_at": finished,
             "last_error": None,
             "partner_id": partner_id,
-            "documents": _plain(result.documents),
+            "documents": _documents_as_json(result.documents),
         }
         with self._db.session(immediate=True) as session:
             # A success is the truth even if our lease ran out meanwhile.
@@ -379,8 +379,8 @@ def _error_text(error: ChannelError) -> str:
     return text
 
 
-def _plain(documents: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The partner's documents as plain JSON data (``None`` when there are none)."""
+def _documents_as_json(documents: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The partner's documents as plain JSON data, any other value as its text (``None`` when none)."""
     if not documents:
         return None
     plain: dict[str, Any] = json.loads(json.dumps(dict(documents), default=str))

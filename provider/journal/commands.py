@@ -17,8 +17,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from provider.db.session import Database
 from provider.domain import Operation
-from provider.events.commands import FORMATS, _database, _emit, _plain, _since, _until, format_table
+from provider.events.commands import FORMATS, _emit, _json_ready, _since, _until, format_table
 from provider.journal import queries
 from provider.journal.entry import OUTCOMES
 from provider.settings import Settings
@@ -73,17 +74,17 @@ def cmd_calls_list(args: argparse.Namespace, settings: Settings) -> int:
     filters = queries.CallFilter(
         operation=args.operation, outcome=args.outcome, user=args.user, since=args.since, until=args.until
     )
-    with _database(settings) as database:
+    with Database(settings.database_url) as database:
         rows = queries.list_calls(database, filters, limit=args.limit)
     _emit(rows, args.format, _calls_table)
     return 0
 
 
 def cmd_calls_show(args: argparse.Namespace, settings: Settings) -> int:
-    with _database(settings) as database:
+    with Database(settings.database_url) as database:
         detail = queries.get_call(database, args.id)
     if args.format == "json":
-        print(json.dumps(_plain(dataclasses.asdict(detail)), ensure_ascii=False, indent=2))
+        print(json.dumps(_json_ready(dataclasses.asdict(detail)), ensure_ascii=False, indent=2))
         return 0
     c = detail.call
     answer = detail.answer or {}

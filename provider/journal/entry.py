@@ -100,7 +100,7 @@ def answer_document(result: CallResult) -> dict[str, Any]:
         "fields": [_field(f) for f in result.custom_fields],
         "html": result.user_info_html,
         "notifications": [
-            {"rule": n.rule, "channel": n.channel, "params": _plain(n.params)}
+            {"rule": n.rule, "channel": n.channel, "params": _json_safe(n.params)}
             for n in (decision.notifications if decision is not None else ())
         ],
     }
@@ -119,11 +119,13 @@ def _field(data: CustomFieldData) -> dict[str, Any]:
     }
 
 
-def _plain(value: Any) -> Any:
+def _json_safe(value: Any) -> Any:
+    """``value`` in JSON containers; anything JSON cannot hold becomes its text (a journal
+    entry never fails on an odd notification parameter)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [_json_safe(v) for v in value]
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)

@@ -39,18 +39,24 @@ _BUILTIN_TYPES = (str, bytes, int, float, list, tuple, dict, set, frozenset)
 _SCALARS = (str, int, float, bool, type(None))
 
 
+def _checked_arguments(args: tuple[Any, ...]) -> Budget:
+    """The active budget, after checking its deadline and measuring the non-scalar ``args``."""
+    budget = ACTIVE.get()
+    if monotonic() > budget.deadline:
+        budget.check_time()
+    for arg in args:
+        if not isinstance(arg, _SCALARS):
+            budget.measure(arg)
+    return budget
+
+
 def checked_filter(func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` checking the deadline, measuring its arguments and counting its result."""
     skip = 1 if _PassArg.from_obj(func) is not None else 0
 
     @functools.wraps(func)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        budget = ACTIVE.get()
-        if monotonic() > budget.deadline:
-            budget.check_time()
-        for arg in args[skip:]:
-            if not isinstance(arg, _SCALARS):
-                budget.measure(arg)
+        budget = _checked_arguments(args[skip:])
         if kwargs:
             budget.measure_args(kwargs.values())
         result = func(*args, **kwargs)
@@ -68,12 +74,7 @@ def checked_test(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        budget = ACTIVE.get()
-        if monotonic() > budget.deadline:
-            budget.check_time()
-        for arg in args[skip:]:
-            if not isinstance(arg, _SCALARS):
-                budget.measure(arg)
+        _checked_arguments(args[skip:])
         return func(*args, **kwargs)
 
     return checked

@@ -67,12 +67,9 @@ def command_line() -> str:
 def open_database(settings: Settings) -> Iterator[Database]:
     """The configured database, migrated: the embedded SQLite default is upgraded on
     the spot; another database must be upgraded with ``st-provider db upgrade``."""
-    database = Database(settings.database_url)
-    try:
+    with Database(settings.database_url) as database:
         if pending(settings.database_url):
             if not database.is_sqlite:
                 raise ConfigError("the database is not at the newest migration: run `st-provider db upgrade`")
             upgrade(settings.database_url)
         yield database
-    finally:
-        database.dispose()

@@ -123,13 +123,11 @@ def _stored_channel_types(settings: Settings) -> dict[str, str]:
     is_sqlite = url is not None and url.get_backend_name() == "sqlite"
     if is_sqlite and url is not None and (not url.database or not Path(url.database).exists()):
         return {}
-    database = Database(settings.database_url)
-    try:
-        return RuleStore(database).channel_types()
-    except StorageError:
-        return {}
-    finally:
-        database.dispose()
+    with Database(settings.database_url) as database:
+        try:
+            return RuleStore(database).channel_types()
+        except StorageError:
+            return {}
 
 
 def _print_problems(exc: RulesFileError, source: str) -> None:
