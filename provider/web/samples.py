@@ -88,7 +88,8 @@ def operation_samples(
 def _envelope(envelope_ns: str, prefix: str, content: etree._Element) -> str:
     root = etree.Element(f"{{{envelope_ns}}}Envelope", nsmap={"xsi": XSI, "xsd": XSD, prefix: envelope_ns})
     etree.SubElement(root, f"{{{envelope_ns}}}Body").append(content)
-    return _DECLARATION + etree.tostring(root, pretty_print=True, encoding="unicode").rstrip("\n")
+    text: str = etree.tostring(root, pretty_print=True, encoding="unicode")
+    return _DECLARATION + text.rstrip("\n")
 
 
 def _request_body(spec: OperationSpec, namespace: str, inputs: list[str]) -> etree._Element:
