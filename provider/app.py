@@ -6,7 +6,9 @@ forked (see :mod:`provider.server`): it opens the database, builds the domain
 
 Routes:
 
-* ``/ExternalProvider.asmx`` (any case) and ``/``: SOAP 1.1/1.2 ``POST``, ``GET ?wsdl``;
+* ``/ExternalProvider.asmx`` (any case) and ``/``: SOAP 1.1/1.2 ``POST``, ``GET ?wsdl``; a
+  ``GET``/``HEAD`` without ``?wsdl`` gets the public help page (:mod:`provider.web.help`), as ASMX
+  shows one; any other method a 405 SOAP fault with ``Allow: GET, HEAD, POST``;
 * ``/healthz`` (liveness): ``200 {"status": "ok"}`` whenever the process answers. It
   checks nothing outside the process, so a database or directory outage never gets
   healthy processes restarted (Kubernetes' liveness probe, systemd watchdogs);
@@ -62,7 +64,9 @@ from provider.metrics import AUTHPW_BLOCKS, JOURNAL_DROPPED, SOAP_CALLS, SOAP_FA
 from provider.password_limiter import PasswordFailureLimiter
 from provider.settings import Settings
 from provider.soap.contract import ENDPOINT_PATH
+from provider.soap.request import is_wsdl_query
 from provider.soap.router import CallRecord, SoapResponse, SoapRouter
+from provider.web.help import HelpPages
 
 log = logging.getLogger("provider.app")
 
@@ -96,8 +100,12 @@ class ProviderApplication:
         limiter: PasswordFailureLimiter | None = None,
         trusted_proxies: tuple[IPNetwork, ...] = (),
         journal: CallObserver | None = None,
+        help_pages: HelpPages | None = None,
     ) -> None:
         self.router = router
+        self.help_pages = help_pages or HelpPages(
+            namespace=router.namespace, public_address=router.public_address
+        )
         self.journal = journal
         self.limiter = limiter
         self.trusted_proxies = trusted_proxies
@@ -111,7 +119,7 @@ class ProviderApplication:
         path = str(environ.get("PATH_INFO") or "/")
         lowered = path.lower()
         if lowered in _SOAP_PATHS:
-            response = self._soap(environ)
+            response = self._help(environ) if _is_help_request(environ) else self._soap(environ)
         elif lowered == "/healthz":
             response = self._health(environ)
         elif lowered == "/readyz":
@@ -144,6 +152,10 @@ class ProviderApplication:
         if self.journal is not None:
             _journal(self.journal, record, request_id, client, elapsed)
         return response
+
+    def _help(self, environ: dict[str, Any]) -> HttpResponse:
+        page = self.help_pages.respond(environ)
+        return HttpResponse(page.status, page.headers, page.body)
 
     def _health(self, environ: dict[str, Any]) -> HttpResponse:
         # Liveness only: answering at all is the check (see the module docstring).
@@ -208,6 +220,12 @@ class ProviderApplication:
 
 
 QUEUE_REFRESH_SECONDS = 5.0
+
+
+def _is_help_request(environ: Mapping[str, Any]) -> bool:
+    """A ``GET`` or ``HEAD`` of the SOAP endpoint that does not ask for the WSDL."""
+    method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+    return method in ("GET", "HEAD") and not is_wsdl_query(str(environ.get("QUERY_STRING", "")))
 
 
 def _count_and_log(

@@ -120,9 +120,14 @@ def test_wrong_content_type(server: ServerProcess) -> None:
     assert_next_call_works(server)
 
 
-def test_get_without_wsdl(server: ServerProcess) -> None:
+def test_get_without_wsdl_is_the_help_page_and_other_methods_405(server: ServerProcess) -> None:
     response = httpx.get(server.endpoint, timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["allow"] == "GET, HEAD, POST"
+    response = httpx.put(server.endpoint, timeout=10)
     assert_fault(response, soap12=False, status=405, text="POST")
+    assert response.headers["allow"] == "GET, HEAD, POST"
     assert_next_call_works(server)
 
 

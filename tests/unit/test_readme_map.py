@@ -42,7 +42,8 @@ def test_every_provider_module_and_package_is_named_and_every_name_exists() -> N
         key = "provider" if folder == PROVIDER else f"provider/{folder.name}"
         assert key in sections, f"{key}/ is not in the map"
         in_code = {p.stem for p in folder.glob("*.py") if p.name != "__init__.py"}
-        in_code |= {f"{p.parent.name}/" for p in folder.glob("*/__init__.py") if folder != PROVIDER}
+        if folder != PROVIDER:  # sub-packages (impl/) and data folders (templates/, static/)
+            in_code |= {f"{p.name}/" for p in folder.iterdir() if p.is_dir() and p.name != "__pycache__"}
         assert in_code - sections[key] == set(), f"{key}: not in the map"
         assert sections[key] - in_code == set(), f"{key}: named in the map but not in the code"
     top_level = {name.rstrip("/") for name in sections if "/" not in name}
