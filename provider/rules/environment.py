@@ -27,6 +27,7 @@ expressions given as constants. :class:`CompileError` lists every problem found.
 from __future__ import annotations
 
 import difflib
+import inspect
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextvars import Token
@@ -248,15 +249,25 @@ class Condition:
     Equivalent to ``ImmutableSandboxedEnvironment.compile_expression(source,
     undefined_to_none=False)``, but evaluated in the call's shared :class:`Scope`
     instead of copying every variable into a new context per expression (several
-    times faster with many rules). Raises whatever the expression raises, and
+    times faster with many rules), and as a plain function returning the value where
+    Jinja's code for it has the expected shape (:func:`_plain_function`; else Jinja's
+    generator, storing ``result``). Raises whatever the expression raises, and
     RuleLimitExceeded when the scope's budget runs out (its deadline is checked first).
     """
 
-    __slots__ = ("_render", "source")
+    __slots__ = ("_evaluate", "_render", "source")
 
-    def __init__(self, source: str, template: Template) -> None:
+    def __init__(
+        self, source: str, template: Template, plain: Callable[[Context], Any] | None = None
+    ) -> None:
         self.source = source
         self._render = template.root_render_func
+        self._evaluate = plain if plain is not None else self._generated
+
+    def _generated(self, context: Context) -> Any:
+        for _ in self._render(context):
+            pass
+        return context.vars.pop("result")
 
     def __call__(self, scope: Scope) -> Any:
         budget = scope.budget
@@ -264,10 +275,28 @@ class Condition:
             budget.check_time()
         if ACTIVE.get() is not budget:  # called outside RuleSet.evaluate
             return scope.within(self, scope)
-        context = scope.condition_context()
-        for _ in self._render(context):
-            pass
-        return context.vars.pop("result")
+        return self._evaluate(scope.condition_context())
+
+
+# Jinja's code for ``{% set result = <expression> %}``: a generator storing the value.
+_GENERATOR_LINE = "    if 0: yield None\n"
+_STORE_LINES = "    context.vars['result'] = l_0_result\n    context.exported_vars.add('result')\n"
+
+
+def _plain_function(ast: nodes.Template, env: RulesEnvironment) -> Callable[[Context], Any] | None:
+    """The condition's code (the same sandboxed code Jinja generates) as a function that
+    returns the value instead of a generator storing it, or ``None`` when the generated
+    code does not have exactly that expected shape (the generator is used then)."""
+    code = env.compile(ast, raw=True)
+    if code.count(_GENERATOR_LINE) != 1 or code.count(_STORE_LINES) != 1:
+        return None
+    code = code.replace(_GENERATOR_LINE, "").replace(_STORE_LINES, "    return l_0_result\n")
+    namespace: dict[str, Any] = {"environment": env, "__file__": "<template>"}
+    exec(compile(code, "<template>", "exec"), namespace)  # noqa: S102 - Jinja's own generated code
+    root = namespace.get("root")
+    if not inspect.isfunction(root) or inspect.isgeneratorfunction(root):
+        return None
+    return cast(Callable[[Context], Any], root)
 
 
 class TextTemplate:
@@ -369,7 +398,8 @@ def compile_condition(source: str, known_names: Collection[str]) -> Condition:
         ast.set_environment(env)
     except TemplateError as exc:
         raise CompileError([_syntax_problem(exc)]) from exc
-    return Condition(source, _checked_template(ast, env, known_names))
+    template = _checked_template(ast, env, known_names)
+    return Condition(source, template, _plain_function(ast, env))
 
 
 def _checked_template(ast: nodes.Template, env: RulesEnvironment, known_names: Collection[str]) -> Template:
