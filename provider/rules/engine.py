@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from time import monotonic
 from typing import Any
 
 from provider.domain import CustomFieldData, Decision, Identity, Notification, Operation
@@ -180,7 +181,11 @@ class CompiledRule:
         self.rule = rule
         self.name = rule.name
         self.position = position
+        self.priority = rule.priority
+        self.enabled = rule.enabled
         self.when = when
+        #: The condition as a function of the scope's condition context (``None``: always).
+        self.test = when.function if when is not None else None
         self.message = message
         self.set_values = set_values
         self.fields = fields
@@ -433,32 +438,40 @@ class RuleSet:
     def _evaluate(
         rules: Sequence[CompiledRule], scope: Scope, operation: Operation, trace: list[TraceEntry] | None
     ) -> Decision:
+        """The rules in order, with ``scope``'s budget active (what :meth:`CompiledRule.matches`
+        does per rule is inlined: the deadline, then the condition in the shared context)."""
         result = _Accumulator()
         stopped_by: str | None = None
+        budget = scope.budget
+        deadline = budget.deadline
+        context = scope.condition_context()
         for rule in rules:
-            priority = rule.rule.priority
             if stopped_by is not None:
                 if trace is not None:
                     trace.append(
-                        TraceEntry(rule.name, priority, NOT_REACHED, f"evaluation stopped by {stopped_by!r}")
+                        TraceEntry(rule.name, rule.priority, NOT_REACHED, f"evaluation stopped by {stopped_by!r}")
                     )
                 continue
-            if not rule.rule.enabled:
+            if not rule.enabled:
                 if trace is not None:
-                    trace.append(TraceEntry(rule.name, priority, DISABLED))
+                    trace.append(TraceEntry(rule.name, rule.priority, DISABLED))
                 continue
-            try:
-                matched = rule.matches(scope)
-            except Exception as exc:  # noqa: BLE001 - any error in an admin's expression is the rule's
-                if _failed(rule, operation, "when", exc, result=result, trace=trace) and rule.final:
-                    stopped_by = rule.name
-                continue
-            if not matched:
-                if trace is not None:
-                    trace.append(
-                        TraceEntry(rule.name, priority, NO_MATCH, f"when is false: {rule.rule.when}")
-                    )
-                continue
+            test = rule.test
+            if test is not None:
+                try:
+                    if monotonic() > deadline:
+                        budget.check_time()
+                    matched = bool(test(context))
+                except Exception as exc:  # noqa: BLE001 - any error in an admin's expression is the rule's
+                    if _failed(rule, operation, "when", exc, result=result, trace=trace) and rule.final:
+                        stopped_by = rule.name
+                    continue
+                if not matched:
+                    if trace is not None:
+                        trace.append(
+                            TraceEntry(rule.name, rule.priority, NO_MATCH, f"when is false: {rule.rule.when}")
+                        )
+                    continue
             try:
                 effects = rule.effects(scope)
             except Exception as exc:  # noqa: BLE001 - any error in an admin's template is the rule's
@@ -468,7 +481,7 @@ class RuleSet:
                 result.apply(effects, rule.name)
                 if trace is not None:
                     actions = ", ".join(rule.rule.then.names()) or None
-                    trace.append(TraceEntry(rule.name, priority, MATCHED, actions))
+                    trace.append(TraceEntry(rule.name, rule.priority, MATCHED, actions))
             if rule.final:
                 stopped_by = rule.name
         return result.decision
