@@ -37,6 +37,7 @@ from jinja2 import StrictUndefined, Template, TemplateError, meta, nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.parser import Parser
 from jinja2.runtime import Context
+from jinja2.utils import missing
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
 
 from provider.errors import RuleError, RuleLimitExceeded
@@ -191,6 +192,28 @@ TEXT_ENV = RulesEnvironment(autoescape=False)
 HTML_ENV = RulesEnvironment(autoescape=True)
 
 
+class _Variables(dict[str, Any]):
+    """A scope's variables; a missing name is Jinja's ``missing`` (not a KeyError)."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> Any:
+        return missing
+
+
+class _SharedContext(Context):
+    """The context conditions and assignment-free templates share in one call.
+
+    Nothing is ever stored in its own ``vars`` (conditions return their value; templates
+    that assign get a context of their own), so a name resolves straight from the scope's
+    variables: ``resolve_or_missing`` is their C-level ``__getitem__``, not a Python method.
+    """
+
+    def __init__(self, environment: RulesEnvironment, variables: _Variables) -> None:
+        super().__init__(environment, variables, None, {})
+        self.resolve_or_missing = variables.__getitem__  # type: ignore[method-assign]
+
+
 class Scope:
     """One call's variables, shared (read-only) by every condition and template of it.
 
@@ -203,11 +226,11 @@ class Scope:
     __slots__ = ("_condition_context", "_html_context", "budget", "variables")
 
     def __init__(self, context: Mapping[str, Any], limits: RuleLimits = DEFAULT_LIMITS) -> None:
-        variables = dict(TEXT_ENV.globals)
+        variables = _Variables(TEXT_ENV.globals)
         variables.update(context)
         self.variables = variables
         self.budget = Budget(limits)
-        self._condition_context = Context(TEXT_ENV, variables, None, {})
+        self._condition_context: Context = _SharedContext(TEXT_ENV, variables)
         self._html_context: Context | None = None
 
     def enter(self) -> Token[Budget] | None:
@@ -239,7 +262,7 @@ class Scope:
         if env is TEXT_ENV:
             return self._condition_context
         if self._html_context is None:
-            self._html_context = Context(env, self.variables, None, {})
+            self._html_context = _SharedContext(env, self.variables)
         return self._html_context
 
 
