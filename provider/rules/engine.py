@@ -90,7 +90,7 @@ class TraceEntry:
     detail: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Effects:
     """A matched rule's rendered actions, applied only once all of them rendered."""
 
@@ -194,7 +194,9 @@ class CompiledRule:
         self.deny = rule.then.allow is False
         self.final = self.deny or rule.then.stop
         then = rule.then
-        self.denies = self.deny or then.allow_tickets is False or then.allow_chats is False
+        self._deny_tickets = then.allow_tickets is False
+        self._deny_chats = then.allow_chats is False
+        self.denies = self.deny or self._deny_tickets or self._deny_chats
         #: Whether an error in this rule applies its denials (fail closed) instead of skipping it.
         self.fails_closed = self.denies and rule.on_error != SKIP
 
@@ -203,25 +205,25 @@ class CompiledRule:
 
     def bare_denial(self) -> Effects:
         """This rule's denials alone (when rendering the rest of it failed)."""
-        then = self.rule.then
-        return Effects(
-            deny=self.deny, deny_tickets=then.allow_tickets is False, deny_chats=then.allow_chats is False
-        )
+        return Effects(deny=self.deny, deny_tickets=self._deny_tickets, deny_chats=self._deny_chats)
 
     def effects(self, scope: Scope) -> Effects:
-        then = self.rule.then
+        """The rule's rendered actions (only the templates it has are visited)."""
+        message, html = self.message, self.html
         return Effects(
             deny=self.deny,
-            deny_tickets=then.allow_tickets is False,
-            deny_chats=then.allow_chats is False,
-            message=self.message.render(scope) if self.message is not None else None,
-            variables=[(name, value.render(scope)) for name, value in self.set_values],
-            fields=[f.render(scope) for f in self.fields],
-            html=self.html.render(scope) if self.html is not None else None,
+            deny_tickets=self._deny_tickets,
+            deny_chats=self._deny_chats,
+            message=message.render(scope) if message is not None else None,
+            variables=[(name, value.render(scope)) for name, value in self.set_values] if self.set_values else [],
+            fields=[f.render(scope) for f in self.fields] if self.fields else [],
+            html=html.render(scope) if html is not None else None,
             notifications=[
                 Notification(rule=self.name, channel=channel, params=params.render(scope))
                 for channel, params in self.notify
-            ],
+            ]
+            if self.notify
+            else [],
         )
 
 
@@ -330,16 +332,22 @@ class _Accumulator:
                 decision.variables.append((name, value))
             else:
                 decision.variables[index] = (decision.variables[index][0], value)
-        for data in effects.fields:
+        if effects.fields:
+            self._apply_fields(effects.fields)
+        if effects.html is not None:
+            decision.html = effects.html
+        if effects.notifications:
+            decision.notifications.extend(effects.notifications)
+
+    def _apply_fields(self, fields: list[CustomFieldData]) -> None:
+        decision = self.decision
+        for data in fields:
             index = self._fields.get(data.name.lower())
             if index is None:
                 self._fields[data.name.lower()] = len(decision.fields)
                 decision.fields.append(data)
             else:
                 decision.fields[index] = replace(data, name=decision.fields[index].name)
-        if effects.html is not None:
-            decision.html = effects.html
-        decision.notifications.extend(effects.notifications)
 
 
 def _rule_error(rule: CompiledRule, operation: Operation, stage: str, exc: Exception) -> None:

@@ -121,7 +121,8 @@ class Budget:
 
     def charge(self, length: int) -> None:
         """Count ``length`` characters just built against the value and total limits."""
-        self.allow_text(length)
+        if length > self.max_value:  # allow_text, inlined: every rendered output passes here
+            self.allow_text(length)
         self.built += length
         if self.built > self._total:
             raise RuleLimitExceeded("total", f"more than {self._total} characters built in one call")
