@@ -48,7 +48,7 @@ def checked_filter(func: Callable[..., Any]) -> Callable[..., Any]:
         budget = ACTIVE.get()
         if monotonic() > budget.deadline:
             budget.check_time()
-        for arg in args[skip:]:
+        for arg in args[skip:] if skip else args:
             if not isinstance(arg, _SCALARS):
                 budget.measure(arg)
         if kwargs:
@@ -71,7 +71,7 @@ def checked_test(func: Callable[..., Any]) -> Callable[..., Any]:
         budget = ACTIVE.get()
         if monotonic() > budget.deadline:
             budget.check_time()
-        for arg in args[skip:]:
+        for arg in args[skip:] if skip else args:
             if not isinstance(arg, _SCALARS):
                 budget.measure(arg)
         return func(*args, **kwargs)

@@ -195,7 +195,8 @@ def build_context(
         if name.lower() not in sent and alias in sent:
             context[name] = sent[alias][1]
     for name in USERNAME_NAMES:
-        context[name] = normalise_username(context[name])
+        if context[name]:
+            context[name] = normalise_username(context[name])
     event_type = _event_type(context["eventType"])
     context["eventType"] = event_type
     context["eventName"] = event_name(event_type)
