@@ -215,7 +215,9 @@ class CompiledRule:
             deny_tickets=self._deny_tickets,
             deny_chats=self._deny_chats,
             message=message.render(scope) if message is not None else None,
-            variables=[(name, value.render(scope)) for name, value in self.set_values] if self.set_values else [],
+            variables=[(name, value.render(scope)) for name, value in self.set_values]
+            if self.set_values
+            else [],
             fields=[f.render(scope) for f in self.fields] if self.fields else [],
             html=html.render(scope) if html is not None else None,
             notifications=[
@@ -457,7 +459,9 @@ class RuleSet:
             if stopped_by is not None:
                 if trace is not None:
                     trace.append(
-                        TraceEntry(rule.name, rule.priority, NOT_REACHED, f"evaluation stopped by {stopped_by!r}")
+                        TraceEntry(
+                            rule.name, rule.priority, NOT_REACHED, f"evaluation stopped by {stopped_by!r}"
+                        )
                     )
                 continue
             if not rule.enabled:

@@ -37,8 +37,8 @@ from jinja2 import StrictUndefined, Template, TemplateError, meta, nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.parser import Parser
 from jinja2.runtime import Context
-from jinja2.utils import missing
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
+from jinja2.utils import missing
 
 from provider.errors import RuleError, RuleLimitExceeded
 from provider.rules import limits
@@ -211,7 +211,7 @@ class _SharedContext(Context):
 
     def __init__(self, environment: RulesEnvironment, variables: _Variables) -> None:
         super().__init__(environment, variables, None, {})
-        self.resolve_or_missing = variables.__getitem__  # type: ignore[method-assign]
+        self.resolve_or_missing = variables.__getitem__  # type: ignore[method-assign,assignment]
 
 
 class Scope:
