@@ -372,8 +372,9 @@ LINEAR_STEPS = 200_000
 #: The most ways through a pattern without repetition that :func:`linear_cost` accepts.
 _MAX_PATHS = 64
 # Substrings whose meaning differs between the ``regex`` module and ``re``'s parser (sets
-# inside sets, set operations, fuzzy matching and repeats in braces): such patterns keep the timeout.
-_NOT_ANALYSED = ("{", "[[", "--", "&&", "~~", "||")
+# inside sets, set operations, fuzzy matching and repeats in braces) or that make ``re``'s
+# parser warn (the same, conditionals): such patterns keep the timeout.
+_NOT_ANALYSED = ("{", "[[", "--", "&&", "~~", "||", "(?(")
 # Nodes of ``re``'s parse tree that match at most one character or none, without branching.
 _SINGLE_NODES = frozenset({_sre.LITERAL, _sre.NOT_LITERAL, _sre.ANY, _sre.IN, _sre.AT})
 
@@ -420,7 +421,7 @@ def linear_cost(pattern: str) -> int | None:
         return None
     try:
         parsed = _sre_parse.parse(pattern)
-    except (re.error, OverflowError, RecursionError, ValueError):
+    except Exception:  # noqa: BLE001 - whatever re's parser refuses (or warns about) keeps the timeout
         return None
     paths = _paths(parsed)
     return None if paths is None else paths * (len(pattern) + 1)
