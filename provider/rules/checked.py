@@ -39,12 +39,13 @@ _BUILTIN_TYPES = (str, bytes, int, float, list, tuple, dict, set, frozenset)
 _SCALARS = (str, int, float, bool, type(None))
 
 
-def _checked_arguments(args: tuple[Any, ...]) -> Budget:
-    """The active budget, after checking its deadline and measuring the non-scalar ``args``."""
+def _checked_arguments(args: tuple[Any, ...], skip: int) -> Budget:
+    """The active budget, after checking its deadline and measuring the non-scalar ``args``
+    from position ``skip`` on (the context Jinja passes first is not measured)."""
     budget = ACTIVE.get()
     if monotonic() > budget.deadline:
         budget.check_time()
-    for arg in args:
+    for arg in args[skip:] if skip else args:  # no copy in the common case
         if not isinstance(arg, _SCALARS):
             budget.measure(arg)
     return budget
@@ -56,7 +57,7 @@ def checked_filter(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        budget = _checked_arguments(args[skip:])
+        budget = _checked_arguments(args, skip)
         if kwargs:
             budget.measure_args(kwargs.values())
         result = func(*args, **kwargs)
@@ -74,7 +75,7 @@ def checked_test(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        _checked_arguments(args[skip:])
+        _checked_arguments(args, skip)
         return func(*args, **kwargs)
 
     return checked

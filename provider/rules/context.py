@@ -134,18 +134,22 @@ class Values(tuple[str, ...]):
 class Names(tuple[str, ...]):
     """Group names: ``"Customers" in groups`` ignores case, as directories do."""
 
-    __slots__ = ()
+    _folded: frozenset[str]
+
+    def __new__(cls, names: Iterable[str] = ()) -> Names:
+        self = super().__new__(cls, names)
+        self._folded = frozenset(name.lower() for name in self)
+        return self
 
     def __contains__(self, item: object) -> bool:
-        if not isinstance(item, str):
-            return False
-        folded = item.lower()
-        return any(name.lower() == folded for name in self)
+        return isinstance(item, str) and item.lower() in self._folded
 
 
 def _event_type(raw: str | None) -> int | None:
     """``eventType`` as an integer; ``None`` when missing or malformed (the call layer
     answers a malformed one with ``Invalid Input`` before any rule runs)."""
+    if not raw:
+        return None
     try:
         return parse_whole_number("eventType", raw or "")
     except InvalidInput:
@@ -191,7 +195,8 @@ def build_context(
         if name.lower() not in sent and alias in sent:
             context[name] = sent[alias][1]
     for name in USERNAME_NAMES:
-        context[name] = normalise_username(context[name])
+        if context[name]:
+            context[name] = normalise_username(context[name])
     event_type = _event_type(context["eventType"])
     context["eventType"] = event_type
     context["eventName"] = event_name(event_type)

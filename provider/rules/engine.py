@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from time import monotonic
 from typing import Any
 
 from provider.domain import CustomFieldData, Decision, Identity, Notification, Operation
@@ -89,7 +90,7 @@ class TraceEntry:
     detail: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Effects:
     """A matched rule's rendered actions, applied only once all of them rendered."""
 
@@ -180,7 +181,11 @@ class CompiledRule:
         self.rule = rule
         self.name = rule.name
         self.position = position
+        self.priority = rule.priority
+        self.enabled = rule.enabled
         self.when = when
+        #: The condition as a function of the scope's condition context (``None``: always).
+        self.test = when.function if when is not None else None
         self.message = message
         self.set_values = set_values
         self.fields = fields
@@ -189,7 +194,9 @@ class CompiledRule:
         self.deny = rule.then.allow is False
         self.final = self.deny or rule.then.stop
         then = rule.then
-        self.denies = self.deny or then.allow_tickets is False or then.allow_chats is False
+        self._deny_tickets = then.allow_tickets is False
+        self._deny_chats = then.allow_chats is False
+        self.denies = self.deny or self._deny_tickets or self._deny_chats
         #: Whether an error in this rule applies its denials (fail closed) instead of skipping it.
         self.fails_closed = self.denies and rule.on_error != SKIP
 
@@ -198,25 +205,27 @@ class CompiledRule:
 
     def bare_denial(self) -> Effects:
         """This rule's denials alone (when rendering the rest of it failed)."""
-        then = self.rule.then
-        return Effects(
-            deny=self.deny, deny_tickets=then.allow_tickets is False, deny_chats=then.allow_chats is False
-        )
+        return Effects(deny=self.deny, deny_tickets=self._deny_tickets, deny_chats=self._deny_chats)
 
     def effects(self, scope: Scope) -> Effects:
-        then = self.rule.then
+        """The rule's rendered actions (only the templates it has are visited)."""
+        message, html = self.message, self.html
         return Effects(
             deny=self.deny,
-            deny_tickets=then.allow_tickets is False,
-            deny_chats=then.allow_chats is False,
-            message=self.message.render(scope) if self.message is not None else None,
-            variables=[(name, value.render(scope)) for name, value in self.set_values],
-            fields=[f.render(scope) for f in self.fields],
-            html=self.html.render(scope) if self.html is not None else None,
+            deny_tickets=self._deny_tickets,
+            deny_chats=self._deny_chats,
+            message=message.render(scope) if message is not None else None,
+            variables=[(name, value.render(scope)) for name, value in self.set_values]
+            if self.set_values
+            else [],
+            fields=[f.render(scope) for f in self.fields] if self.fields else [],
+            html=html.render(scope) if html is not None else None,
             notifications=[
                 Notification(rule=self.name, channel=channel, params=params.render(scope))
                 for channel, params in self.notify
-            ],
+            ]
+            if self.notify
+            else [],
         )
 
 
@@ -325,16 +334,22 @@ class _Accumulator:
                 decision.variables.append((name, value))
             else:
                 decision.variables[index] = (decision.variables[index][0], value)
-        for data in effects.fields:
+        if effects.fields:
+            self._apply_fields(effects.fields)
+        if effects.html is not None:
+            decision.html = effects.html
+        if effects.notifications:
+            decision.notifications.extend(effects.notifications)
+
+    def _apply_fields(self, fields: list[CustomFieldData]) -> None:
+        decision = self.decision
+        for data in fields:
             index = self._fields.get(data.name.lower())
             if index is None:
                 self._fields[data.name.lower()] = len(decision.fields)
                 decision.fields.append(data)
             else:
                 decision.fields[index] = replace(data, name=decision.fields[index].name)
-        if effects.html is not None:
-            decision.html = effects.html
-        decision.notifications.extend(effects.notifications)
 
 
 def _rule_error(rule: CompiledRule, operation: Operation, stage: str, exc: Exception) -> None:
@@ -433,32 +448,42 @@ class RuleSet:
     def _evaluate(
         rules: Sequence[CompiledRule], scope: Scope, operation: Operation, trace: list[TraceEntry] | None
     ) -> Decision:
+        """The rules in order, with ``scope``'s budget active (what :meth:`CompiledRule.matches`
+        does per rule is inlined: the deadline, then the condition in the shared context)."""
         result = _Accumulator()
         stopped_by: str | None = None
+        budget = scope.budget
+        deadline = budget.deadline
+        context = scope.condition_context()
         for rule in rules:
-            priority = rule.rule.priority
             if stopped_by is not None:
                 if trace is not None:
                     trace.append(
-                        TraceEntry(rule.name, priority, NOT_REACHED, f"evaluation stopped by {stopped_by!r}")
+                        TraceEntry(
+                            rule.name, rule.priority, NOT_REACHED, f"evaluation stopped by {stopped_by!r}"
+                        )
                     )
                 continue
-            if not rule.rule.enabled:
+            if not rule.enabled:
                 if trace is not None:
-                    trace.append(TraceEntry(rule.name, priority, DISABLED))
+                    trace.append(TraceEntry(rule.name, rule.priority, DISABLED))
                 continue
-            try:
-                matched = rule.matches(scope)
-            except Exception as exc:  # noqa: BLE001 - any error in an admin's expression is the rule's
-                if _failed(rule, operation, "when", exc, result=result, trace=trace) and rule.final:
-                    stopped_by = rule.name
-                continue
-            if not matched:
-                if trace is not None:
-                    trace.append(
-                        TraceEntry(rule.name, priority, NO_MATCH, f"when is false: {rule.rule.when}")
-                    )
-                continue
+            test = rule.test
+            if test is not None:
+                try:
+                    if monotonic() > deadline:
+                        budget.check_time()
+                    matched = bool(test(context))
+                except Exception as exc:  # noqa: BLE001 - any error in an admin's expression is the rule's
+                    if _failed(rule, operation, "when", exc, result=result, trace=trace) and rule.final:
+                        stopped_by = rule.name
+                    continue
+                if not matched:
+                    if trace is not None:
+                        trace.append(
+                            TraceEntry(rule.name, rule.priority, NO_MATCH, f"when is false: {rule.rule.when}")
+                        )
+                    continue
             try:
                 effects = rule.effects(scope)
             except Exception as exc:  # noqa: BLE001 - any error in an admin's template is the rule's
@@ -468,7 +493,7 @@ class RuleSet:
                 result.apply(effects, rule.name)
                 if trace is not None:
                     actions = ", ".join(rule.rule.then.names()) or None
-                    trace.append(TraceEntry(rule.name, priority, MATCHED, actions))
+                    trace.append(TraceEntry(rule.name, rule.priority, MATCHED, actions))
             if rule.final:
                 stopped_by = rule.name
         return result.decision

@@ -27,6 +27,7 @@ expressions given as constants. :class:`CompileError` lists every problem found.
 from __future__ import annotations
 
 import difflib
+import inspect
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextvars import Token
@@ -37,6 +38,7 @@ from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.parser import Parser
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
+from jinja2.utils import missing
 
 from provider.errors import RuleError, RuleLimitExceeded
 from provider.rules import limits
@@ -190,6 +192,28 @@ TEXT_ENV = RulesEnvironment(autoescape=False)
 HTML_ENV = RulesEnvironment(autoescape=True)
 
 
+class _Variables(dict[str, Any]):
+    """A scope's variables; a missing name is Jinja's ``missing`` (not a KeyError)."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> Any:
+        return missing
+
+
+class _SharedContext(Context):
+    """The context conditions and assignment-free templates share in one call.
+
+    Nothing is ever stored in its own ``vars`` (conditions return their value; templates
+    that assign get a context of their own), so a name resolves straight from the scope's
+    variables: ``resolve_or_missing`` is their C-level ``__getitem__``, not a Python method.
+    """
+
+    def __init__(self, environment: RulesEnvironment, variables: _Variables) -> None:
+        super().__init__(environment, variables, None, {})
+        self.resolve_or_missing = variables.__getitem__  # type: ignore[method-assign,assignment]
+
+
 class Scope:
     """One call's variables, shared (read-only) by every condition and template of it.
 
@@ -202,11 +226,11 @@ class Scope:
     __slots__ = ("_condition_context", "_html_context", "budget", "variables")
 
     def __init__(self, context: Mapping[str, Any], limits: RuleLimits = DEFAULT_LIMITS) -> None:
-        variables = dict(TEXT_ENV.globals)
+        variables = _Variables(TEXT_ENV.globals)
         variables.update(context)
         self.variables = variables
         self.budget = Budget(limits)
-        self._condition_context = Context(TEXT_ENV, variables, None, {})
+        self._condition_context: Context = _SharedContext(TEXT_ENV, variables)
         self._html_context: Context | None = None
 
     def enter(self) -> Token[Budget] | None:
@@ -238,7 +262,7 @@ class Scope:
         if env is TEXT_ENV:
             return self._condition_context
         if self._html_context is None:
-            self._html_context = Context(env, self.variables, None, {})
+            self._html_context = _SharedContext(env, self.variables)
         return self._html_context
 
 
@@ -248,15 +272,31 @@ class Condition:
     Equivalent to ``ImmutableSandboxedEnvironment.compile_expression(source,
     undefined_to_none=False)``, but evaluated in the call's shared :class:`Scope`
     instead of copying every variable into a new context per expression (several
-    times faster with many rules). Raises whatever the expression raises, and
+    times faster with many rules), and as a plain function returning the value where
+    Jinja's code for it has the expected shape (:func:`_plain_function`; else Jinja's
+    generator, storing ``result``). Raises whatever the expression raises, and
     RuleLimitExceeded when the scope's budget runs out (its deadline is checked first).
     """
 
-    __slots__ = ("_render", "source")
+    __slots__ = ("_evaluate", "_render", "source")
 
-    def __init__(self, source: str, template: Template) -> None:
+    def __init__(
+        self, source: str, template: Template, plain: Callable[[Context], Any] | None = None
+    ) -> None:
         self.source = source
         self._render = template.root_render_func
+        self._evaluate = plain if plain is not None else self._generated
+
+    @property
+    def function(self) -> Callable[[Context], Any]:
+        """The expression's value for a context, without the deadline check of a call
+        (for the engine, which checks it itself with the scope's budget active)."""
+        return self._evaluate
+
+    def _generated(self, context: Context) -> Any:
+        for _ in self._render(context):
+            pass
+        return context.vars.pop("result")
 
     def __call__(self, scope: Scope) -> Any:
         budget = scope.budget
@@ -264,10 +304,28 @@ class Condition:
             budget.check_time()
         if ACTIVE.get() is not budget:  # called outside RuleSet.evaluate
             return scope.within(self, scope)
-        context = scope.condition_context()
-        for _ in self._render(context):
-            pass
-        return context.vars.pop("result")
+        return self._evaluate(scope.condition_context())
+
+
+# Jinja's code for ``{% set result = <expression> %}``: a generator storing the value.
+_GENERATOR_LINE = "    if 0: yield None\n"
+_STORE_LINES = "    context.vars['result'] = l_0_result\n    context.exported_vars.add('result')\n"
+
+
+def _plain_function(ast: nodes.Template, env: RulesEnvironment) -> Callable[[Context], Any] | None:
+    """The condition's code (the same sandboxed code Jinja generates) as a function that
+    returns the value instead of a generator storing it, or ``None`` when the generated
+    code does not have exactly that expected shape (the generator is used then)."""
+    code = env.compile(ast, raw=True)
+    if code.count(_GENERATOR_LINE) != 1 or code.count(_STORE_LINES) != 1:
+        return None
+    code = code.replace(_GENERATOR_LINE, "").replace(_STORE_LINES, "    return l_0_result\n")
+    namespace: dict[str, Any] = {"environment": env, "__file__": "<template>"}
+    exec(compile(code, "<template>", "exec"), namespace)  # noqa: S102 - Jinja's own generated code
+    root = namespace.get("root")
+    if not inspect.isfunction(root) or inspect.isgeneratorfunction(root):
+        return None
+    return cast(Callable[[Context], Any], root)
 
 
 class TextTemplate:
@@ -369,7 +427,8 @@ def compile_condition(source: str, known_names: Collection[str]) -> Condition:
         ast.set_environment(env)
     except TemplateError as exc:
         raise CompileError([_syntax_problem(exc)]) from exc
-    return Condition(source, _checked_template(ast, env, known_names))
+    template = _checked_template(ast, env, known_names)
+    return Condition(source, template, _plain_function(ast, env))
 
 
 def _checked_template(ast: nodes.Template, env: RulesEnvironment, known_names: Collection[str]) -> Template:

@@ -38,6 +38,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from re import _constants as _sre  # type: ignore[attr-defined]
+from re import _parser as _sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
 import regex
@@ -119,7 +121,8 @@ class Budget:
 
     def charge(self, length: int) -> None:
         """Count ``length`` characters just built against the value and total limits."""
-        self.allow_text(length)
+        if length > self.max_value:  # allow_text, inlined: every rendered output passes here
+            self.allow_text(length)
         self.built += length
         if self.built > self._total:
             raise RuleLimitExceeded("total", f"more than {self._total} characters built in one call")
@@ -363,15 +366,86 @@ def format_spec_size(format_spec: str, value: Any, budget: Budget) -> int:
 # --- regular expressions --------------------------------------------------------
 
 
-_COMPILED: dict[str, regex.Pattern[str]] = {}
+#: The most matching steps a search may take without the timeout (see :func:`linear_cost`):
+#: a fraction of a millisecond of the regex engine's C loop.
+LINEAR_STEPS = 200_000
+#: The most ways through a pattern without repetition that :func:`linear_cost` accepts.
+_MAX_PATHS = 64
+# Substrings whose meaning differs between the ``regex`` module and ``re``'s parser (sets
+# inside sets, set operations, fuzzy matching and repeats in braces) or that make ``re``'s
+# parser warn (the same, conditionals): such patterns keep the timeout.
+_NOT_ANALYSED = ("{", "[[", "--", "&&", "~~", "||", "(?(")
+# Nodes of ``re``'s parse tree that match at most one character or none, without branching.
+_SINGLE_NODES = frozenset({_sre.LITERAL, _sre.NOT_LITERAL, _sre.ANY, _sre.IN, _sre.AT})
+
+
+def _paths(items: Any) -> int | None:
+    """How many ways there are through the parsed ``items``; ``None`` when they repeat,
+    refer back to a group, or branch more than :data:`_MAX_PATHS` ways."""
+    total = 1
+    for op, value in items:
+        if op in _SINGLE_NODES:
+            continue
+        if op is _sre.SUBPATTERN:
+            ways = _paths(value[-1])
+        elif op is _sre.BRANCH:
+            counts = [_paths(branch) for branch in value[1]]
+            ways = None if None in counts else sum(c for c in counts if c is not None)
+        elif op in {_sre.ASSERT, _sre.ASSERT_NOT}:
+            inner = _paths(value[1])
+            ways = None if inner is None else inner + 1
+        else:  # repeats, backreferences, conditionals, atomic groups
+            return None
+        if ways is None:
+            return None
+        total *= ways
+        if total > _MAX_PATHS:
+            return None
+    return total
+
+
+def linear_cost(pattern: str) -> int | None:
+    """The steps one search position may cost ``pattern`` at most, when it cannot backtrack
+    catastrophically; ``None`` when it might (or when that cannot be shown).
+
+    Only patterns without any repetition (``*``, ``+``, ``?``, ``{}``), backreference,
+    conditional or atomic group qualify, with at most :data:`_MAX_PATHS` ways through their
+    alternatives. A backtracking engine tries each way at most once per start position, and
+    each way costs at most the pattern's length: a search of a text of length ``n`` then
+    takes at most ``(n + 1) * cost`` steps, so :func:`regex_search` skips the timeout when
+    that is at most :data:`LINEAR_STEPS`. The analysis uses ``re``'s parser; anything it
+    does not read as the ``regex`` module does (see ``_NOT_ANALYSED``) or cannot parse
+    keeps the timeout.
+    """
+    if any(part in pattern for part in _NOT_ANALYSED):
+        return None
+    try:
+        parsed = _sre_parse.parse(pattern)
+    except Exception:  # noqa: BLE001 - whatever re's parser refuses (or warns about) keeps the timeout
+        return None
+    paths = _paths(parsed)
+    return None if paths is None else paths * (len(pattern) + 1)
+
+
+class _Compiled:
+    """A pattern compiled once, with its :func:`linear_cost`."""
+
+    __slots__ = ("cost", "pattern")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern: regex.Pattern[str] = regex.compile(pattern)
+        self.cost = linear_cost(pattern)
+
+
+_COMPILED: dict[str, _Compiled] = {}
 _COMPILED_MAX = 512
 
 
-def _compiled(pattern: str) -> regex.Pattern[str]:
+def _compiled(pattern: str) -> _Compiled:
     """``pattern`` compiled once (the module's own cache is several times slower to consult)."""
     compiled = _COMPILED.get(pattern)
     if compiled is None:
-        compiled = regex.compile(pattern)
+        compiled = _Compiled(pattern)
         if len(_COMPILED) >= _COMPILED_MAX:
             _COMPILED.clear()  # patterns built from call inputs must not grow it without end
         _COMPILED[pattern] = compiled
@@ -383,10 +457,21 @@ def _regex_error(exc: TimeoutError, pattern: Any) -> RuleLimitExceeded:
 
 
 def regex_search(pattern: str, text: str) -> regex.Match[str] | None:
-    """``regex.search`` with the time left as its timeout."""
+    """``regex.search`` with the time left as its timeout.
+
+    A pattern that provably cannot backtrack catastrophically (:func:`linear_cost`) over a
+    text short enough that the search stays within :data:`LINEAR_STEPS` is searched
+    without the timeout (several times cheaper); the deadline is still checked first.
+    """
     budget = current()
+    compiled = _compiled(pattern)
+    cost = compiled.cost
+    if cost is not None and (len(text) + 1) * cost <= LINEAR_STEPS:
+        if time.monotonic() > budget.deadline:
+            budget.check_time()
+        return compiled.pattern.search(text)
     try:
-        return _compiled(pattern).search(text, timeout=budget.time_left())
+        return compiled.pattern.search(text, timeout=budget.time_left())
     except TimeoutError as exc:
         raise _regex_error(exc, pattern) from exc
 
@@ -409,7 +494,7 @@ def regex_sub(pattern: str, replacement: str, text: str, count: int = 0) -> str:
         return str(match.expand(replacement))
 
     try:
-        result = _compiled(pattern).sub(expand, text, count=count, timeout=budget.time_left())
+        result = _compiled(pattern).pattern.sub(expand, text, count=count, timeout=budget.time_left())
     except TimeoutError as exc:
         raise _regex_error(exc, pattern) from exc
     return budget.settle(result)  # type: ignore[no-any-return]
