@@ -124,7 +124,9 @@ def add(
             if session.scalar(select(OptOut.id).where(OptOut.address == key, OptOut.scope == scope)):
                 raise OptOutExists(f"{key} is already opted out ({scope})")
             session.add(record)
-            session.add(_audit("add", key, scope, record.reason, actor, command, now))
+            session.add(
+                _audit("add", key, scope, reason=record.reason, actor=actor, command=command, now=now)
+            )
     except ProviderError as exc:
         if isinstance(exc.__cause__, IntegrityError):  # a concurrent add won
             raise OptOutExists(f"{key} is already opted out ({scope})") from exc
@@ -150,12 +152,12 @@ def remove(
             raise OptOutNotFound(f"{key} is not opted out ({scope})")
         row = _row(record)
         session.delete(record)
-        session.add(_audit("remove", key, scope, None, actor, command, utcnow()))
+        session.add(_audit("remove", key, scope, reason=None, actor=actor, command=command, now=utcnow()))
     return row
 
 
 def _audit(
-    action: str, address: str, scope: str, reason: str | None, actor: str, command: str, now: datetime
+    action: str, address: str, scope: str, *, reason: str | None, actor: str, command: str, now: datetime
 ) -> OptOutAudit:
     return OptOutAudit(
         created_at=now,
