@@ -75,13 +75,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     listing.add_argument("--format", choices=FORMATS, default="table")
     listing.set_defaults(handler=cmd_deliveries_list)
 
-    summary = dsub.add_parser(
-        "summary", help="deliveries counted by channel, status or day, with failure rates"
-    )
-    summary.add_argument("--since", type=_since, help="created at or after (ISO 8601)")
-    summary.add_argument("--by", choices=GROUPINGS, default="channel")
-    summary.add_argument("--format", choices=FORMATS, default="table")
-    summary.set_defaults(handler=cmd_deliveries_summary)
+    _register_summary(dsub)
 
     show = dsub.add_parser("show", help="one delivery with every attempt")
     show.add_argument("id", type=int)
@@ -115,6 +109,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     replay.add_argument("id", type=int)
     replay.set_defaults(handler=cmd_events_replay)
+
+
+def _register_summary(dsub: argparse._SubParsersAction[Any]) -> None:
+    summary = dsub.add_parser(
+        "summary", help="deliveries counted by channel, status or day, with failure rates"
+    )
+    summary.add_argument("--since", type=_since, help="created at or after (ISO 8601)")
+    summary.add_argument("--by", choices=GROUPINGS, default="channel")
+    summary.add_argument("--format", choices=FORMATS, default="table")
+    summary.set_defaults(handler=cmd_deliveries_summary)
 
 
 # --- argument types --------------------------------------------------------------

@@ -171,7 +171,7 @@ def list_deliveries(database: Database, filters: DeliveryFilter, *, limit: int =
         return [_row(record, event_type, name) for record, event_type, name in session.execute(query)]
 
 
-def _channels_of_kind(kind: str) -> Select[tuple[str]]:
+def _channels_of_kind(kind: str) -> Select[str]:
     """The names of the configured channels whose type sends messages of ``kind``."""
     if kind not in MESSAGE_KINDS:
         raise ProviderError(f"unknown message kind {kind!r} (known: {', '.join(MESSAGE_KINDS)})")
