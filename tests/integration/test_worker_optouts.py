@@ -6,8 +6,10 @@ attempt, never retried, nothing reaches the partner); ``otp`` channels are exemp
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from provider.comms import optouts
@@ -17,9 +19,18 @@ from provider.events.worker import Worker
 from tests.emulators.smtp import SmtpServer
 from tests.emulators.uniphore import UniphoreEmulator
 from tests.integration.test_worker_channel import Clock, deliveries, enqueue
-from tests.integration.test_worker_partners import add, worker, workers  # noqa: F401  (fixture)
+from tests.integration.test_worker_partners import add, worker
 
 EVENT_TYPE = 502000  # what enqueue() fires
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    """Workers made by the test; closed (their channels' connections too) afterwards."""
+    made: list[Worker] = []
+    yield made
+    for w in made:
+        w.close()
 
 
 def sms_channel(database: Database, emulator: UniphoreEmulator, name: str = "sms", **extra: Any) -> None:
