@@ -11,8 +11,9 @@ from provider.channels.specs import SPECS
 from provider.channels.validation import check_settings
 from provider.comms.addresses import InvalidAddress, normalise, normalise_email, normalise_phone
 from provider.comms.optouts import applies, lookup_key, scope_of
-from provider.errors import ProviderError
+from provider.errors import ProviderError, RulesFileError
 from provider.events.summary import count
+from provider.rules.loader import parse_rules
 
 
 @pytest.mark.parametrize(
@@ -121,3 +122,12 @@ def test_summary_counts_and_failure_rates() -> None:
     ]
     with pytest.raises(ProviderError):
         count(rows, "template")
+
+
+def test_a_rules_file_with_an_unknown_category_is_refused_at_its_channel() -> None:
+    source = "channels:\n  mail:\n    type: email\n    host: mail\n    from: hd@example.org\n    category: %s\nrules: []\n"
+    with pytest.raises(RulesFileError) as caught:
+        parse_rules(source % "marketing")
+    assert [(p.line, "'category'" in p.message) for p in caught.value.problems] == [(2, True)]
+    [channel] = parse_rules(source % "otp").channels
+    assert channel.settings["category"] == "otp"
