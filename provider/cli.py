@@ -107,6 +107,7 @@ DATABASE_USE: dict[str, str] = {
     "events": "needs",
     "calls": "needs",
     "db purge": "needs",
+    "optout": "needs",
 }
 
 #: Which module registers each top-level command. Only the module of the command being
@@ -123,6 +124,7 @@ COMMAND_MODULES: dict[str, str] = {
     "deliveries": "provider.events.commands",
     "events": "provider.events.commands",
     "calls": "provider.journal.commands",
+    "optout": "provider.comms.commands",
 }
 
 

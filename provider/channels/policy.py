@@ -3,7 +3,9 @@
 A channel's settings may carry the generic keys (:data:`GENERIC_KEYS`) beside its own:
 ``retry_waits`` (HTTP status -> seconds, merged status by status over the type's
 waits), ``max_attempts``, ``max_age`` (a duration) and ``rate_limit`` (``{calls, per}``,
-``[calls, per]``, ``"calls/per"``, or ``off``). :func:`channel_policy` turns them, over
+``[calls, per]``, ``"calls/per"``, or ``off``) and ``category`` (``transactional``,
+the default, ``otp`` or ``promotional``: what the suppression list applies to, see
+:mod:`provider.comms.optouts`). :func:`channel_policy` turns them, over
 the type's defaults (:mod:`provider.channels.specs`) and the worker's settings (the
 backoff, and ``max_attempts``/``max_age`` when the channel sets none), into one
 :class:`ChannelPolicy`; :func:`policy_problems` is the validation the rules loader and
@@ -23,7 +25,10 @@ from provider.channels.specs import SPECS
 from provider.errors import ConfigError
 from provider.settings import WorkerSettings
 
-GENERIC_KEYS = frozenset({"retry_waits", "max_attempts", "max_age", "rate_limit"})
+GENERIC_KEYS = frozenset({"retry_waits", "max_attempts", "max_age", "rate_limit", "category"})
+#: message categories (``category:`` of a channel): opt-outs never suppress ``otp``
+CATEGORIES = ("transactional", "otp", "promotional")
+DEFAULT_CATEGORY = "transactional"
 #: waits used when a channel's type is unknown (the SmartCOMM guidance)
 DEFAULT_RETRY_WAITS: Mapping[int, float] = MappingProxyType({500: 5.0, 429: 60.0, 503: 120.0})
 #: statuses that pause the whole channel for every worker (and that the channels report as such)
@@ -48,6 +53,15 @@ class ChannelPolicy:
     backoff: float = 10.0
     backoff_max: float = 3600.0
     rate_limit: tuple[int, float] | None = None
+    category: str = DEFAULT_CATEGORY
+
+
+def parse_category(value: Any) -> str:
+    """``otp``, ``transactional`` or ``promotional`` (any case); raises ValueError."""
+    text = str(value).strip().lower() if isinstance(value, str) else ""
+    if text not in CATEGORIES:
+        raise ValueError(f"must be one of {', '.join(CATEGORIES)}")
+    return text
 
 
 def parse_duration(value: Any) -> float:
@@ -133,6 +147,7 @@ _POLICY_PARSERS: dict[str, Callable[[Any], Any]] = {
     "retry_waits": _parse_retry_waits,
     "max_attempts": _parse_max_attempts,
     "max_age": _parse_max_age,
+    "category": parse_category,
 }
 
 
@@ -191,4 +206,7 @@ def channel_policy(
         backoff=base.backoff,
         backoff_max=base.backoff_max,
         rate_limit=rate_limit,
+        category=parse_category(settings["category"])
+        if settings.get("category") is not None
+        else DEFAULT_CATEGORY,
     )

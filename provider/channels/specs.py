@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from provider.channels.sms_params import normalise_params
 
+MessageKind = Literal["sms", "email", "webhook", "docgen"]
+MESSAGE_KINDS: tuple[MessageKind, ...] = ("sms", "email", "webhook", "docgen")
 Kind = Literal["str", "url", "secret", "int", "float", "bool", "mapping", "choice"]
 
 #: Generic HTTP channels: pause on 429/503 when the partner gives no Retry-After.
@@ -60,6 +62,10 @@ class ChannelSpec:
     wins); ``rate_limit`` is ``(calls, seconds)`` or ``None``. ``check`` adds cross-field
     problems; ``normalise_notify`` rewrites a ``notify`` entry's parameters when rules
     are loaded (before templates are compiled), returning them with any problems.
+    ``message_kind`` is what reports filter on (``sms``, ``email``, ``webhook``,
+    ``docgen``); ``recipient`` names the notify parameter holding the address the
+    suppression list is checked against, and its kind (``("to", "sms")``), or ``None``
+    when the type has no such address.
     """
 
     type_name: str
@@ -70,6 +76,8 @@ class ChannelSpec:
     rate_limit: tuple[int, float] | None = None
     check: Callable[[Mapping[str, Any]], list[str]] | None = None
     normalise_notify: Callable[[Mapping[str, Any]], tuple[dict[str, Any], list[str]]] | None = None
+    message_kind: MessageKind = "webhook"
+    recipient: tuple[str, Literal["sms", "email"]] | None = None
 
     def field_named(self, name: str) -> Field | None:
         for f in self.fields:
@@ -143,6 +151,8 @@ UNIPHORE_SMS = ChannelSpec(
     notify_params=("campaign", "to", "from", "params", "jp_token", "send_from_master_account"),
     check=_uniphore_check,
     normalise_notify=normalise_params,
+    message_kind="sms",
+    recipient=("to", "sms"),
 )
 
 #: SmartCOMM's documented guidance: 100 calls per 60 s per connection; wait 5 s after
@@ -173,6 +183,7 @@ SMARTCOMM = ChannelSpec(
     ),
     retry_waits=MappingProxyType({500: 5.0, 429: 60.0, 503: 120.0}),
     rate_limit=(100, 60.0),
+    message_kind="docgen",
 )
 
 SMARTCONNECT = ChannelSpec(
@@ -188,6 +199,7 @@ SMARTCONNECT = ChannelSpec(
         *_TLS_AND_TIMEOUT,
     ),
     notify_params=("map_key", "variables", "xml"),
+    message_kind="docgen",
 )
 
 WEBHOOK = ChannelSpec(
@@ -224,6 +236,8 @@ EMAIL = ChannelSpec(
     notify_params=("to", "cc", "bcc", "reply_to", "subject", "text", "html"),
     retry_waits=MappingProxyType({}),
     check=_email_check,
+    message_kind="email",
+    recipient=("to", "email"),
 )
 
 SPECS: Mapping[str, ChannelSpec] = MappingProxyType(

@@ -5,7 +5,8 @@
   de-duplication window is open; its primary key makes "same event twice" race-safe
   across processes.
 - :class:`DeliveryRecord` (``deliveries``): one rendered notification to send on a
-  channel, with its status (``pending``, ``sending``, ``delivered``, ``failed``),
+  channel, with its status (``pending``, ``sending``, ``delivered``, ``failed``,
+  ``suppressed``),
   next attempt time and lease.
 - :class:`DeliveryAttempt` (``delivery_attempts``): every attempt, with its outcome.
 - :class:`ChannelState` (``channel_state``): the pause and rate-limit window of a
@@ -28,7 +29,9 @@ PENDING = "pending"
 SENDING = "sending"
 DELIVERED = "delivered"
 FAILED = "failed"
-STATUSES = (PENDING, SENDING, DELIVERED, FAILED)
+#: not sent: the recipient is on the suppression list (final, never retried)
+SUPPRESSED = "suppressed"
+STATUSES = (PENDING, SENDING, DELIVERED, FAILED, SUPPRESSED)
 
 #: attempt outcomes
 OUTCOME_DELIVERED = "delivered"

@@ -2,8 +2,11 @@
 
 - ``worker [--once] [--metrics-bind HOST:PORT]``: deliver queued notifications until
   SIGTERM/SIGINT (``--once``: deliver what is due now, then exit).
-- ``deliveries list`` with ``--status --channel --event-type --recipient --since
-  --until --event-id --limit --format table|json|csv``.
+- ``deliveries list`` with ``--status --suppressed --kind --channel --event-type
+  --recipient --since --until --event-id --limit --format table|json|csv`` (no
+  ``--template`` yet: deliveries do not record a template).
+- ``deliveries summary [--since T] [--by channel|status|day] [--format ...]``: counts
+  and failure rates (:mod:`provider.events.summary`).
 - ``deliveries show ID [--format table|json]``: one delivery with every attempt.
 - ``deliveries retry ID`` or ``deliveries retry --failed [--channel NAME]``.
 - ``events list`` with ``--event-type --since --until --has-errors --limit --format``
@@ -34,10 +37,13 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
+from provider.channels.specs import MESSAGE_KINDS
+from provider.db.events import STATUSES, SUPPRESSED
 from provider.db.migrate import pending
 from provider.db.session import Database
 from provider.errors import ConfigError, EventNotFound, ProviderError
 from provider.events import reports
+from provider.events.summary import GROUPINGS, SummaryRow, summarise
 from provider.settings import Settings
 
 FORMATS = ("table", "json", "csv")
@@ -54,7 +60,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     deliveries = subparsers.add_parser("deliveries", help="see and retry event notifications")
     dsub = deliveries.add_subparsers(dest="deliveries_command", required=True, metavar="ACTION")
     listing = dsub.add_parser("list", help="list deliveries, newest first")
-    listing.add_argument("--status", choices=("pending", "sending", "delivered", "failed"))
+    listing.add_argument("--status", choices=STATUSES)
+    listing.add_argument(
+        "--suppressed", action="store_true", help="only deliveries not sent because of an opt-out"
+    )
+    listing.add_argument("--kind", choices=MESSAGE_KINDS, help="message kind (by the channel's type)")
     listing.add_argument("--channel", help="channel name")
     listing.add_argument("--event-type", type=int, help="numeric SmarterTrack event type")
     listing.add_argument("--recipient", help="part of the recipient (phone number, e-mail address)")
@@ -64,6 +74,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     listing.add_argument("--format", choices=FORMATS, default="table")
     listing.set_defaults(handler=cmd_deliveries_list)
+
+    _register_summary(dsub)
 
     show = dsub.add_parser("show", help="one delivery with every attempt")
     show.add_argument("id", type=int)
@@ -97,6 +109,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     replay.add_argument("id", type=int)
     replay.set_defaults(handler=cmd_events_replay)
+
+
+def _register_summary(dsub: argparse._SubParsersAction[Any]) -> None:
+    summary = dsub.add_parser(
+        "summary", help="deliveries counted by channel, status or day, with failure rates"
+    )
+    summary.add_argument("--since", type=_since, help="created at or after (ISO 8601)")
+    summary.add_argument("--by", choices=GROUPINGS, default="channel")
+    summary.add_argument("--format", choices=FORMATS, default="table")
+    summary.set_defaults(handler=cmd_deliveries_summary)
 
 
 # --- argument types --------------------------------------------------------------
@@ -275,8 +297,11 @@ def _deliveries_table(rows: Sequence[reports.DeliveryRow]) -> str:
 
 
 def cmd_deliveries_list(args: argparse.Namespace, settings: Settings) -> int:
+    if args.suppressed and args.status not in (None, SUPPRESSED):
+        raise ProviderError("--suppressed and --status select different deliveries")
     filters = reports.DeliveryFilter(
-        status=args.status,
+        status=SUPPRESSED if args.suppressed else args.status,
+        kind=args.kind,
         channel=args.channel,
         event_type=args.event_type,
         recipient=args.recipient,
@@ -287,6 +312,31 @@ def cmd_deliveries_list(args: argparse.Namespace, settings: Settings) -> int:
     with Database(settings.database_url) as database:
         rows = reports.list_deliveries(database, filters, limit=args.limit)
     _emit(rows, args.format, _deliveries_table)
+    return 0
+
+
+def _summary_table(rows: Sequence[SummaryRow]) -> str:
+    return format_table(
+        ["GROUP", "TOTAL", "DELIVERED", "FAILED", "SUPPRESSED", "PENDING", "FAILURE RATE"],
+        [
+            [
+                r.group,
+                r.total,
+                r.delivered,
+                r.failed,
+                r.suppressed,
+                r.pending,
+                "-" if r.failure_rate is None else f"{r.failure_rate:.1%}",
+            ]
+            for r in rows
+        ],
+    )
+
+
+def cmd_deliveries_summary(args: argparse.Namespace, settings: Settings) -> int:
+    with Database(settings.database_url) as database:
+        rows = summarise(database, by=args.by, since=args.since)
+    _emit(rows, args.format, _summary_table)
     return 0
 
 

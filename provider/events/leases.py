@@ -63,6 +63,7 @@ class Claimed:
     params: dict[str, Any]
     attempts: int
     age_from: datetime
+    event_id: int = 0
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
@@ -135,6 +136,7 @@ class Leases:
             params=dict(row.params),
             attempts=row.attempts,
             age_from=row.age_from,
+            event_id=row.event_id,
         )
 
     def _blocked(self, states: Mapping[str, ChannelState], now: datetime) -> set[str]:

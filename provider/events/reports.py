@@ -16,6 +16,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Select, func, select, update
 
 from provider import metrics
+from provider.channels.specs import MESSAGE_KINDS, SPECS
 from provider.db.base import utcnow
 from provider.db.events import (
     FAILED,
@@ -27,6 +28,7 @@ from provider.db.events import (
     DeliveryRecord,
     EventRecord,
 )
+from provider.db.rules import ChannelRecord
 from provider.db.session import Database
 from provider.errors import DeliveryNotFound, ProviderError
 
@@ -44,6 +46,8 @@ class DeliveryFilter:
     since: datetime | None = None
     until: datetime | None = None
     event_id: int | None = None
+    #: message kind (sms, email, webhook, docgen): deliveries of channels of those types
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,9 +164,19 @@ def list_deliveries(database: Database, filters: DeliveryFilter, *, limit: int =
         query = query.where(DeliveryRecord.created_at < filters.until)
     if filters.event_id is not None:
         query = query.where(DeliveryRecord.event_id == filters.event_id)
+    if filters.kind:
+        query = query.where(DeliveryRecord.channel.in_(_channels_of_kind(filters.kind)))
     query = query.order_by(DeliveryRecord.id.desc()).limit(max(1, min(limit, MAX_LIMIT)))
     with database.session() as session:
         return [_row(record, event_type, name) for record, event_type, name in session.execute(query)]
+
+
+def _channels_of_kind(kind: str) -> Select[str]:
+    """The names of the configured channels whose type sends messages of ``kind``."""
+    if kind not in MESSAGE_KINDS:
+        raise ProviderError(f"unknown message kind {kind!r} (known: {', '.join(MESSAGE_KINDS)})")
+    types = [name for name, spec in SPECS.items() if spec.message_kind == kind]
+    return select(ChannelRecord.name).where(ChannelRecord.type.in_(types))
 
 
 def get_delivery(database: Database, delivery_id: int) -> DeliveryDetail:

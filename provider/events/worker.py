@@ -8,6 +8,12 @@ How deliveries move (table ``deliveries``):
 - **claim** (:mod:`provider.events.leases`): due rows become ``sending`` with a lease
   this worker renews while it works through the batch; channels that are disabled,
   paused or out of their rate limit are skipped.
+- **suppress** (:mod:`provider.comms.optouts`): just before sending, a delivery whose
+  recipient is on the suppression list becomes ``suppressed`` (final, no attempt, never
+  retried); an e-mail loses only its opted-out recipients. This is done at send time,
+  not when the outbox creates the delivery, so an opt-out added after the event (or
+  while a delivery waits for a retry) is still honoured, and removing one lets queued
+  deliveries go. ``otp`` channels are exempt.
 - **send**, outside any transaction, through the channel
   (:class:`~provider.channels.base.Channel`, built by
   :class:`~provider.events.channel_cache.ChannelCache`), with the channel's own timeout.
@@ -30,6 +36,7 @@ hands the rest of its batch back (``pending``, due at once) and returns.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -42,12 +49,13 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from provider import metrics
 from provider.channels import registry
 from provider.channels.base import SendResult
 from provider.channels.policy import ChannelPolicy
+from provider.comms import optouts
 from provider.db.base import utcnow
 from provider.db.events import (
     DELIVERED,
@@ -56,8 +64,10 @@ from provider.db.events import (
     OUTCOME_FAILED,
     OUTCOME_RETRY,
     PENDING,
+    SUPPRESSED,
     DeliveryAttempt,
     EventDedup,
+    EventRecord,
 )
 from provider.db.session import Database
 from provider.errors import ChannelError, ProviderError
@@ -191,6 +201,13 @@ class Worker:
             return
         entry = self._channels.get(item.channel)
         secrets = entry.secrets if entry is not None else frozenset()
+        if entry is not None:
+            found = self._suppression(item, entry)
+            if found is not None and found.params is None:
+                self._record_suppressed(item, found)
+                return
+            if found is not None and found.params is not None:
+                item = dataclasses.replace(item, params=found.params)
         begin = time.perf_counter()
         outcome = self._send(item, entry)
         duration = time.perf_counter() - begin
@@ -222,6 +239,47 @@ class Worker:
                 extra={"event": "worker.channel_bug", "channel": item.channel, "delivery_id": item.id},
             )
             return ChannelError(f"unexpected {type(exc).__name__} in channel {item.channel!r}")
+
+    def _suppression(self, item: Claimed, entry: CachedChannel) -> optouts.Suppression | None:
+        """What the suppression list says about ``item`` (``None``: send it as it is)."""
+        category = entry.policy.category
+        if not optouts.applies(entry.config.type, category):
+            return None
+        with self._db.session() as session:
+            event_type = session.scalar(select(EventRecord.event_type).where(EventRecord.id == item.event_id))
+            return optouts.suppression(
+                session,
+                channel_type=entry.config.type,
+                category=category,
+                params=item.params,
+                event_type=event_type,
+            )
+
+    def _record_suppressed(self, item: Claimed, found: optouts.Suppression) -> None:
+        """``item`` is not sent: final status ``suppressed``, no attempt counted."""
+        finished = self._clock()
+        scopes = sorted({scope for found_scopes in found.removed.values() for scope in found_scopes})
+        values = {
+            "status": SUPPRESSED,
+            "finished_at": finished,
+            "updated_at": finished,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "last_error": f"not sent: the recipient opted out ({', '.join(scopes)})",
+        }
+        with self._db.session(immediate=True) as session:
+            owned = self._leases.owned(session, item.id, values, any_owner=False)
+        metrics.DELIVERIES.labels(channel=item.channel, outcome="suppressed").inc()
+        log.info(
+            "delivery suppressed",
+            extra={
+                "event": "delivery.suppressed",
+                "delivery_id": item.id,
+                "channel": item.channel,
+                "scopes": scopes,
+                "recorded": owned,
+            },
+        )
 
     def _attempt(self, item: Claimed, started: datetime, duration: float, **fields: Any) -> DeliveryAttempt:
         """The row of the attempt being recorded for ``item`` (its number: ``attempts + 1``)."""

@@ -22,7 +22,15 @@ def build_evaluator(settings: Settings, database: Database) -> RuleEvaluator:
 
     It caches the compiled rules and checks the rule-set version in ``database`` at
     most every ``settings.rules_refresh_seconds``, reloading when it changed. Nothing
-    is read until the first call. Every evaluation is bounded by the settings' rule limits.
+    is read until the first call. Every evaluation is bounded by the settings' rule limits; the ``opted_out`` test reads the
+    suppression list in ``database``.
     """
+    from provider.comms.optouts import DatabaseLookup  # the suppression list, for ``is opted_out``
+
     limits = RuleLimits(max_output=settings.rules_max_output, deadline_ms=settings.rules_deadline_ms)
-    return StoredRules(RuleStore(database), refresh_seconds=settings.rules_refresh_seconds, limits=limits)
+    return StoredRules(
+        RuleStore(database),
+        refresh_seconds=settings.rules_refresh_seconds,
+        limits=limits,
+        optout_lookup=DatabaseLookup(database),
+    )

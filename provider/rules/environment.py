@@ -8,7 +8,8 @@ environment with autoescaping: every value is escaped, the template text is not.
 
 What admins get beyond Jinja's built-ins (``lower``, ``upper``, ``in``, ``default`` ...):
 
-* tests ``matching(regex)`` (``regex.search``), ``startingwith(text)``, ``endingwith(text)``;
+* tests ``matching(regex)`` (``regex.search``), ``startingwith(text)``, ``endingwith(text)``,
+  ``opted_out(kind=None)`` (the suppression list, :mod:`provider.rules.optout_test`);
 * filters ``regex_search(regex, group=0)`` (the match or ``""``),
   ``regex_replace(regex, replacement)`` and ``split(separator=None)``.
 
@@ -45,6 +46,7 @@ from provider.rules import limits
 from provider.rules.checked import REPLACED_FILTERS, RULES_TESTS, call_checked, checked_filter, checked_test
 from provider.rules.context import CaseInsensitiveDict
 from provider.rules.limits import ACTIVE, DEFAULT_LIMITS, Budget, RuleLimits, current
+from provider.rules.optout_test import test_opted_out
 
 REGEX_FILTERS = frozenset({"regex_search", "regex_replace"})
 REGEX_TESTS = frozenset({"matching"})
@@ -132,6 +134,7 @@ class RulesEnvironment(ImmutableSandboxedEnvironment):
         self.filters.update(REPLACED_FILTERS)
         self.filters = {name: checked_filter(f) for name, f in self.filters.items()}
         self.tests.update(RULES_TESTS)
+        self.tests["opted_out"] = test_opted_out
         self.tests = {name: checked_test(cast(Callable[..., Any], t)) for name, t in self.tests.items()}
 
     def getattr(self, obj: Any, attribute: str) -> Any:

@@ -30,6 +30,7 @@ from provider.errors import StorageError
 from provider.metrics import RULE_ERRORS, RULES_RELOADED
 from provider.rules.engine import CompiledRule, RuleCompileError, RuleSet, compile_rule
 from provider.rules.limits import DEFAULT_LIMITS, RuleLimits
+from provider.rules.optout_test import OptOutLookup, lookup_scope
 from provider.rules.store import RuleStore, Snapshot
 from provider.variables import InputVariables
 
@@ -46,8 +47,10 @@ class StoredRules:
         refresh_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         limits: RuleLimits = DEFAULT_LIMITS,
+        optout_lookup: OptOutLookup | None = None,
     ) -> None:
         self._store = store
+        self._optout_lookup = optout_lookup
         self._limits = limits
         self._refresh_seconds = refresh_seconds
         self._clock = clock
@@ -60,7 +63,9 @@ class StoredRules:
         self, operation: Operation, variables: InputVariables, identity: Identity | None
     ) -> Decision:
         """The decision of the current rules for one call (see the module docstring)."""
-        return self.rule_set().evaluate(operation, variables, identity, limits=self._limits)
+        rule_set = self.rule_set()
+        with lookup_scope(self._optout_lookup):
+            return rule_set.evaluate(operation, variables, identity, limits=self._limits)
 
     def rule_set(self) -> RuleSet:
         """The current compiled rules, checking the version when the interval has passed."""

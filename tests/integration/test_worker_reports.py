@@ -119,7 +119,7 @@ def test_events_list_counts_deliveries(database: Database, history: Clock) -> No
 
 def test_queue_stats(database: Database, history: Clock) -> None:
     stats = reports.queue_stats(database, history.now + timedelta(seconds=10))
-    assert stats.counts == {"pending": 1, "sending": 0, "delivered": 1, "failed": 1}
+    assert stats.counts == {"pending": 1, "sending": 0, "delivered": 1, "failed": 1, "suppressed": 0}
     assert stats.oldest_pending_seconds == 10
 
 
