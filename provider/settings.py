@@ -179,7 +179,7 @@ class Settings:
     # Names or glob patterns of the variables channel settings may reference
     # (ST_PROVIDER_SECRET_VARS); ST_PROVIDER_* names are refused whatever this says.
     secret_vars: tuple[str, ...] = ("*",)
-    console: ConsoleSettings = field(default_factory=lambda: ConsoleSettings())
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
     def require_password(self) -> Secret:
         """The Web Service Password; raises ConfigError when it is not configured."""

@@ -47,10 +47,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add.add_argument("--disabled", action="store_true", help="create the account disabled")
     role = add.add_mutually_exclusive_group()
     role.add_argument(
-        "--admin", dest="console_role", action="store_const", const=ADMIN, help="may sign in to the console and change things"
+        "--admin",
+        dest="console_role",
+        action="store_const",
+        const=ADMIN,
+        help="may sign in to the console and change things",
     )
     role.add_argument(
-        "--viewer", dest="console_role", action="store_const", const=VIEWER, help="may sign in to the console, read-only"
+        "--viewer",
+        dest="console_role",
+        action="store_const",
+        const=VIEWER,
+        help="may sign in to the console, read-only",
     )
     add.set_defaults(handler=_cmd_add)
 

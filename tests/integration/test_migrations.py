@@ -145,8 +145,15 @@ def test_0008_adds_console_roles_and_keeps_existing_users_out_of_the_console(dat
         with engine.begin() as conn:
             conn.execute(
                 users.insert().values(
-                    id=1, username_key="old", username="old", password_hash="x", enabled=True, groups=[],
-                    created_at=now, updated_at=now, password_changed_at=now,
+                    id=1,
+                    username_key="old",
+                    username="old",
+                    password_hash="x",
+                    enabled=True,
+                    groups=[],
+                    created_at=now,
+                    updated_at=now,
+                    password_changed_at=now,
                 )
             )
     finally:
@@ -155,7 +162,9 @@ def test_0008_adds_console_roles_and_keeps_existing_users_out_of_the_console(dat
     engine = create_db_engine(database_url)
     try:
         with engine.connect() as conn:
-            role = conn.execute(sa.text("SELECT console_role FROM auth_local_users WHERE id = 1")).scalar_one()
+            role = conn.execute(
+                sa.text("SELECT console_role FROM auth_local_users WHERE id = 1")
+            ).scalar_one()
         assert role is None
     finally:
         engine.dispose()
