@@ -249,3 +249,10 @@ def test_an_idle_session_expires(database: Database, store: RuleStore) -> None:
     assert client.get("/admin/rules").status_code == 200
     clock.now += 1801
     assert client.get("/admin/rules").status_code == 302
+
+
+def test_a_hostile_username_is_shown_back_escaped(client: Client) -> None:
+    response = sign_in(client, HOSTILE)
+    assert response.status_code == 401
+    html = response.get_data(as_text=True)
+    assert HOSTILE not in html and 'value="&lt;script&gt;alert(1)&lt;/script&gt;"' in html

@@ -49,6 +49,7 @@ def sign_in() -> Any:
     if not services.sign_in.admin_configured():
         return _page("setup.html", "Set up the console"), 403
     error = None
+    username = ""
     if request.method == "POST":
         username = request.form.get("username", "")
         password = request.form.get("password", "")
@@ -66,7 +67,7 @@ def sign_in() -> Any:
         log.warning("console sign-in refused", extra={"event": "console.sign_in_refused", "client": client})
         error = error or "Wrong username or password, or no console access."
     status = 401 if error else 200
-    return _page("signin.html", "Sign in", error=error), status
+    return _page("signin.html", "Sign in", error=error, username=username[:255]), status
 
 
 @blueprint.route("/signout", methods=["POST"])
