@@ -2,7 +2,7 @@
 
 An admin created with ``st-provider users add --admin`` signs in, sees each page with real data
 (a rule set imported by the CLI, SOAP calls in the journal), disables a rule and sees a real SOAP
-call's answer change, then signs out. Screenshots are saved under the pytest temp dir (and copied
+call's answer change, finds a NotifyEventFired call in Events and Deliveries, then signs out. Screenshots are saved under the pytest temp dir (and copied
 to /work/notes/screens/console-*.png when that directory's parent exists, for review).
 """
 
@@ -24,6 +24,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 REVIEW_DIR = Path("/work/notes/screens")
 ADMIN_PASSWORD = "console-admin-pass-1"
 RULES = """\
+channels:
+  hook:
+    type: webhook
+    url: http://127.0.0.1:9/hook
 rules:
   - name: tickets closed
     method: StartTicket
@@ -31,6 +35,12 @@ rules:
   - name: greet
     method: GetUserDetails
     then: {html: "<p>Hello</p>"}
+  - name: ticket-hook
+    method: NotifyEventFired
+    then:
+      notify:
+        - channel: hook
+          text: "ticket {{ args.get('ticketNumber', '') }}"
 """
 
 pytestmark = [
@@ -67,6 +77,13 @@ def test_sign_in_pages_disable_a_rule_and_sign_out_in_chromium(
     from playwright.sync_api import expect, sync_playwright
 
     assert start_ticket(console_server) == "Tickets are closed for maintenance"
+    notified = call_operation(
+        console_server.endpoint,
+        Operation.NOTIFY_EVENT_FIRED,
+        [AUTH, "eventType=502000", "args_ticketNumber=T-42"],
+        namespace=NAMESPACE,
+    )
+    assert notified.success
     shots = tmp_path_factory.mktemp("console-screens")
     problems: list[str] = []
     admin = f"{console_server.url}/admin/"
@@ -117,6 +134,18 @@ def test_sign_in_pages_disable_a_rule_and_sign_out_in_chromium(
             page.get_by_role("button", name="Filter").click()
             expect(page.get_by_role("cell", name="denied", exact=True).first).to_be_visible()
             page.screenshot(path=shots / "console-calls.png", full_page=True)
+
+            page.get_by_role("link", name="Events", exact=True).click()
+            expect(page.get_by_role("heading", level=1, name="Events")).to_be_visible()
+            expect(page.get_by_text("ticketNumber=T-42")).to_be_visible()
+            page.screenshot(path=shots / "console-events.png", full_page=True)
+
+            page.get_by_role("link", name="Deliveries", exact=True).click()
+            expect(page.get_by_role("heading", level=1, name="Deliveries")).to_be_visible()
+            page.get_by_label("Channel").fill("hook")
+            page.get_by_role("button", name="Filter").click()
+            expect(page.get_by_role("cell", name="ticket-hook", exact=True)).to_be_visible()
+            page.screenshot(path=shots / "console-deliveries.png", full_page=True)
 
             page.get_by_role("button", name="Sign out").click()
             expect(page.get_by_role("button", name="Sign in")).to_be_visible()

@@ -10,8 +10,10 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import select
 from werkzeug.exceptions import NotFound
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client, TestResponse
@@ -19,7 +21,10 @@ from werkzeug.test import Client, TestResponse
 from provider.app import build_application
 from provider.auth.local import ADMIN, VIEWER, LocalUsers, ScryptHasher
 from provider.auth.throttle import Throttle, user_key
+from provider.db.events import DeliveryRecord
 from provider.db.session import Database
+from provider.domain import IncomingEvent, Notification
+from provider.events.outbox import Outbox
 from provider.rules.loader import parse_rules
 from provider.rules.store import RuleStore
 from provider.settings import Settings
@@ -86,7 +91,7 @@ def rule_enabled(store: RuleStore, name: str) -> bool:
 
 
 def test_pages_redirect_to_sign_in_until_signed_in(client: Client) -> None:
-    for path in ("/admin/", "/admin/rules", "/admin/calls"):
+    for path in ("/admin/", "/admin/rules", "/admin/calls", "/admin/events", "/admin/deliveries"):
         response = client.get(path)
         assert response.status_code == 302
         assert response.headers["Location"].endswith("/admin/signin")
@@ -99,7 +104,10 @@ def test_admin_signs_in_sees_every_page_and_signs_out(client: Client) -> None:
     cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/admin/" in cookie
     assert "Secure" not in cookie  # plain HTTP, not from a trusted proxy
-    for path, heading in (("/admin/", "Overview"), ("/admin/rules", "Rules"), ("/admin/calls", "Calls")):
+    pages = ("Overview", "Rules", "Calls", "Events", "Deliveries")
+    for path, heading in zip(
+        ("/admin/", "/admin/rules", "/admin/calls", "/admin/events", "/admin/deliveries"), pages, strict=True
+    ):
         page = client.get(path)
         assert page.status_code == 200, path
         html = page.get_data(as_text=True)
@@ -256,3 +264,32 @@ def test_a_hostile_username_is_shown_back_escaped(client: Client) -> None:
     assert response.status_code == 401
     html = response.get_data(as_text=True)
     assert HOSTILE not in html and 'value="&lt;script&gt;alert(1)&lt;/script&gt;"' in html
+
+
+def test_events_and_deliveries_pages_escape_event_arguments_and_partner_answers(
+    client: Client, database: Database
+) -> None:
+    event = IncomingEvent(
+        event_type=502000,
+        event_name="Ticket Created",
+        arguments={"subject": HOSTILE},
+        variables=(("eventType", "502000"), ("args_subject", HOSTILE)),
+        received_at=datetime.now(UTC),
+        fingerprint="console-test",
+    )
+    Outbox(database).accept(event, [Notification(rule="r", channel="sms", params={"to": "+15550100"})])
+    with database.session() as session:
+        for delivery in session.scalars(select(DeliveryRecord)):
+            delivery.status = "failed"
+            delivery.last_error = f"partner said {HOSTILE}"
+    sign_in(client, "watcher")
+    events_page = client.get("/admin/events?event_type=502000")
+    deliveries_page = client.get("/admin/deliveries?status=failed&channel=sms")
+    for page, heading in ((events_page, "Events"), (deliveries_page, "Deliveries")):
+        assert page.status_code == 200
+        html = page.get_data(as_text=True)
+        assert f"<h1>{heading}</h1>" in html and "<th" in html
+        assert HOSTILE not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "Ticket Created" in events_page.get_data(as_text=True)
+    assert "+15550100" in deliveries_page.get_data(as_text=True)
+    assert client.get("/admin/deliveries?event_type=seven").status_code == 400

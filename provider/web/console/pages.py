@@ -17,4 +17,6 @@ PAGES: tuple[Page, ...] = (
     Page("console.overview", "Overview"),
     Page("console.rules", "Rules"),
     Page("console.calls", "Calls"),
+    Page("console.events", "Events"),
+    Page("console.deliveries", "Deliveries"),
 )

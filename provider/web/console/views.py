@@ -14,10 +14,17 @@ from typing import Any, cast
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 
 from provider.client_address import client_address
+from provider.db.events import STATUSES
 from provider.domain import Operation
 from provider.errors import DirectoryUnavailable, ProviderError, RuleNotFound, StorageError
 from provider.events.commands import _since, _until
-from provider.events.reports import deliveries_by_channel, queue_stats
+from provider.events.reports import (
+    DeliveryFilter,
+    deliveries_by_channel,
+    list_deliveries,
+    list_events,
+    queue_stats,
+)
 from provider.journal import queries
 from provider.journal.entry import OUTCOMES
 from provider.rules import versions
@@ -32,6 +39,7 @@ blueprint = Blueprint("console", __name__)
 
 OPERATIONS = tuple(op.value for op in Operation)
 CALLS_LIMIT = 200
+LIST_LIMIT = 100
 
 
 def _services() -> ConsoleServices:
@@ -171,6 +179,68 @@ def calls() -> Any:
         limit=CALLS_LIMIT,
     )
     return (page, 400) if errors else page
+
+
+@blueprint.route("/events")
+def events() -> Any:
+    """Stored events with the filters of ``events list`` (type, dates, rule errors)."""
+    args = request.args
+    errors: dict[str, str] = {}
+    event_type = _number(args.get("event_type"), "event_type", errors)
+    since = _when(args.get("since"), "since", errors)
+    until = _when(args.get("until"), "until", errors)
+    has_errors = args.get("has_errors") == "yes"
+    rows = (
+        []
+        if errors
+        else list_events(
+            _services().database,
+            event_type=event_type,
+            since=since,
+            until=until,
+            has_errors=has_errors,
+            limit=LIST_LIMIT,
+        )
+    )
+    page = _page("events.html", "Events", rows=rows, form=args, errors=errors, limit=LIST_LIMIT)
+    return (page, 400) if errors else page
+
+
+@blueprint.route("/deliveries")
+def deliveries() -> Any:
+    """Deliveries with the filters of ``deliveries list`` (status, channel, type, recipient, dates)."""
+    args = request.args
+    errors: dict[str, str] = {}
+    filters = DeliveryFilter(
+        status=_choice(args.get("status"), STATUSES),
+        channel=(args.get("channel") or "").strip() or None,
+        event_type=_number(args.get("event_type"), "event_type", errors),
+        recipient=(args.get("recipient") or "").strip() or None,
+        since=_when(args.get("since"), "since", errors),
+        until=_when(args.get("until"), "until", errors),
+    )
+    rows = [] if errors else list_deliveries(_services().database, filters, limit=LIST_LIMIT)
+    page = _page(
+        "deliveries.html",
+        "Deliveries",
+        rows=rows,
+        filters=filters,
+        form=args,
+        errors=errors,
+        statuses=STATUSES,
+        limit=LIST_LIMIT,
+    )
+    return (page, 400) if errors else page
+
+
+def _number(value: str | None, field: str, errors: dict[str, str]) -> int | None:
+    if not value or not value.strip():
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        errors[field] = "Not a whole number."
+        return None
 
 
 def _choice(value: str | None, options: tuple[str, ...]) -> str | None:
