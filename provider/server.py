@@ -409,6 +409,8 @@ def _prepare_to_serve(settings: Settings) -> None:
     # Import (but do not build) the application here: workers fork with the modules
     # loaded and boot quickly; importing opens no connection.
     importlib.import_module("provider.app")
+    if settings.console.enabled:
+        importlib.import_module("provider.web.console")  # Flask, loaded once before the fork
 
 
 def _serve_with_worker(

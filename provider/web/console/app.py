@@ -123,6 +123,7 @@ def build_console(
     app.session_interface = _SessionInterface()
     app.extensions["console_services"] = services
     app.jinja_env.globals.update(csrf_token=csrf_token, current_user=current_user, csrf_field=CSRF_FIELD)
+    app.jinja_env.filters["age"] = age_text
     app.register_blueprint(blueprint)
 
     @app.before_request
@@ -142,6 +143,15 @@ def build_console(
         return response
 
     return app
+
+
+def age_text(seconds: float) -> str:
+    """``42 seconds``, ``5 minutes``, ``3 hours``, ``2 days`` (whole units, rounded down)."""
+    value = int(max(0.0, seconds))
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if value >= 2 * size:
+            return f"{value // size} {unit}s"
+    return f"{value} second" + ("" if value == 1 else "s")
 
 
 def _csrf_valid() -> bool:
