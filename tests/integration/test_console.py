@@ -31,6 +31,7 @@ from provider.settings import Settings
 from provider.web.console.app import build_console
 from provider.web.console.services import ConsoleServices
 from provider.web.console.signin import ConsoleSignIn
+from tests.fixtures.slapd import USERS, SlapdServer
 from tests.support import WEB_SERVICE_PASSWORD
 
 PASSWORD = "correct horse battery"
@@ -293,3 +294,30 @@ def test_events_and_deliveries_pages_escape_event_arguments_and_partner_answers(
     assert "Ticket Created" in events_page.get_data(as_text=True)
     assert "+15550100" in deliveries_page.get_data(as_text=True)
     assert client.get("/admin/deliveries?event_type=seven").status_code == 400
+
+
+def test_directory_groups_make_admins_and_viewers(slapd: SlapdServer, sqlite_url: str) -> None:
+    values = slapd.settings(
+        database_url=sqlite_url,
+        admin_group="Support Tier 1",
+        viewer_group=f"cn=Staff,{slapd.groups_dn}",  # a DN: matched by its first RDN
+    )
+    database = Database(sqlite_url)
+    try:
+        app = build_application(Settings.from_mapping(values), database=database)
+
+        def role_of(name: str, password: str) -> str | None:
+            browser = Client(app)
+            if sign_in(browser, name, password).status_code != 302:
+                return None
+            page = browser.get("/admin/").get_data(as_text=True)
+            assert "Directory</div>" in page  # the directory's readiness is on the overview
+            match = re.search(r"\((admin|viewer)\)</span>", page)
+            return match.group(1) if match else None
+
+        assert role_of("bob", USERS["bob"].password) == ADMIN
+        assert role_of("alice", USERS["alice"].password) == VIEWER
+        assert role_of("carol", USERS["carol"].password) is None  # in neither group
+        assert role_of("bob", "wrong-password") is None
+    finally:
+        database.dispose()
