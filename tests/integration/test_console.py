@@ -321,3 +321,14 @@ def test_directory_groups_make_admins_and_viewers(slapd: SlapdServer, sqlite_url
         assert role_of("bob", "wrong-password") is None
     finally:
         database.dispose()
+
+
+def test_a_local_admin_disabled_or_removed_loses_the_session_at_once(
+    client: Client, database: Database
+) -> None:
+    assert sign_in(client, "root").status_code == 302
+    assert client.get("/admin/rules").status_code == 200
+    LocalUsers(database).set_enabled("root", False)
+    assert client.get("/admin/rules").status_code == 302
+    LocalUsers(database).set_enabled("root", True)
+    assert client.get("/admin/rules").status_code == 302  # the session was dropped: sign in again

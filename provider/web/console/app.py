@@ -131,7 +131,7 @@ def build_console(
         g.https = came_over_https(request.environ, trusted_proxies)
         if request.method == "POST" and not _csrf_valid():
             abort(403)
-        g.user = _session_user(services.clock(), idle_seconds)
+        g.user = _session_user(services, idle_seconds)
         if g.user is None and request.endpoint not in _PUBLIC_ENDPOINTS:
             return cast(Response, redirect(url_for("console.sign_in")))
         return None
@@ -160,21 +160,28 @@ def _csrf_valid() -> bool:
     return isinstance(expected, str) and hmac.compare_digest(expected.encode(), given.encode())
 
 
-def _session_user(now: float, idle_seconds: float) -> ConsoleUser | None:
-    """The session's user, unless it has been idle too long (then the session is dropped)."""
-    name, role, seen = session.get("user"), session.get("role"), session.get("seen")
-    if not isinstance(name, str) or not isinstance(role, str) or not isinstance(seen, int | float):
+def _session_user(services: ConsoleServices, idle_seconds: float) -> ConsoleUser | None:
+    """The session's user as of now; ``None`` (and the session dropped) when it has been idle
+    too long or the user lost console access."""
+    name, role, source, seen = (session.get(k) for k in ("user", "role", "source", "seen"))
+    if not all(isinstance(v, str) for v in (name, role, source)) or not isinstance(seen, int | float):
         return None
+    now = services.clock()
     if now - seen > idle_seconds:
         session.clear()
         log.info("console session expired", extra={"event": "console.session_expired", "user": name})
         return None
-    session["seen"] = now
-    return ConsoleUser(name, role)
+    user = services.sign_in.current(ConsoleUser(str(name), str(role), str(source)))
+    if user is None:
+        session.clear()
+        log.info("console access withdrawn", extra={"event": "console.access_withdrawn", "user": name})
+        return None
+    session.update(seen=now, role=user.role)
+    return user
 
 
 def start_session(user: ConsoleUser, now: float) -> None:
     """A fresh session for ``user`` (a new CSRF token: nothing from before sign-in is kept)."""
     session.clear()
-    session.update(user=user.name, role=user.role, seen=now)
+    session.update(user=user.name, role=user.role, source=user.source, seen=now)
     csrf_token()

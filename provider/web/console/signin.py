@@ -24,6 +24,9 @@ from provider.domain import Authenticator, Identity
 from provider.errors import AuthenticationFailed
 from provider.settings import Settings
 
+LOCAL = "local"
+DIRECTORY = "directory"
+
 
 @dataclass(frozen=True)
 class ConsoleUser:
@@ -31,6 +34,8 @@ class ConsoleUser:
 
     name: str
     role: str
+    #: where the role comes from: LOCAL (re-read on every request) or DIRECTORY (kept for the session)
+    source: str = "local"
 
     @property
     def is_admin(self) -> bool:
@@ -75,6 +80,15 @@ class ConsoleSignIn:
         """Whether anyone could sign in as an admin (a directory admin group, or a local admin)."""
         return (self._directory is not None and bool(self._admin_group)) or self._users.has_console_admin()
 
+    def current(self, user: ConsoleUser) -> ConsoleUser | None:
+        """``user`` as of now: a local user's role is read again (removed, disabled or changed
+        takes effect at the next request); a directory user's stays as signed in (the idle
+        timeout bounds it). Raises StorageError."""
+        if user.source != LOCAL:
+            return user
+        role = self._users.console_role(user.name)
+        return ConsoleUser(user.name, role, LOCAL) if role is not None else None
+
     def sign_in(self, username: str, password: str, *, client: str | None) -> ConsoleUser | None:
         """The console user for these credentials, or ``None`` (wrong, unknown, or no console role)."""
         try:
@@ -86,11 +100,11 @@ class ConsoleSignIn:
         role = self._users.console_role(username)
         if role is not None:
             identity = self._local.authenticate(username, password, client_address=client)
-            return ConsoleUser(identity.username, role)
+            return ConsoleUser(identity.username, role, LOCAL)
         if self._directory is not None:
             identity = self._directory.authenticate(username, password, client_address=client)
             role = self._group_role(identity)
-            return ConsoleUser(identity.username, role) if role is not None else None
+            return ConsoleUser(identity.username, role, DIRECTORY) if role is not None else None
         self._local.authenticate(username, password, client_address=client)
         return None
 
