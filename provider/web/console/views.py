@@ -11,7 +11,18 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
 from provider.client_address import client_address
 from provider.db.events import STATUSES
@@ -80,8 +91,7 @@ def sign_in() -> Any:
 
 @blueprint.route("/signout", methods=["POST"])
 def sign_out() -> Response:
-    from flask import session
-
+    """End the session (a POST with the CSRF token, like every change)."""
     session.clear()
     return cast(Response, redirect(url_for("console.sign_in")))
 
