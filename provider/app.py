@@ -15,6 +15,8 @@ Routes:
 * ``/readyz`` (readiness): 200 when the database and, when LDAP is configured, the
   directory answer; 503 naming what does not (``{"status": "unavailable", "directory": "unreachable"}``):
   take the instance out of the load balancer, do not restart it;
+* ``/admin/...``: the admin console (:mod:`provider.web.console`, a Flask app) unless
+  ``ST_PROVIDER_CONSOLE`` is off, when it is a 404 like any unknown path;
 * ``/metrics``: Prometheus text; aggregated over every worker when the server set
   ``PROMETHEUS_MULTIPROC_DIR`` (passed here as ``metrics_dir``).
 
@@ -46,7 +48,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
@@ -71,6 +73,8 @@ from provider.web.help import HelpPages
 log = logging.getLogger("provider.app")
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+CONSOLE_PREFIX = "/admin"
 
 _SOAP_PATHS = frozenset({"/", "", ENDPOINT_PATH.lower()})
 
@@ -101,8 +105,10 @@ class ProviderApplication:
         trusted_proxies: tuple[IPNetwork, ...] = (),
         journal: CallObserver | None = None,
         help_pages: HelpPages | None = None,
+        console: WsgiApp | None = None,
     ) -> None:
         self.router = router
+        self.console = console
         self.help_pages = help_pages or HelpPages(
             namespace=router.namespace, public_address=router.public_address
         )
@@ -120,6 +126,8 @@ class ProviderApplication:
         lowered = path.lower()
         if lowered in _SOAP_PATHS:
             response = self._help(environ) if _is_help_request(environ) else self._soap(environ)
+        elif self.console is not None and lowered.startswith(CONSOLE_PREFIX) and _in_console(lowered):
+            return self._console(environ, path, start_response)
         elif lowered == "/healthz":
             response = self._health(environ)
         elif lowered == "/readyz":
@@ -130,6 +138,18 @@ class ProviderApplication:
             response = _text_response("404 Not Found", b"not found\n")
         start_response(response.status, response.headers)
         return [response.body]
+
+    def _console(self, environ: dict[str, Any], path: str, start_response: StartResponse) -> Iterable[bytes]:
+        """Hand ``/admin/...`` to the console, with ``/admin`` moved into ``SCRIPT_NAME``."""
+        assert self.console is not None
+        rest = path[len(CONSOLE_PREFIX) :]
+        if not rest:
+            start_response("308 Permanent Redirect", [("Location", "/admin/"), ("Content-Length", "0")])
+            return [b""]
+        shifted = dict(environ)
+        shifted["SCRIPT_NAME"] = str(environ.get("SCRIPT_NAME") or "") + path[: len(CONSOLE_PREFIX)]
+        shifted["PATH_INFO"] = rest
+        return self.console(shifted, start_response)
 
     def _soap(self, environ: dict[str, Any]) -> Response:
         started = time.perf_counter()
@@ -220,6 +240,11 @@ class ProviderApplication:
 
 
 QUEUE_REFRESH_SECONDS = 5.0
+
+
+def _in_console(lowered: str) -> bool:
+    """``/admin`` itself or a path under ``/admin/``."""
+    return lowered == CONSOLE_PREFIX or lowered.startswith(CONSOLE_PREFIX + "/")
 
 
 def _is_help_request(environ: Mapping[str, Any]) -> bool:
@@ -336,8 +361,17 @@ def build_application(
         max_body_bytes=settings.max_body_bytes,
         public_url=settings.public_url,
     )
+    console: WsgiApp | None = None
+    if settings.console.enabled:
+        from provider.web.console import build_console_app  # Flask only where the console is on
+
+        flask_app = build_console_app(
+            settings, database, directory=provider.authenticator, readiness=readiness
+        )
+        console = cast("WsgiApp", flask_app)
     return ProviderApplication(
         router,
+        console=console,
         database=database,
         metrics_dir=metrics_dir,
         readiness=readiness,

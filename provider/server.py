@@ -23,6 +23,7 @@ Prometheus client library reads it from there; everything else comes from
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -42,7 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from provider.db.migrate import upgrade
 from provider.db.session import create_db_engine, describe_url, storage_error
 from provider.errors import ConfigError
-from provider.settings import Settings
+from provider.settings import Secret, Settings
 
 log = logging.getLogger("provider.server")
 
@@ -366,6 +367,7 @@ def _serve_web(
     metrics_dir, owned = prepare_metrics_dir(settings.environment.get(MULTIPROC_ENV))
     try:
         _prepare_to_serve(settings)
+        settings = _with_session_secret(settings)
         log.info(
             "starting",
             extra={
@@ -389,6 +391,17 @@ def _serve_web(
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def _with_session_secret(settings: Settings) -> Settings:
+    """The settings with a console session secret: the configured one, else one made here, in the
+    master, so every worker of this start signs and reads the same cookies (logged once)."""
+    if not settings.console.enabled or settings.console.session_secret:
+        return settings
+    from provider.web.console import session_secret
+
+    console = dataclasses.replace(settings.console, session_secret=Secret(session_secret(settings)))
+    return dataclasses.replace(settings, console=console)
+
+
 def _prepare_to_serve(settings: Settings) -> None:
     """Before gunicorn forks: migrate the database, warn about channel variables, import the app."""
     apply_migrations(settings.database_url)
@@ -396,6 +409,8 @@ def _prepare_to_serve(settings: Settings) -> None:
     # Import (but do not build) the application here: workers fork with the modules
     # loaded and boot quickly; importing opens no connection.
     importlib.import_module("provider.app")
+    if settings.console.enabled:
+        importlib.import_module("provider.web.console")  # Flask, loaded once before the fork
 
 
 def _serve_with_worker(

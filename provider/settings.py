@@ -122,6 +122,22 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The admin console under ``/admin/`` (ST_PROVIDER_CONSOLE, ..._ADMIN_GROUP, ...).
+
+    ``session_secret`` signs the session cookies; without one, ``st-provider serve``
+    generates one per start (shared by its workers, logged) so sessions do not survive a
+    restart and another host cannot read them: set it when several hosts serve.
+    """
+
+    enabled: bool = True
+    admin_group: str | None = None
+    viewer_group: str | None = None
+    session_secret: Secret | None = None
+    session_idle_minutes: int = 30
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the service needs, validated."""
 
@@ -163,6 +179,7 @@ class Settings:
     # Names or glob patterns of the variables channel settings may reference
     # (ST_PROVIDER_SECRET_VARS); ST_PROVIDER_* names are refused whatever this says.
     secret_vars: tuple[str, ...] = ("*",)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
     def require_password(self) -> Secret:
         """The Web Service Password; raises ConfigError when it is not configured."""
@@ -251,6 +268,20 @@ def _parse_service_password(raw: Any) -> Secret | None:
         raise ValueError(
             f"is too short: use at least {MIN_SERVICE_PASSWORD_LENGTH} characters (a long random value, "
             "e.g. from `python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`)"
+        )
+    return secret
+
+
+MIN_SESSION_SECRET_LENGTH = 32
+
+
+def _parse_session_secret(raw: Any) -> Secret | None:
+    """The console's cookie-signing key: unset, or at least 32 characters (the value never repeated)."""
+    secret = _parse_secret(raw)
+    if secret is not None and len(secret.reveal()) < MIN_SESSION_SECRET_LENGTH:
+        raise ValueError(
+            f"is too short: use at least {MIN_SESSION_SECRET_LENGTH} random characters "
+            "(e.g. from `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
     return secret
 
@@ -427,6 +458,7 @@ class _Builder:
             log_format=self.get("log_format", _choice("text", "json"), "text"),
             log_level=self.get("log_level", _choice("debug", "info", "warning", "error"), "info").upper(),
             secret_vars=self.get("secret_vars", _parse_secret_vars, ("*",)),
+            console=self._console(),
         )
         unknown = sorted(set(self.values) - self.used - {"config"})
         for name in unknown:
@@ -434,6 +466,16 @@ class _Builder:
         if self.problems:
             raise ConfigError("invalid configuration: " + "; ".join(self.problems))
         return settings
+
+    def _console(self) -> ConsoleSettings:
+        console = ConsoleSettings(
+            enabled=self.get("console", _parse_bool, True),
+            admin_group=self.get("admin_group", _opt_str, None),
+            viewer_group=self.get("viewer_group", _opt_str, None),
+            session_secret=self.get("session_secret", _parse_session_secret, None),
+            session_idle_minutes=self.get("session_idle_minutes", _int_between(1, 24 * 60), 30),
+        )
+        return console
 
     def _ldap(self) -> LdapSettings | None:
         no_urls: tuple[str, ...] = ()

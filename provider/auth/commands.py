@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from provider.auth.explain import utc_text
 from provider.auth.ldap import LdapAuthenticator
 from provider.auth.ldap_pool import LdapPool
-from provider.auth.local import LocalUsers, UserError
+from provider.auth.local import ADMIN, VIEWER, LocalUsers, UserError
 from provider.auth.throttle import KeyStatus, Throttle, user_key
 from provider.auth.usernames import parse_username
 from provider.db.session import Database
@@ -45,6 +45,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add.add_argument("--display-name")
     add.add_argument("--group", action="append", default=[], help="a group name (repeatable)")
     add.add_argument("--disabled", action="store_true", help="create the account disabled")
+    role = add.add_mutually_exclusive_group()
+    role.add_argument(
+        "--admin",
+        dest="console_role",
+        action="store_const",
+        const=ADMIN,
+        help="may sign in to the console and change things",
+    )
+    role.add_argument(
+        "--viewer",
+        dest="console_role",
+        action="store_const",
+        const=VIEWER,
+        help="may sign in to the console, read-only",
+    )
     add.set_defaults(handler=_cmd_add)
 
     passwd = users_sub.add_parser("passwd", help="set a user's password (read from a prompt or stdin)")
@@ -124,8 +139,10 @@ def _cmd_add(args: argparse.Namespace, settings: Settings) -> int:
             display_name=args.display_name,
             groups=args.group,
             enabled=not args.disabled,
+            console_role=args.console_role,
         )
-    print(f"added {record.username}" + ("" if record.enabled else " (disabled)"))
+    role = f" (console {record.console_role})" if record.console_role else ""
+    print(f"added {record.username}{role}" + ("" if record.enabled else " (disabled)"))
     return EXIT_OK
 
 
@@ -156,7 +173,7 @@ def _cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         records = LocalUsers(database).list_users()
         keys = {record.username: user_key(record.username) for record in records}
         locks = Throttle(database, settings.throttle).status(k for k in keys.values() if k)
-    print("username\tstatus\temail\tdisplay name\tgroups")
+    print("username\tstatus\temail\tdisplay name\tgroups\tconsole")
     for record in records:
         key = keys[record.username]
         print(
@@ -167,6 +184,7 @@ def _cmd_list(args: argparse.Namespace, settings: Settings) -> int:
                     record.email or "-",
                     record.display_name or "-",
                     ", ".join(record.groups) or "-",
+                    record.console_role or "-",
                 ]
             )
         )

@@ -45,6 +45,12 @@ MAX_PASSWORD_LENGTH = 1024
 _HASH = re.compile(r"^\$scrypt\$ln=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)$")
 
 
+ADMIN = "admin"
+VIEWER = "viewer"
+#: the console roles a local user may have (``None``: no console access)
+CONSOLE_ROLES = (None, ADMIN, VIEWER)
+
+
 class UserError(ProviderError):
     """A local-user management request cannot be done (unknown user, duplicate, weak password)."""
 
@@ -126,6 +132,7 @@ class UserRecord:
     enabled: bool
     created_at: datetime
     password_changed_at: datetime
+    console_role: str | None = None
 
 
 class LocalUsers:
@@ -144,13 +151,17 @@ class LocalUsers:
         display_name: str | None = None,
         groups: Sequence[str] = (),
         enabled: bool = True,
+        console_role: str | None = None,
     ) -> UserRecord:
+        """Add a user; ``console_role`` ("admin"/"viewer") lets them sign in to the console."""
         name = display_form(username)
         try:
             parse_username(name)
         except ValueError as exc:
             raise UserError(f"not a usable username: {exc}") from exc
         check_new_password(password)
+        if console_role not in CONSOLE_ROLES:
+            raise UserError(f"unknown console role {console_role!r}")
         password_hash = self._hasher.hash(password)
         now = utcnow()
         with self._database.session() as session:
@@ -167,6 +178,7 @@ class LocalUsers:
                 display_name=(display_name or "").strip() or None,
                 groups=[g.strip() for g in groups if g.strip()],
                 enabled=enabled,
+                console_role=console_role,
                 created_at=now,
                 updated_at=now,
                 password_changed_at=now,
@@ -193,6 +205,24 @@ class LocalUsers:
         with self._database.session() as session:
             session.delete(self._get(session, username))
 
+    def console_role(self, username: str) -> str | None:
+        """The console role ("admin"/"viewer") of the enabled local user ``username``, else ``None``."""
+        with self._database.session() as session:
+            user = session.execute(
+                sa.select(LocalUser).where(LocalUser.username_key == username_key(username))
+            ).scalar_one_or_none()
+            if user is None or not user.enabled:
+                return None
+            return user.console_role
+
+    def has_console_admin(self) -> bool:
+        """Whether some enabled local user has the console role "admin"."""
+        with self._database.session() as session:
+            found = session.execute(
+                sa.select(LocalUser.id).where(LocalUser.console_role == ADMIN, LocalUser.enabled.is_(True))
+            ).first()
+            return found is not None
+
     def list_users(self) -> list[UserRecord]:
         with self._database.session() as session:
             users = session.execute(sa.select(LocalUser).order_by(LocalUser.username_key)).scalars().all()
@@ -217,6 +247,7 @@ def _record(user: LocalUser) -> UserRecord:
         enabled=user.enabled,
         created_at=user.created_at,
         password_changed_at=user.password_changed_at,
+        console_role=user.console_role,
     )
 
 

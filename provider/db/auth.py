@@ -33,6 +33,8 @@ class LocalUser(Base):
     display_name: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
     groups: Mapped[list[str]] = mapped_column(sa.JSON, nullable=False, default=list)
     enabled: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=True)
+    # "admin" or "viewer": may sign in to the console (migration 0008); NULL: may not.
+    console_role: Mapped[str | None] = mapped_column(sa.String(20), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

@@ -367,3 +367,17 @@ def refresh_queue_metrics(database: Database, now: datetime | None = None) -> Qu
     for name in stats.channels:
         metrics.CHANNEL_PAUSED.labels(channel=name).set(1 if name in stats.paused else 0)
     return stats
+
+
+def deliveries_by_channel(database: Database) -> dict[str, dict[str, int]]:
+    """Delivery counts per channel and status (``{channel: {status: count}}``, channels by name)."""
+    query = (
+        select(DeliveryRecord.channel, DeliveryRecord.status, func.count())
+        .group_by(DeliveryRecord.channel, DeliveryRecord.status)
+        .order_by(DeliveryRecord.channel)
+    )
+    result: dict[str, dict[str, int]] = {}
+    with database.session() as session:
+        for channel, status, count in session.execute(query):
+            result.setdefault(str(channel), {})[str(status)] = int(count)
+    return result

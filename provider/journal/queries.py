@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from provider.db.journal import CallJournalRecord
 from provider.db.session import Database
@@ -102,3 +102,33 @@ def get_call(database: Database, call_id: int) -> CallDetail:
             identity=record.identity,
             answer=record.answer,
         )
+
+
+#: journal outcomes that are failures of the call (not a refusal the rules decided: ``denied``)
+FAILED_OUTCOMES = ("permission_denied", "fault", "error")
+
+
+@dataclass(frozen=True)
+class OperationCount:
+    """Journaled calls of one operation in a period: all of them, and the failed ones."""
+
+    operation: str
+    calls: int
+    failures: int
+
+
+def calls_per_operation(database: Database, *, since: datetime) -> list[OperationCount]:
+    """Calls per operation at or after ``since`` (by name), with failures. Raises StorageError."""
+    failed = func.sum(case((CallJournalRecord.outcome.in_(FAILED_OUTCOMES), 1), else_=0))
+    query = (
+        select(CallJournalRecord.operation, func.count(), failed)
+        .where(CallJournalRecord.at >= since)
+        .group_by(CallJournalRecord.operation)
+        .order_by(CallJournalRecord.operation)
+    )
+    with database.session() as session:
+        return [
+            OperationCount(operation=str(op), calls=int(calls), failures=int(failures or 0))
+            for op, calls, failed_count in session.execute(query)
+            for failures in (failed_count,)
+        ]

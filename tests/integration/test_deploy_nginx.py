@@ -325,7 +325,9 @@ def test_operations_endpoints_answer_the_monitoring_network_only(
     assert _last(upstream, before).path == path
 
 
-@pytest.mark.parametrize("path", ["/admin", "/metrics/", "/ExternalProvider.asmx/extra", "/favicon.ico"])
+@pytest.mark.parametrize(
+    "path", ["/administrator", "/metrics/", "/ExternalProvider.asmx/extra", "/favicon.ico"]
+)
 def test_other_paths_are_not_served(
     nginx: Nginx, upstream: Upstream, certificate: tuple[Path, Path], path: str
 ) -> None:
@@ -333,6 +335,22 @@ def test_other_paths_are_not_served(
     with client(certificate) as http:
         assert http.get(f"{nginx.https}{path}").status_code == 404
     assert len(upstream.requests) == before
+
+
+def test_the_console_answers_the_admin_network_only(
+    nginx: Nginx, upstream: Upstream, certificate: tuple[Path, Path]
+) -> None:
+    before = len(upstream.requests)
+    with client(certificate, OTHER_CLIENT) as outsider:
+        assert outsider.get(f"{nginx.https}/admin/").status_code == 403
+        assert outsider.post(f"{nginx.https}/admin/signin", content=b"x").status_code == 403
+        assert outsider.get(f"{nginx.https}/admin").status_code == 403
+    assert len(upstream.requests) == before
+    with client(certificate, MONITOR_CLIENT) as admin:  # loopback is on the shipped admin list
+        assert admin.get(f"{nginx.https}/admin").status_code == 308
+        assert admin.get(f"{nginx.https}/admin/signin").status_code == 200
+        assert admin.delete(f"{nginx.https}/admin/signin").status_code == 403
+    assert _last(upstream, before).path == "/admin/signin"
 
 
 def test_other_methods_are_refused(nginx: Nginx, upstream: Upstream, certificate: tuple[Path, Path]) -> None:

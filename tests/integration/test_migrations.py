@@ -125,3 +125,53 @@ def test_0007_keeps_versions_and_a_baseline_for_rule_sets_from_before(database_u
         assert parse_rules(versions.content_of(database, 1)) == rules
     finally:
         database.dispose()
+
+
+def test_0008_adds_console_roles_and_keeps_existing_users_out_of_the_console(database_url: str) -> None:
+    downgrade(database_url, "0007_rule_versions")
+    now = datetime.now(UTC)
+    users = sa.table(
+        "auth_local_users",
+        *(sa.column(name) for name in ("id", "username_key", "username", "password_hash", "enabled")),
+        sa.column("groups", sa.JSON()),
+        *(
+            sa.column(name, sa.DateTime(timezone=True))
+            for name in ("created_at", "updated_at", "password_changed_at")
+        ),
+    )
+    engine = create_db_engine(database_url)
+    try:
+        assert "console_role" not in {c["name"] for c in inspect(engine).get_columns("auth_local_users")}
+        with engine.begin() as conn:
+            conn.execute(
+                users.insert().values(
+                    id=1,
+                    username_key="old",
+                    username="old",
+                    password_hash="x",
+                    enabled=True,
+                    groups=[],
+                    created_at=now,
+                    updated_at=now,
+                    password_changed_at=now,
+                )
+            )
+    finally:
+        engine.dispose()
+    upgrade(database_url)
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            role = conn.execute(
+                sa.text("SELECT console_role FROM auth_local_users WHERE id = 1")
+            ).scalar_one()
+        assert role is None
+    finally:
+        engine.dispose()
+    downgrade(database_url, "0007_rule_versions")
+    engine = create_db_engine(database_url)
+    try:
+        assert "console_role" not in {c["name"] for c in inspect(engine).get_columns("auth_local_users")}
+    finally:
+        engine.dispose()
+    upgrade(database_url)

@@ -298,3 +298,45 @@ def test_retention_must_be_positive() -> None:
     message = str(caught.value)
     for name in ("ST_PROVIDER_JOURNAL_DAYS", "ST_PROVIDER_JOURNAL_MAX_ROWS", "ST_PROVIDER_JOURNAL:"):
         assert name in message
+
+
+def test_console_defaults_are_on_with_a_30_minute_idle_timeout() -> None:
+    console = Settings().console
+    assert console.enabled is True
+    assert console.session_idle_minutes == 30
+    assert console.session_secret is None and console.admin_group is None and console.viewer_group is None
+
+
+def test_console_settings_from_the_environment() -> None:
+    secret = "k" * 40
+    settings = load_settings(
+        {
+            "ST_PROVIDER_CONSOLE": "off",
+            "ST_PROVIDER_ADMIN_GROUP": "cn=Provider Admins,ou=groups,dc=example,dc=org",
+            "ST_PROVIDER_VIEWER_GROUP": "Helpdesk",
+            "ST_PROVIDER_SESSION_SECRET": secret,
+            "ST_PROVIDER_SESSION_IDLE_MINUTES": "5",
+        }
+    )
+    console = settings.console
+    assert console.enabled is False
+    assert console.admin_group == "cn=Provider Admins,ou=groups,dc=example,dc=org"
+    assert console.viewer_group == "Helpdesk"
+    assert console.session_secret is not None and console.session_secret.reveal() == secret
+    assert console.session_idle_minutes == 5
+    assert secret not in repr(settings)
+
+
+def test_console_settings_are_validated_without_repeating_the_secret() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {
+                "ST_PROVIDER_CONSOLE": "maybe",
+                "ST_PROVIDER_SESSION_SECRET": "short-secret",
+                "ST_PROVIDER_SESSION_IDLE_MINUTES": "0",
+            }
+        )
+    message = str(caught.value)
+    for name in ("ST_PROVIDER_CONSOLE:", "ST_PROVIDER_SESSION_SECRET", "ST_PROVIDER_SESSION_IDLE_MINUTES"):
+        assert name in message
+    assert "short-secret" not in message
