@@ -18,7 +18,8 @@
   as its values joined by ``", "`` and equals a string when it has exactly that one
   value), plus ``username``, ``email``, ``display_name`` and ``dn``; empty when the
   directory does not know the user;
-* ``groups``: the user's group names (``in`` ignores case); empty otherwise.
+* ``groups``: the user's group names (``in`` ignores case); empty otherwise;
+* ``vars``: the global variables (:mod:`provider.comms.templates`), set by the rule set.
 
 The password variables (``authPW``, ``loginPassword``) are never in the context.
 """
@@ -62,7 +63,7 @@ _ARGS_LENGTH = len(ARGUMENT_PREFIX)
 
 #: Every name a condition or template may use.
 CONTEXT_NAMES: frozenset[str] = frozenset(
-    (*CANONICAL_NAMES, "cf", "args", "variables", "eventName", "method", "user", "groups")
+    (*CANONICAL_NAMES, "cf", "args", "variables", "eventName", "method", "user", "groups", "vars")
 )
 
 V = TypeVar("V")

@@ -1,0 +1,1 @@
+"""Communication features shared by rules and channels: message templates and global variables."""
