@@ -167,10 +167,17 @@ def user_mapping(identity: Identity | None) -> CaseInsensitiveDict[Any]:
     return CaseInsensitiveDict(items)
 
 
+_NO_VARS: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+
+
 def build_context(
-    operation: Operation, variables: InputVariables, identity: Identity | None
+    operation: Operation,
+    variables: InputVariables,
+    identity: Identity | None,
+    global_vars: CaseInsensitiveDict[str] = _NO_VARS,
 ) -> dict[str, Any]:
-    """The context of one call (see the module docstring). Never contains a password."""
+    """The context of one call (see the module docstring) with ``global_vars`` as ``vars``.
+    Never contains a password."""
     sent: dict[str, tuple[str, str]] = {}  # folded name -> (name as sent, value); the last wins
     for raw_name, value in variables.pairs:
         name = raw_name.strip()
@@ -202,4 +209,5 @@ def build_context(
     context["variables"] = CaseInsensitiveDict.of_unique(plain)
     context["user"] = user_mapping(identity)
     context["groups"] = Names(identity.groups if identity is not None else ())
+    context["vars"] = global_vars
     return context

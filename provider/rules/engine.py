@@ -438,9 +438,7 @@ class RuleSet:
         rules = self.for_method(operation, include_disabled=trace is not None)
         if not rules:
             return Decision()
-        context = build_context(operation, variables, identity)
-        context["vars"] = self.variables
-        scope = Scope(context, limits)
+        scope = Scope(build_context(operation, variables, identity, self.variables), limits)
         token = scope.enter()
         try:
             return self._evaluate(rules, scope, operation, trace)
