@@ -96,7 +96,7 @@ class TemplateChecks(ActionChecks):
             self.add(f"{what}: {key!r} is given more than once", line=dup_line)
         kind = body.get("kind")
         allowed = template_params(kind) if isinstance(kind, str) else None
-        if allowed is None:
+        if allowed is None or not isinstance(kind, str):
             self.add(
                 f"{what} needs a 'kind' (one of {', '.join(SPECS)}), not {kind!r}"
                 f"{did_you_mean(str(kind), SPECS)}",

@@ -25,4 +25,9 @@ def build_evaluator(settings: Settings, database: Database) -> RuleEvaluator:
     is read until the first call. Every evaluation is bounded by the settings' rule limits.
     """
     limits = RuleLimits(max_output=settings.rules_max_output, deadline_ms=settings.rules_deadline_ms)
-    return StoredRules(RuleStore(database), refresh_seconds=settings.rules_refresh_seconds, limits=limits)
+    return StoredRules(
+        RuleStore(database),
+        refresh_seconds=settings.rules_refresh_seconds,
+        limits=limits,
+        read_only_vars=settings.read_only_vars,
+    )

@@ -40,6 +40,7 @@ from sqlalchemy.engine import make_url
 
 from provider.auth import build_authenticator
 from provider.calls import Provider
+from provider.comms.templates import global_variables
 from provider.db.session import Database
 from provider.domain import Authenticator, CallRequest, CallResult, Decision, Identity, Operation
 from provider.errors import AuthenticationFailed, ConfigError, RulesFileError, StorageError
@@ -173,6 +174,8 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
                 args.file,
                 stored_channels={} if args.replace else store.channel_types,
                 secret_vars=settings.secret_vars,
+                stored_templates=() if args.replace else store.templates(),
+                read_only_vars=settings.read_only_vars,
             )
             summary = store.import_rules(
                 rules_file,
@@ -227,6 +230,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
             args.file,
             stored_channels={} if args.replace else (lambda: _stored_channel_types(settings)),
             secret_vars=settings.secret_vars,
+            read_only_vars=settings.read_only_vars,
         )
     except RulesFileError as exc:
         print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
@@ -413,7 +417,11 @@ def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
             user = authenticator.lookup(args.user)
             if user is None:
                 raise ConfigError(f"the directory does not know an enabled user {args.user!r}")
-        rule_set = compile_rules(snapshot.valid_rules(), version=snapshot.version)
+        rule_set = compile_rules(
+            snapshot.valid_rules(),
+            version=snapshot.version,
+            variables=global_variables(settings.read_only_vars, snapshot.variables),
+        )
         limits = RuleLimits(max_output=settings.rules_max_output, deadline_ms=settings.rules_deadline_ms)
         evaluator = _TracingEvaluator(rule_set, user, limits)
         token = secrets.token_urlsafe(16)
