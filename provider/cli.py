@@ -106,6 +106,7 @@ DATABASE_USE: dict[str, str] = {
     "deliveries": "needs",
     "events": "needs",
     "calls": "needs",
+    "templates": "needs",
     "db purge": "needs",
 }
 
@@ -123,6 +124,7 @@ COMMAND_MODULES: dict[str, str] = {
     "deliveries": "provider.events.commands",
     "events": "provider.events.commands",
     "calls": "provider.journal.commands",
+    "templates": "provider.comms.commands",
 }
 
 
