@@ -156,6 +156,10 @@ def _summary_lines(summary: ImportSummary) -> list[str]:
             f"{summary.count(kind, action)} {action}" for action in ("created", "updated", "deleted")
         )
         lines.append(f"{kind}s: {counts}, {unchanged} unchanged")
+    for kind in ("template", "variable"):
+        changed = [action for action in ("created", "updated", "deleted") if summary.count(kind, action)]
+        if changed:
+            lines.append(f"{kind}s: " + ", ".join(f"{summary.count(kind, a)} {a}" for a in changed))
     if summary.changes:
         lines.append(f"rule set version {summary.version}")
     else:
@@ -190,10 +194,15 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         if args.dry_run:
             _print_warnings(rules_file, settings)
             version_commands.print_dry_run(args.file, summary, _summary_lines(summary))
-            version_commands.print_whatif(database, rules_file, replace=args.replace)
+            version_commands.print_whatif(
+                database, rules_file, replace=args.replace, read_only_vars=settings.read_only_vars
+            )
             return EXIT_OK
     _print_warnings(rules_file, settings)
-    print(f"imported {args.file}: {len(rules_file.rules)} rules, {len(rules_file.channels)} channels")
+    print(
+        f"imported {args.file}: {len(rules_file.rules)} rules, {len(rules_file.channels)} channels, "
+        f"{len(rules_file.templates)} templates, {len(rules_file.variables)} variables"
+    )
     for line in _summary_lines(summary):
         print(f"  {line}")
     return EXIT_OK

@@ -44,6 +44,9 @@ def test_list_show_and_render(sqlite_url: str, tmp_path: Path) -> None:
     path.write_text(RULES, encoding="utf-8")
     imported = run_cli(["rules", "import", str(path)], env)
     assert imported.returncode == 0, imported.stderr
+    assert "1 rules, 2 channels, 2 templates, 1 variables" in imported.stdout
+    assert "  templates: 2 created" in imported.stdout.splitlines()
+    assert "  variables: 1 created" in imported.stdout.splitlines()
 
     listed = run_cli(["templates", "list", "--tag", "tickets"], env)
     assert listed.returncode == 0, listed.stderr
