@@ -1,5 +1,8 @@
 """Rules and channels in the database: import, export, enable/disable, version, audit.
 
+(Over 500 lines because one transaction writes channels, templates, variables and rules
+together; the row helpers are in :mod:`provider.rules.rows` and :mod:`provider.comms.rows`.)
+
 Every change runs in one transaction that first locks the rule-set version row
 (``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so
 concurrent changes from many hosts apply one after the other. A change that
@@ -9,10 +12,10 @@ who, when, which command, and the stored form before and after.
 
 Import semantics:
 
-* without ``replace``: channels and rules of the file are added, or update the stored
+* without ``replace``: channels, templates, variables and rules of the file are added, or update the stored
   ones of the same name (which keep their place in the order); new rules go after the
   stored ones; nothing else changes. ``notify`` may use channels already stored.
-* with ``replace``: the stored rules and channels become exactly the file's
+* with ``replace``: the stored rules, channels, templates and variables become exactly the file's
   (same-named ones are updated, others deleted), in the file's order.
 
 Nothing is written when the file does not fit (RulesFileError); database failures

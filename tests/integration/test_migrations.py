@@ -125,3 +125,16 @@ def test_0007_keeps_versions_and_a_baseline_for_rule_sets_from_before(database_u
         assert parse_rules(versions.content_of(database, 1)) == rules
     finally:
         database.dispose()
+
+
+def test_0009_adds_and_removes_the_template_and_variable_tables(database_url: str) -> None:
+    downgrade(database_url, "0007_rule_versions")
+    engine = create_db_engine(database_url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+        assert "rules" in tables
+        assert not {"message_templates", "global_variables"} & tables
+        upgrade(database_url)
+        assert {"message_templates", "global_variables"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()

@@ -7,8 +7,9 @@ import pytest
 
 from provider.comms.render import render_template
 from provider.domain import Operation
-from provider.errors import RulesFileError
+from provider.errors import RuleLimitExceeded, RulesFileError
 from provider.rules.engine import compile_rules
+from provider.rules.limits import RuleLimits
 from provider.rules.loader import dump_rules, parse_rules
 from provider.variables import InputVariables
 
@@ -148,3 +149,15 @@ def test_render_a_template_with_given_values_and_vars() -> None:
     [template] = parse_rules(HEAD + "rules: []\n").templates
     rendered = render_template(template, [("ticketNumber", "9"), ("subject", "<b>&</b>")], {"region": "eu"})
     assert rendered == {"subject": "Ticket 9", "html": "<p>&lt;b&gt;&amp;&lt;/b&gt;</p>"}
+
+
+def test_the_sandbox_limits_apply_to_templates() -> None:
+    text = HEAD.replace('html: "<p>{{ subject }}</p>"', 'html: "{{ subject * 5000 }}"')
+    parsed = parse_rules(text + rule("{channel: mail, template: mail-one, to: x@example.org}"))
+    limits = RuleLimits(max_output=1_024, deadline_ms=1_000)
+    rules = compile_rules(parsed.rules)
+    call = InputVariables([("subject", "abc")])
+    decision = rules.evaluate(Operation.NOTIFY_EVENT_FIRED, call, None, limits=limits)
+    assert (decision.notifications, decision.rule_errors) == ([], [("r", "RuleLimitExceeded")])
+    with pytest.raises(RuleLimitExceeded):
+        render_template(parsed.templates[0], call.pairs, {}, limits=limits)
