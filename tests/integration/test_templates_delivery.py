@@ -204,7 +204,13 @@ def test_templates_and_variables_round_trip_through_export(database: Database) -
     assert store.import_rules(again, replace=True, actor="test", command="test").changes == ()
     assert "ticket-mail:" in summary.after and "Support_Phone:" in summary.after
 
-    # A changed template is a change of the rule set (audited), and the rules using it see it.
+    # A changed template is a change of the rule set (audited), and the rules using it see it,
+    # also in a serving process that compiled them before (its cache is keyed on the template too).
+    now = [0.0]
+    evaluator = StoredRules(store, refresh_seconds=1, clock=lambda: now[0], read_only_vars=READ_ONLY)
+    call = InputVariables([("subject", "s"), ("email", "a@example.org"), ("args_phone", "+1")])
+    [before, *_] = evaluator.evaluate(Operation.NOTIFY_EVENT_FIRED, call, None).notifications
+    assert before.params["html"] == "<p>s</p><p>Call +44 20 7946 0000</p>"
     changed = parse_rules(text.replace("Call {{", "Ring {{"), read_only_vars=READ_ONLY)
     summary = store.import_rules(changed, replace=True, actor="test", command="test")
     assert [(c.kind, c.subject, c.action) for c in summary.changes] == [
@@ -212,5 +218,8 @@ def test_templates_and_variables_round_trip_through_export(database: Database) -
     ]
     [rule] = store.snapshot().valid_rules()
     assert "Ring" in rule.then.notify[0].effective_params["html"]
+    now[0] = 5.0
+    [after, *_] = evaluator.evaluate(Operation.NOTIFY_EVENT_FIRED, call, None).notifications
+    assert after.params["html"] == "<p>s</p><p>Ring +44 20 7946 0000</p>"
     [entry, *_] = store.history(subject="ticket-mail")
     assert (entry.kind, entry.action) == ("template", "updated")
