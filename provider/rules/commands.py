@@ -32,15 +32,16 @@ import argparse
 import json
 import secrets
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
 
 from provider.auth import build_authenticator
 from provider.calls import Provider
-from provider.comms.templates import global_variables
+from provider.comms.templates import MessageTemplate, global_variables
 from provider.db.session import Database
 from provider.domain import Authenticator, CallRequest, CallResult, Decision, Identity, Operation
 from provider.errors import AuthenticationFailed, ConfigError, RulesFileError, StorageError
@@ -56,6 +57,8 @@ from provider.rules.store import ImportSummary, RuleStore
 from provider.rules.whatif import register_whatif
 from provider.settings import Secret, Settings
 from provider.variables import InputVariables, split_entry
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -120,15 +123,25 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def _stored_channel_types(settings: Settings) -> dict[str, str]:
     """Stored channel names for ``validate``, without creating or migrating anything."""
+    return _read_stored(settings, RuleStore.channel_types, {})
+
+
+def _stored_templates(settings: Settings) -> list[MessageTemplate]:
+    """Stored message templates for ``validate``, without creating or migrating anything."""
+    return _read_stored(settings, RuleStore.templates, [])
+
+
+def _read_stored(settings: Settings, read: Callable[[RuleStore], T], empty: T) -> T:
+    """``read`` of the configured database, or ``empty`` when there is none or it cannot answer."""
     url = make_url(settings.database_url) if "://" in settings.database_url else None
     is_sqlite = url is not None and url.get_backend_name() == "sqlite"
     if is_sqlite and url is not None and (not url.database or not Path(url.database).exists()):
-        return {}
+        return empty
     with Database(settings.database_url) as database:
         try:
-            return RuleStore(database).channel_types()
+            return read(RuleStore(database))
         except StorageError:
-            return {}
+            return empty
 
 
 def _print_problems(exc: RulesFileError, source: str) -> None:
@@ -239,6 +252,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
             args.file,
             stored_channels={} if args.replace else (lambda: _stored_channel_types(settings)),
             secret_vars=settings.secret_vars,
+            stored_templates=() if args.replace else _stored_templates(settings),
             read_only_vars=settings.read_only_vars,
         )
     except RulesFileError as exc:

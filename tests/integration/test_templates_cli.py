@@ -67,6 +67,21 @@ def test_list_show_and_render(sqlite_url: str, tmp_path: Path) -> None:
     sms = json.loads(run_cli(["templates", "render", "ticket-sms", "subject=<b>", "--json"], env).stdout)
     assert sms == {"campaign": "TICKET", "params": {"ticket": "", "note": "<b>", "phone": "+44 20 7946 0000"}}
 
+    # A later file may use the stored templates (validate and import without --replace).
+    later = tmp_path / "later.yaml"
+    later.write_text(
+        "rules:\n  - name: s\n    method: NotifyEventFired\n    then:\n      notify:\n"
+        "        - {channel: mail, template: ticket-mail, to: a@example.org}\n"
+        "        - {channel: mail, template: ticket-sms, to: a@example.org}\n",
+        encoding="utf-8",
+    )
+    checked = run_cli(["rules", "validate", str(later)], env)
+    assert checked.returncode == 1
+    assert checked.stderr.splitlines()[-2:] == [
+        f"{later}: 1 problem(s)",
+        "  line 7, rule 's': notify: template 'ticket-sms' is written for uniphore-sms, but channel 'mail' is email",
+    ]
+
     missing = run_cli(["templates", "render", "nope"], env)
     assert (missing.returncode, missing.stdout) == (1, "")
     assert "no template named 'nope'" in missing.stderr
