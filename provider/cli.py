@@ -106,6 +106,7 @@ DATABASE_USE: dict[str, str] = {
     "deliveries": "needs",
     "events": "needs",
     "calls": "needs",
+    "templates": "needs",
     "db purge": "needs",
     "optout": "needs",
 }
@@ -124,7 +125,8 @@ COMMAND_MODULES: dict[str, str] = {
     "deliveries": "provider.events.commands",
     "events": "provider.events.commands",
     "calls": "provider.journal.commands",
-    "optout": "provider.comms.commands",
+    "optout": "provider.comms.optout_commands",
+    "templates": "provider.comms.template_commands",
 }
 
 

@@ -117,6 +117,10 @@ class RuleVersionNotFound(RuleError):
     """No snapshot of that rule-set version is kept."""
 
 
+class TemplateNotFound(RuleError):
+    """No message template has that name."""
+
+
 # --- events and channels --------------------------------------------------------
 
 

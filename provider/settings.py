@@ -180,6 +180,9 @@ class Settings:
     # (ST_PROVIDER_SECRET_VARS); ST_PROVIDER_* names are refused whatever this says.
     secret_vars: tuple[str, ...] = ("*",)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    # Read-only global variables (``vars.name`` in rules and templates) from
+    # ST_PROVIDER_VAR_<NAME>: name (lower-cased) -> value.
+    read_only_vars: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def require_password(self) -> Secret:
         """The Web Service Password; raises ConfigError when it is not configured."""
@@ -203,6 +206,10 @@ class Settings:
 
 
 T = TypeVar("T")
+
+#: Settings named ``var_<name>`` (ST_PROVIDER_VAR_<NAME>) are read-only global variables.
+READ_ONLY_VAR_PREFIX = "var_"
+_VARIABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 def _parse_bool(raw: Any) -> bool:
@@ -459,6 +466,7 @@ class _Builder:
             log_level=self.get("log_level", _choice("debug", "info", "warning", "error"), "info").upper(),
             secret_vars=self.get("secret_vars", _parse_secret_vars, ("*",)),
             console=self._console(),
+            read_only_vars=self._read_only_vars(),
         )
         unknown = sorted(set(self.values) - self.used - {"config"})
         for name in unknown:
@@ -476,6 +484,21 @@ class _Builder:
             session_idle_minutes=self.get("session_idle_minutes", _int_between(1, 24 * 60), 30),
         )
         return console
+
+    def _read_only_vars(self) -> Mapping[str, str]:
+        """``var_<name>`` settings (ST_PROVIDER_VAR_<NAME>): the read-only global variables."""
+        found: dict[str, str] = {}
+        for key in sorted(k for k in self.values if k.startswith(READ_ONLY_VAR_PREFIX)):
+            self.used.add(key)
+            name = key[len(READ_ONLY_VAR_PREFIX) :]
+            if not _VARIABLE_NAME.match(name):
+                self.problems.append(
+                    f"{ENV_PREFIX}{key.upper()}: a variable name is letters, digits and _ "
+                    "(not starting with a digit)"
+                )
+                continue
+            found[name] = str(self.values[key])
+        return MappingProxyType(found)
 
     def _ldap(self) -> LdapSettings | None:
         no_urls: tuple[str, ...] = ()

@@ -9,7 +9,7 @@ Deliveries gain no column: a suppressed one has ``status = 'suppressed'`` (a
 ``String(16)`` already).
 
 Revision ID: 0010_optouts
-Revises: 0008_console_roles
+Revises: 0009_templates
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_optouts"
-down_revision = "0008_console_roles"
+down_revision = "0009_templates"
 branch_labels = None
 depends_on = None
 

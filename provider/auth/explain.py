@@ -19,6 +19,7 @@ from datetime import datetime
 
 from provider.auth import build_authenticator
 from provider.auth.throttle import KeyStatus, Throttle, user_key
+from provider.comms.templates import global_variables
 from provider.db.session import Database, require_existing
 from provider.domain import Identity, Operation
 from provider.errors import DirectoryUnavailable, StorageError
@@ -105,7 +106,7 @@ def _not_recorded(
             return [*lines, f"reason unknown: the user could not be looked up ({exc})"]
     if identity is None:
         return [*lines, f"reason: the directory (or the local users) has no enabled user {username!r}"]
-    decision = _rules(database).evaluate(operation, inputs, identity)
+    decision = _rules(database, settings).evaluate(operation, inputs, identity)
     if not decision.allow:
         rules = ", ".join(decision.matched) or "a rule"
         message = f" with the message {decision.message!r}" if decision.message else ""
@@ -118,6 +119,7 @@ def _not_recorded(
     ]
 
 
-def _rules(database: Database) -> RuleSet:
+def _rules(database: Database, settings: Settings) -> RuleSet:
     snapshot = RuleStore(database).snapshot()
-    return compile_rules(snapshot.valid_rules(), version=snapshot.version)
+    variables = global_variables(settings.read_only_vars, snapshot.variables)
+    return compile_rules(snapshot.valid_rules(), version=snapshot.version, variables=variables)

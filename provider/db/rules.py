@@ -9,6 +9,8 @@
 * ``rule_audit``: who changed what, when, through which command.
 * ``rule_set_snapshots``: the full rule set (export YAML) of every version since
   snapshots exist, for ``rules versions``, ``diff`` and ``rollback``.
+* ``message_templates`` and ``global_variables``: the ``templates:`` and
+  ``variables:`` sections, versioned and audited with the rules.
 """
 
 from __future__ import annotations
@@ -94,3 +96,33 @@ class RuleSetSnapshot(Base):
     action: Mapped[str] = mapped_column(sa.String(20), nullable=False)
     summary: Mapped[str] = mapped_column(sa.String(500), nullable=False)
     content: Mapped[str] = mapped_column(sa.Text, nullable=False)
+
+
+class TemplateRecord(Base):
+    """One ``templates:`` entry (migration 0009): ``params`` are the template's parameters
+    as written (Jinja2 text), ``tags`` a JSON list; ``position`` keeps the file order."""
+
+    __tablename__ = "message_templates"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True, nullable=False)
+    kind: Mapped[str] = mapped_column(sa.String(50), nullable=False)
+    description: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    tags: Mapped[Any] = mapped_column(sa.JSON, nullable=False)
+    params: Mapped[Any] = mapped_column(sa.JSON, nullable=False)
+    position: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class VariableRecord(Base):
+    """One editable global variable of ``variables:`` (migration 0009)."""
+
+    __tablename__ = "global_variables"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True, nullable=False)
+    value: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    position: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

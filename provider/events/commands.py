@@ -472,13 +472,18 @@ def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_events_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from provider.comms.templates import global_variables
     from provider.events.replay import replay_event
     from provider.rules.engine import compile_rules
     from provider.rules.store import RuleStore
 
     with Database(settings.database_url) as database:
         snapshot = RuleStore(database).snapshot()
-        rules = compile_rules(snapshot.valid_rules(), version=snapshot.version)
+        rules = compile_rules(
+            snapshot.valid_rules(),
+            version=snapshot.version,
+            variables=global_variables(settings.read_only_vars, snapshot.variables),
+        )
         result = replay_event(database, rules, args.id)
     print(
         f"event {result.event_id} replayed with rule set version {snapshot.version}: "

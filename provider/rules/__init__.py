@@ -33,4 +33,5 @@ def build_evaluator(settings: Settings, database: Database) -> RuleEvaluator:
         refresh_seconds=settings.rules_refresh_seconds,
         limits=limits,
         optout_lookup=DatabaseLookup(database),
+        read_only_vars=settings.read_only_vars,
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 from provider.channels.registry import normalise_notify_params, validate_notify_params
 from provider.channels.validation import DEFAULT_SECRET_VARS, json_data
+from provider.comms.templates import MessageTemplate
 from provider.errors import RuleProblem
 from provider.rules.environment import is_json_value
 from provider.rules.model import ACTION_ORDER, RESERVED_OUTPUTS, Actions, FieldSpec, NotifySpec
@@ -59,6 +60,10 @@ class ActionChecks:
         self._stored_cache: Mapping[str, str] | None = None
         # For the rule being checked: model index -> index as written, per list action.
         self.raw_index: dict[str, list[int]] = {}
+        #: Templates ``notify`` may name (the file's, and stored ones when importing without replace).
+        self.templates_by_name: dict[str, MessageTemplate] = {}
+        #: Templates of the file with problems (already reported; a notify naming one adds none).
+        self.broken_templates: set[str] = set()
 
     def raw_path(self, path: tuple[str | int, ...]) -> tuple[str | int, ...]:
         """``path`` inside the rule as written (invalid list entries are not in the model)."""
@@ -343,7 +348,10 @@ class ActionChecks:
                     rule=rule,
                 )
                 continue
-            params = {k: v for k, v in entry.items() if k != "channel"}
+            template = self.notify_template(entry, channel_type, rule) if "template" in entry else None
+            if template is False:
+                continue
+            params = {k: v for k, v in entry.items() if k not in {"channel", "template"}}
             for problem in validate_notify_params(channel_type, params):
                 self.add(f"notify: {problem}", line=line_of(entry, "channel"), rule=rule)
             params, normalise_problems = normalise_notify_params(channel_type, params)
@@ -358,5 +366,50 @@ class ActionChecks:
                 )
             if not bad:
                 self.raw_index["notify"].append(i)
-                specs.append(NotifySpec(channel=channel, params=json_data(params)))
+                specs.append(_notify_spec(channel, json_data(params), template))
         return tuple(specs)
+
+    def notify_template(
+        self, entry: Mapping[Any, Any], channel_type: str, rule: str | None
+    ) -> MessageTemplate | bool:
+        """The template a notify entry names; ``False`` (a problem added) when it cannot be used."""
+        name = entry["template"]
+        line = line_of(entry, "template")
+        if not isinstance(name, str) or not name.strip():
+            self.add("notify: template must be a template name (text)", line=line, rule=rule)
+            return False
+        if name in self.broken_templates:
+            return False  # its own problems are reported at the template
+        template = self.templates_by_name.get(name)
+        if template is None:
+            known = sorted(self.templates_by_name)
+            self.add(
+                f"notify: unknown template {name!r}{did_you_mean(name, known)} "
+                f"(define it under templates:; known: {', '.join(known) or 'none'})",
+                line=line,
+                rule=rule,
+            )
+            return False
+        if template.kind != channel_type:
+            self.add(
+                f"notify: template {name!r} is written for {template.kind}, "
+                f"but channel {entry.get('channel')!r} is {channel_type}",
+                line=line,
+                rule=rule,
+            )
+            return False
+        return template
+
+
+def _notify_spec(channel: str, params: dict[str, Any], template: MessageTemplate | bool | None) -> NotifySpec:
+    """A notify entry; with a template, its parameters merged under the entry's own."""
+    if not isinstance(template, MessageTemplate):
+        return NotifySpec(channel=channel, params=params)
+    merged = {**json_data(dict(template.params)), **params}
+    return NotifySpec(
+        channel=channel,
+        params=params,
+        template=template.name,
+        merged=merged,
+        html_params=template.html_params,
+    )

@@ -32,14 +32,16 @@ import argparse
 import json
 import secrets
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
 
 from provider.auth import build_authenticator
 from provider.calls import Provider
+from provider.comms.templates import MessageTemplate, global_variables
 from provider.db.session import Database
 from provider.domain import Authenticator, CallRequest, CallResult, Decision, Identity, Operation
 from provider.errors import AuthenticationFailed, ConfigError, RulesFileError, StorageError
@@ -55,6 +57,8 @@ from provider.rules.store import ImportSummary, RuleStore
 from provider.rules.whatif import register_whatif
 from provider.settings import Secret, Settings
 from provider.variables import InputVariables, split_entry
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -119,15 +123,25 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def _stored_channel_types(settings: Settings) -> dict[str, str]:
     """Stored channel names for ``validate``, without creating or migrating anything."""
+    return _read_stored(settings, RuleStore.channel_types, {})
+
+
+def _stored_templates(settings: Settings) -> list[MessageTemplate]:
+    """Stored message templates for ``validate``, without creating or migrating anything."""
+    return _read_stored(settings, RuleStore.templates, [])
+
+
+def _read_stored(settings: Settings, read: Callable[[RuleStore], T], empty: T) -> T:
+    """``read`` of the configured database, or ``empty`` when there is none or it cannot answer."""
     url = make_url(settings.database_url) if "://" in settings.database_url else None
     is_sqlite = url is not None and url.get_backend_name() == "sqlite"
     if is_sqlite and url is not None and (not url.database or not Path(url.database).exists()):
-        return {}
+        return empty
     with Database(settings.database_url) as database:
         try:
-            return RuleStore(database).channel_types()
+            return read(RuleStore(database))
         except StorageError:
-            return {}
+            return empty
 
 
 def _print_problems(exc: RulesFileError, source: str) -> None:
@@ -155,6 +169,10 @@ def _summary_lines(summary: ImportSummary) -> list[str]:
             f"{summary.count(kind, action)} {action}" for action in ("created", "updated", "deleted")
         )
         lines.append(f"{kind}s: {counts}, {unchanged} unchanged")
+    for kind in ("template", "variable"):
+        changed = [action for action in ("created", "updated", "deleted") if summary.count(kind, action)]
+        if changed:
+            lines.append(f"{kind}s: " + ", ".join(f"{summary.count(kind, a)} {a}" for a in changed))
     if summary.changes:
         lines.append(f"rule set version {summary.version}")
     else:
@@ -173,6 +191,8 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
                 args.file,
                 stored_channels={} if args.replace else store.channel_types,
                 secret_vars=settings.secret_vars,
+                stored_templates=() if args.replace else store.templates(),
+                read_only_vars=settings.read_only_vars,
             )
             summary = store.import_rules(
                 rules_file,
@@ -187,10 +207,15 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         if args.dry_run:
             _print_warnings(rules_file, settings)
             version_commands.print_dry_run(args.file, summary, _summary_lines(summary))
-            version_commands.print_whatif(database, rules_file, replace=args.replace)
+            version_commands.print_whatif(
+                database, rules_file, replace=args.replace, read_only_vars=settings.read_only_vars
+            )
             return EXIT_OK
     _print_warnings(rules_file, settings)
-    print(f"imported {args.file}: {len(rules_file.rules)} rules, {len(rules_file.channels)} channels")
+    print(
+        f"imported {args.file}: {len(rules_file.rules)} rules, {len(rules_file.channels)} channels, "
+        f"{len(rules_file.templates)} templates, {len(rules_file.variables)} variables"
+    )
     for line in _summary_lines(summary):
         print(f"  {line}")
     return EXIT_OK
@@ -227,6 +252,8 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
             args.file,
             stored_channels={} if args.replace else (lambda: _stored_channel_types(settings)),
             secret_vars=settings.secret_vars,
+            stored_templates=() if args.replace else _stored_templates(settings),
+            read_only_vars=settings.read_only_vars,
         )
     except RulesFileError as exc:
         print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
@@ -413,7 +440,11 @@ def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
             user = authenticator.lookup(args.user)
             if user is None:
                 raise ConfigError(f"the directory does not know an enabled user {args.user!r}")
-        rule_set = compile_rules(snapshot.valid_rules(), version=snapshot.version)
+        rule_set = compile_rules(
+            snapshot.valid_rules(),
+            version=snapshot.version,
+            variables=global_variables(settings.read_only_vars, snapshot.variables),
+        )
         limits = RuleLimits(max_output=settings.rules_max_output, deadline_ms=settings.rules_deadline_ms)
         evaluator = _TracingEvaluator(rule_set, user, limits)
         token = secrets.token_urlsafe(16)

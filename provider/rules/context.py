@@ -18,7 +18,8 @@
   as its values joined by ``", "`` and equals a string when it has exactly that one
   value), plus ``username``, ``email``, ``display_name`` and ``dn``; empty when the
   directory does not know the user;
-* ``groups``: the user's group names (``in`` ignores case); empty otherwise.
+* ``groups``: the user's group names (``in`` ignores case); empty otherwise;
+* ``vars``: the global variables (:mod:`provider.comms.templates`), set by the rule set.
 
 The password variables (``authPW``, ``loginPassword``) are never in the context.
 """
@@ -62,7 +63,7 @@ _ARGS_LENGTH = len(ARGUMENT_PREFIX)
 
 #: Every name a condition or template may use.
 CONTEXT_NAMES: frozenset[str] = frozenset(
-    (*CANONICAL_NAMES, "cf", "args", "variables", "eventName", "method", "user", "groups")
+    (*CANONICAL_NAMES, "cf", "args", "variables", "eventName", "method", "user", "groups", "vars")
 )
 
 V = TypeVar("V")
@@ -170,10 +171,17 @@ def user_mapping(identity: Identity | None) -> CaseInsensitiveDict[Any]:
     return CaseInsensitiveDict(items)
 
 
+_NO_VARS: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+
+
 def build_context(
-    operation: Operation, variables: InputVariables, identity: Identity | None
+    operation: Operation,
+    variables: InputVariables,
+    identity: Identity | None,
+    global_vars: CaseInsensitiveDict[str] = _NO_VARS,
 ) -> dict[str, Any]:
-    """The context of one call (see the module docstring). Never contains a password."""
+    """The context of one call (see the module docstring) with ``global_vars`` as ``vars``.
+    Never contains a password."""
     sent: dict[str, tuple[str, str]] = {}  # folded name -> (name as sent, value); the last wins
     for raw_name, value in variables.pairs:
         name = raw_name.strip()
@@ -206,4 +214,5 @@ def build_context(
     context["variables"] = CaseInsensitiveDict.of_unique(plain)
     context["user"] = user_mapping(identity)
     context["groups"] = Names(identity.groups if identity is not None else ())
+    context["vars"] = global_vars
     return context

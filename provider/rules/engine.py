@@ -41,7 +41,7 @@ from typing import Any
 from provider.domain import CustomFieldData, Decision, Identity, Notification, Operation
 from provider.errors import RuleError, RuleLimitExceeded
 from provider.metrics import RULE_ERRORS
-from provider.rules.context import CONTEXT_NAMES, build_context
+from provider.rules.context import CONTEXT_NAMES, CaseInsensitiveDict, build_context
 from provider.rules.environment import (
     CompileError,
     Condition,
@@ -51,7 +51,7 @@ from provider.rules.environment import (
     compile_text,
 )
 from provider.rules.limits import DEFAULT_LIMITS, RuleLimits, text_size
-from provider.rules.model import SKIP, FieldSpec, Rule
+from provider.rules.model import SKIP, FieldSpec, NotifySpec, Rule
 from provider.variables import InputVariables
 
 log = logging.getLogger("provider.rules")
@@ -250,14 +250,23 @@ class _Compiler:
             self.problems.extend((path, p) for p in exc.problems)
             return TextTemplate(source, None)
 
-    def tree(self, path: Path, node: Any) -> Any:
+    def tree(self, path: Path, node: Any, *, html: bool = False) -> Any:
         if isinstance(node, str):
-            return self.text(path, node)
+            return self.text(path, node, html=html)
         if isinstance(node, Mapping):
-            return {key: self.tree((*path, key), value) for key, value in node.items()}
+            return {key: self.tree((*path, key), value, html=html) for key, value in node.items()}
         if isinstance(node, list | tuple):
-            return [self.tree((*path, i), value) for i, value in enumerate(node)]
+            return [self.tree((*path, i), value, html=html) for i, value in enumerate(node)]
         return node
+
+    def params(self, path: Path, entry: NotifySpec) -> _Params:
+        """A notify entry's parameters (a template's merged in), ``html_params`` autoescaped."""
+        return _Params(
+            {
+                key: self.tree((*path, key), value, html=key in entry.html_params)
+                for key, value in entry.effective_params.items()
+            }
+        )
 
     def compile(self, position: int) -> CompiledRule:
         rule, then = self.rule, self.rule.then
@@ -278,8 +287,7 @@ class _Compiler:
             fields.append(CompiledField(spec, options, options_from))
         html = self.text(("then", "html"), then.html, html=True) if then.html is not None else None
         notify = tuple(
-            (entry.channel, _Params(self.tree(("then", "notify", i), dict(entry.params))))
-            for i, entry in enumerate(then.notify)
+            (entry.channel, self.params(("then", "notify", i), entry)) for i, entry in enumerate(then.notify)
         )
         if self.problems:
             raise RuleCompileError(rule.name, self.problems)
@@ -404,9 +412,17 @@ class RuleSet:
     Immutable once built; safe to share between threads.
     """
 
-    def __init__(self, rules: Iterable[CompiledRule] = (), *, version: int = 0) -> None:
+    def __init__(
+        self,
+        rules: Iterable[CompiledRule] = (),
+        *,
+        version: int = 0,
+        variables: Mapping[str, str] | None = None,
+    ) -> None:
         ordered = sorted(rules, key=lambda r: (r.rule.priority, r.position))
         self.version = version
+        #: ``vars`` of every condition and template (global variables, names ignore case).
+        self.variables = CaseInsensitiveDict((variables or {}).items())
         self.rules: tuple[CompiledRule, ...] = tuple(ordered)
         self._all: dict[Operation, tuple[CompiledRule, ...]] = {}
         self._enabled: dict[Operation, tuple[CompiledRule, ...]] = {}
@@ -437,7 +453,7 @@ class RuleSet:
         rules = self.for_method(operation, include_disabled=trace is not None)
         if not rules:
             return Decision()
-        scope = Scope(build_context(operation, variables, identity), limits)
+        scope = Scope(build_context(operation, variables, identity, self.variables), limits)
         token = scope.enter()
         try:
             return self._evaluate(rules, scope, operation, trace)
@@ -499,6 +515,11 @@ class RuleSet:
         return result.decision
 
 
-def compile_rules(rules: Iterable[Rule], *, version: int = 0) -> RuleSet:
-    """Compile ``rules`` (in file order) into a :class:`RuleSet`; raises RuleCompileError."""
-    return RuleSet((compile_rule(rule, i) for i, rule in enumerate(rules)), version=version)
+def compile_rules(
+    rules: Iterable[Rule], *, version: int = 0, variables: Mapping[str, str] | None = None
+) -> RuleSet:
+    """Compile ``rules`` (in file order) into a :class:`RuleSet` with the global ``variables``;
+    raises RuleCompileError."""
+    return RuleSet(
+        (compile_rule(rule, i) for i, rule in enumerate(rules)), version=version, variables=variables
+    )

@@ -23,8 +23,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from provider.comms.templates import global_variables
 from provider.domain import Decision, Identity, Operation
 from provider.errors import StorageError
 from provider.metrics import RULE_ERRORS, RULES_RELOADED
@@ -48,9 +49,11 @@ class StoredRules:
         clock: Callable[[], float] = time.monotonic,
         limits: RuleLimits = DEFAULT_LIMITS,
         optout_lookup: OptOutLookup | None = None,
+        read_only_vars: Mapping[str, str] | None = None,
     ) -> None:
         self._store = store
         self._optout_lookup = optout_lookup
+        self._read_only_vars = dict(read_only_vars or {})
         self._limits = limits
         self._refresh_seconds = refresh_seconds
         self._clock = clock
@@ -129,7 +132,8 @@ class StoredRules:
             if stored.rule is None:
                 RULE_ERRORS.labels(rule=stored.name).inc()
                 continue
-            key = json.dumps([stored.position, stored.mapping], sort_keys=True, default=str)
+            merged = [n.merged for n in stored.rule.then.notify]  # a changed template changes the rule
+            key = json.dumps([stored.position, stored.mapping, merged], sort_keys=True, default=str)
             rule = self._compiled.get(key)
             if rule is None:
                 try:
@@ -143,4 +147,5 @@ class StoredRules:
                     continue
             compiled[key] = rule
         self._compiled = compiled
-        return RuleSet(compiled.values(), version=snapshot.version)
+        variables = global_variables(self._read_only_vars, snapshot.variables)
+        return RuleSet(compiled.values(), version=snapshot.version, variables=variables)

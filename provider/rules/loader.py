@@ -26,11 +26,12 @@ from typing import Any
 
 from provider.channels.registry import channel_missing_variables, validate_channel_settings
 from provider.channels.validation import DEFAULT_SECRET_VARS, plain_settings
+from provider.comms.checks import TemplateChecks
+from provider.comms.templates import MessageTemplate
 from provider.domain import Operation
 from provider.errors import RuleProblem, RulesFileError
 from provider.rules.action_checks import (
     YAML_BOOLEAN_HINT,
-    ActionChecks,
     ChannelTypes,
     describe_type,
     did_you_mean,
@@ -54,7 +55,7 @@ MAX_CHANNEL_NAME_LENGTH = 100  # channels.name
 NAME_PATTERN = re.compile(r"^[\w][\w .:@/+-]*$")
 PRIORITY_LIMIT = 1_000_000_000
 
-TOP_KEYS = ("channels", "rules")
+TOP_KEYS = ("variables", "channels", "templates", "rules")
 RULE_KEYS = ("name", "description", "method", "priority", "enabled", "when", "on_error", "then")
 CHANNEL_RESERVED = ("type", "enabled")
 METHOD_NAMES = tuple(op.value for op in Operation)
@@ -64,7 +65,7 @@ def _can_deny(actions: Actions) -> bool:
     return False in (actions.allow, actions.allow_tickets, actions.allow_chats)
 
 
-class _Validator(ActionChecks):
+class _Validator(TemplateChecks):
     """Walks one parsed file, building the model and collecting every problem."""
 
     def name(
@@ -364,13 +365,17 @@ def parse_rules(
     *,
     stored_channels: ChannelTypes | None = None,
     secret_vars: Sequence[str] = DEFAULT_SECRET_VARS,
+    stored_templates: Iterable[MessageTemplate] = (),
+    read_only_vars: Mapping[str, str] | None = None,
 ) -> RulesFile:
     """Parse and validate a rules file.
 
     ``stored_channels`` are the channels ``notify`` may use besides the file's own
     (name -> type, or a callable asked only when a name is not in the file);
+    ``stored_templates`` the templates it may name besides the file's own;
     ``secret_vars`` (``Settings.secret_vars``) the variables channel settings may
-    reference. Raises RulesFileError listing every problem; returns the validated file
+    reference; ``read_only_vars`` (``Settings.read_only_vars``) the names ``variables:``
+    may not use. Raises RulesFileError listing every problem; returns the validated file
     otherwise. Unset variables are not problems: see :func:`channel_warnings`.
     """
     if len(text.encode("utf-8", errors="replace")) > MAX_FILE_BYTES:
@@ -390,7 +395,10 @@ def parse_rules(
         )
     validator = _Validator(stored_channels if stored_channels is not None else {}, secret_vars)
     validator.unknown_keys(data, TOP_KEYS, "the file", None)
+    variables = validator.variables(data.get("variables"), line_of(data, "variables"), read_only_vars or {})
     channels = validator.channels(data.get("channels"), line_of(data, "channels"))
+    validator.templates_by_name.update((t.name, t) for t in stored_templates)
+    templates = validator.templates(data.get("templates"), line_of(data, "templates"))
     rules: list[Rule] = []
     if "rules" not in data:
         validator.add("the file needs 'rules:' (a list; 'rules: []' for none)", line=line_of(data))
@@ -398,18 +406,26 @@ def parse_rules(
         rules = validator.rules(data["rules"], line_of(data, "rules"), {c.name: c.type for c in channels})
     if validator.problems:
         raise RulesFileError(sorted(validator.problems, key=lambda p: p.line or 0))
-    return RulesFile(rules=tuple(rules), channels=tuple(channels))
+    return RulesFile(
+        rules=tuple(rules), channels=tuple(channels), templates=tuple(templates), variables=variables
+    )
 
 
 def rule_from_mapping(
-    mapping: Mapping[str, Any], *, channels: Mapping[str, str], check_templates: bool = False
+    mapping: Mapping[str, Any],
+    *,
+    channels: Mapping[str, str],
+    check_templates: bool = False,
+    templates: Iterable[MessageTemplate] = (),
 ) -> Rule:
     """A rule from its stored mapping (:meth:`Rule.to_mapping`), validated like a file's.
 
-    ``channels`` are the channels ``notify`` may use (name -> type). Templates are compiled only with
-    ``check_templates`` (the engine compiles them anyway). Raises RulesFileError.
+    ``channels`` are the channels ``notify`` may use (name -> type), ``templates`` the message
+    templates it may name. Templates are compiled only with ``check_templates`` (the engine
+    compiles them anyway). Raises RulesFileError.
     """
     validator = _Validator(channels)
+    validator.templates_by_name.update((t.name, t) for t in templates)
     rule = validator.rule(mapping, None, channels, check_templates=check_templates)
     if validator.problems or rule is None:
         raise RulesFileError(validator.problems or [RuleProblem(message="invalid rule")])
@@ -421,6 +437,8 @@ def load_rules_file(
     *,
     stored_channels: ChannelTypes | None = None,
     secret_vars: Sequence[str] = DEFAULT_SECRET_VARS,
+    stored_templates: Iterable[MessageTemplate] = (),
+    read_only_vars: Mapping[str, str] | None = None,
 ) -> RulesFile:
     """Read and validate the rules file at ``path`` (see :func:`parse_rules`)."""
     try:
@@ -431,7 +449,13 @@ def load_rules_file(
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise RulesFileError([RuleProblem(message=f"{path} is not UTF-8 text")]) from exc
-    return parse_rules(text, stored_channels=stored_channels, secret_vars=secret_vars)
+    return parse_rules(
+        text,
+        stored_channels=stored_channels,
+        secret_vars=secret_vars,
+        stored_templates=stored_templates,
+        read_only_vars=read_only_vars,
+    )
 
 
 def channel_warnings(

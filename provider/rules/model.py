@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provider.channels.config import ChannelConfig
+from provider.comms.templates import MessageTemplate
 from provider.domain import Operation
 
 #: ``method: "*"``: every operation whose actions the rule's ``then`` can express.
@@ -100,13 +101,30 @@ class FieldSpec:
 
 @dataclass(frozen=True)
 class NotifySpec:
-    """One ``notify`` entry: a channel name and its parameters (string leaves are templates)."""
+    """One ``notify`` entry: a channel name and its parameters (string leaves are templates).
+
+    With ``template``, ``params`` are the entry's own keys and ``merged`` the template's
+    parameters with them over it (what is rendered); ``html_params`` are rendered with
+    HTML autoescaping (an email template's ``html``).
+    """
 
     channel: str
     params: Mapping[str, Any] = field(default_factory=dict)
+    template: str | None = None
+    merged: Mapping[str, Any] | None = field(default=None, compare=False)
+    html_params: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def effective_params(self) -> Mapping[str, Any]:
+        """The parameters rendered for each event (the template's merged with the entry's)."""
+        return self.merged if self.merged is not None else self.params
 
     def to_mapping(self) -> dict[str, Any]:
-        return {"channel": self.channel, **dict(self.params)}
+        out: dict[str, Any] = {"channel": self.channel}
+        if self.template is not None:
+            out["template"] = self.template
+        out.update(self.params)
+        return out
 
 
 @dataclass(frozen=True)
@@ -216,10 +234,16 @@ class RulesFile:
 
     rules: tuple[Rule, ...] = ()
     channels: tuple[ChannelEntry, ...] = ()
+    templates: tuple[MessageTemplate, ...] = ()
+    variables: tuple[tuple[str, str], ...] = ()
 
     def to_mapping(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        if self.variables:
+            out["variables"] = dict(self.variables)
         if self.channels:
             out["channels"] = {c.name: c.to_mapping() for c in self.channels}
+        if self.templates:
+            out["templates"] = {t.name: t.to_mapping() for t in self.templates}
         out["rules"] = [r.to_mapping() for r in self.rules]
         return out

@@ -1,5 +1,8 @@
 """Rules and channels in the database: import, export, enable/disable, version, audit.
 
+(Over 500 lines because one transaction writes channels, templates, variables and rules
+together; the row helpers are in :mod:`provider.rules.rows` and :mod:`provider.comms.rows`.)
+
 Every change runs in one transaction that first locks the rule-set version row
 (``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so
 concurrent changes from many hosts apply one after the other. A change that
@@ -9,10 +12,10 @@ who, when, which command, and the stored form before and after.
 
 Import semantics:
 
-* without ``replace``: channels and rules of the file are added, or update the stored
+* without ``replace``: channels, templates, variables and rules of the file are added, or update the stored
   ones of the same name (which keep their place in the order); new rules go after the
   stored ones; nothing else changes. ``notify`` may use channels already stored.
-* with ``replace``: the stored rules and channels become exactly the file's
+* with ``replace``: the stored rules, channels, templates and variables become exactly the file's
   (same-named ones are updated, others deleted), in the file's order.
 
 Nothing is written when the file does not fit (RulesFileError); database failures
@@ -39,6 +42,8 @@ from sqlalchemy.orm import Session
 
 from provider.channels.config import ChannelStore
 from provider.channels.validation import DEFAULT_SECRET_VARS
+from provider.comms.rows import stored_templates, stored_variables, write_templates, write_variables
+from provider.comms.templates import MessageTemplate
 from provider.db.base import utcnow
 from provider.db.rules import RULE_SET_ROW_ID, RuleAudit, RuleRecord, RuleSetVersion
 from provider.db.session import Database
@@ -105,12 +110,19 @@ class Snapshot:
     version: int
     rules: tuple[StoredRule, ...]
     channels: tuple[StoredChannel, ...]
+    templates: tuple[MessageTemplate, ...] = ()
+    variables: tuple[tuple[str, str], ...] = ()
 
     def valid_rules(self) -> tuple[Rule, ...]:
         return tuple(r.rule for r in self.rules if r.rule is not None)
 
     def to_rules_file(self) -> RulesFile:
-        return RulesFile(rules=self.valid_rules(), channels=tuple(c.entry for c in self.channels))
+        return RulesFile(
+            rules=self.valid_rules(),
+            channels=tuple(c.entry for c in self.channels),
+            templates=self.templates,
+            variables=self.variables,
+        )
 
     def export_text(self, header: str | None = None) -> str:
         """The rule set as ``rules export`` writes it (the content of a version)."""
@@ -185,16 +197,25 @@ class RuleStore:
             for c in channels
         )
         types = {c.name: c.type for c in channels}
-        rules = tuple(cls._stored_rule(r, types) for r in records)
-        return Snapshot(version=int(version or 0), rules=rules, channels=channel_specs)
+        templates = tuple(stored_templates(session))
+        rules = tuple(cls._stored_rule(r, types, templates) for r in records)
+        return Snapshot(
+            version=int(version or 0),
+            rules=rules,
+            channels=channel_specs,
+            templates=templates,
+            variables=stored_variables(session),
+        )
 
     @staticmethod
-    def _stored_rule(record: RuleRecord, channel_types: dict[str, str]) -> StoredRule:
+    def _stored_rule(
+        record: RuleRecord, channel_types: dict[str, str], templates: tuple[MessageTemplate, ...]
+    ) -> StoredRule:
         mapping = rule_mapping(record)
         rule: Rule | None = None
         problem = None
         try:
-            rule = rule_from_mapping(mapping, channels=channel_types)
+            rule = rule_from_mapping(mapping, channels=channel_types, templates=templates)
         except RulesFileError as exc:
             problem = str(exc)
             log.error(
@@ -212,6 +233,11 @@ class RuleStore:
             rule=rule,
             problem=problem,
         )
+
+    def templates(self) -> list[MessageTemplate]:
+        """Stored message templates, in file order."""
+        with self._db.session() as session:
+            return stored_templates(session)
 
     def channel_types(self) -> dict[str, str]:
         """Stored channels: name -> type."""
@@ -350,6 +376,8 @@ class RuleStore:
                 session, rules_file.channels, replace=replace, now=now
             )
             changes.extend((Change("channel", c.name, c.action), c.before, c.after) for c in channel_changes)
+            write_variables(session, rules_file.variables, replace=replace, now=now, changes=changes)
+            write_templates(session, rules_file.templates, replace=replace, now=now, changes=changes)
             unchanged_rules = write_rules(
                 session,
                 rules_file=rules_file,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -167,11 +167,17 @@ def print_dry_run(source: str, summary: ImportSummary, lines: Sequence[str]) -> 
         print(f"  no changes; rule set version {summary.version}")
 
 
-def print_whatif(database: Database, rules_file: RulesFile, *, replace: bool) -> None:
+def print_whatif(
+    database: Database,
+    rules_file: RulesFile,
+    *,
+    replace: bool,
+    read_only_vars: Mapping[str, str] | None = None,
+) -> None:
     """The what-if summary of ``import --dry-run``: the journaled calls of the last 24 hours
     replayed against the current rules and the draft (see :mod:`provider.rules.whatif`)."""
     from provider.rules.whatif import current_rule_set, draft_rule_set, print_report, whatif
 
     snapshot = RuleStore(database).snapshot()
-    draft = draft_rule_set(snapshot, rules_file, replace=replace)
-    print_report(whatif(database, current_rule_set(snapshot), draft))
+    draft = draft_rule_set(snapshot, rules_file, replace=replace, read_only_vars=read_only_vars)
+    print_report(whatif(database, current_rule_set(snapshot, read_only_vars), draft))

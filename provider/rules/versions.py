@@ -122,7 +122,7 @@ def summarise(changes: Sequence[tuple[str, str, str]]) -> str:
         kind, subject, action = changes[0]
         return f"{kind} {subject!r} {action}"
     parts = []
-    for kind in ("rule", "channel"):
+    for kind in ("rule", "channel", "template", "variable"):
         counts: dict[str, int] = {}
         for k, _, action in changes:
             if k == kind:

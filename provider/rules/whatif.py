@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import select
 
 from provider.calls import AUTH_PASSWORD_VARIABLE, Provider
+from provider.comms.templates import global_variables
 from provider.db.journal import CallJournalRecord
 from provider.db.session import Database
 from provider.domain import CallRequest, Identity, Operation
@@ -93,16 +94,26 @@ class WhatIfReport:
 # --- the rule sets ---------------------------------------------------------------------
 
 
-def current_rule_set(snapshot: Snapshot) -> RuleSet:
+def current_rule_set(snapshot: Snapshot, read_only_vars: Mapping[str, str] | None = None) -> RuleSet:
     """The stored rules compiled as a serving process compiles them (a broken one skipped)."""
     return RuleSet(
         _compiled((r.position, r.rule) for r in snapshot.rules if r.rule is not None),
         version=snapshot.version,
+        variables=global_variables(read_only_vars or {}, snapshot.variables),
     )
 
 
-def draft_rule_set(snapshot: Snapshot, rules_file: RulesFile, *, replace: bool) -> RuleSet:
-    """The rules an import of ``rules_file`` would store, compiled. Raises RuleCompileError."""
+def draft_rule_set(
+    snapshot: Snapshot,
+    rules_file: RulesFile,
+    *,
+    replace: bool,
+    read_only_vars: Mapping[str, str] | None = None,
+) -> RuleSet:
+    """The rules an import of ``rules_file`` would store, compiled, with the global variables it
+    would leave. Raises RuleCompileError."""
+    editable = rules_file.variables if replace else (*snapshot.variables, *rules_file.variables)
+    variables = global_variables(read_only_vars or {}, editable)
     if replace:
         positioned = [(index, rule) for index, rule in enumerate(rules_file.rules)]
     else:
@@ -115,7 +126,9 @@ def draft_rule_set(snapshot: Snapshot, rules_file: RulesFile, *, replace: bool) 
                 stored[rule.name] = (next_position, rule)
                 next_position += 1
         positioned = list(stored.values())
-    return RuleSet((compile_rule(rule, position) for position, rule in positioned), version=-1)
+    return RuleSet(
+        (compile_rule(rule, position) for position, rule in positioned), version=-1, variables=variables
+    )
 
 
 def _compiled(rules: Iterable[tuple[int, Rule]]) -> Iterator[CompiledRule]:
@@ -321,13 +334,18 @@ def cmd_whatif(args: argparse.Namespace, settings: Any) -> int:
                 args.file,
                 stored_channels={} if args.replace else store.channel_types,
                 secret_vars=settings.secret_vars,
+                stored_templates=() if args.replace else store.templates(),
+                read_only_vars=settings.read_only_vars,
             )
             snapshot = store.snapshot()
-            draft = draft_rule_set(snapshot, rules_file, replace=args.replace)
+            draft = draft_rule_set(
+                snapshot, rules_file, replace=args.replace, read_only_vars=settings.read_only_vars
+            )
         except RulesFileError as exc:
             _print_problems(exc, args.file)
             return EXIT_PROBLEMS
-        report = whatif(database, current_rule_set(snapshot), draft, since=args.since, limit=args.limit)
+        current = current_rule_set(snapshot, settings.read_only_vars)
+        report = whatif(database, current, draft, since=args.since, limit=args.limit)
     if args.format == "json":
         print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2, default=str))
         return 0

@@ -175,3 +175,16 @@ def test_0008_adds_console_roles_and_keeps_existing_users_out_of_the_console(dat
     finally:
         engine.dispose()
     upgrade(database_url)
+
+
+def test_0009_adds_and_removes_the_template_and_variable_tables(database_url: str) -> None:
+    downgrade(database_url, "0007_rule_versions")
+    engine = create_db_engine(database_url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+        assert "rules" in tables
+        assert not {"message_templates", "global_variables"} & tables
+        upgrade(database_url)
+        assert {"message_templates", "global_variables"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()

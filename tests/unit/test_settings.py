@@ -340,3 +340,18 @@ def test_console_settings_are_validated_without_repeating_the_secret() -> None:
     for name in ("ST_PROVIDER_CONSOLE:", "ST_PROVIDER_SESSION_SECRET", "ST_PROVIDER_SESSION_IDLE_MINUTES"):
         assert name in message
     assert "short-secret" not in message
+
+
+def test_read_only_variables_come_from_st_provider_var_names() -> None:
+    settings = load_settings(
+        {"ST_PROVIDER_VAR_SUPPORT_PHONE": "+44 20 7946 0000", "ST_PROVIDER_VAR_Region": "eu", "OTHER": "x"}
+    )
+    assert dict(settings.read_only_vars) == {"support_phone": "+44 20 7946 0000", "region": "eu"}
+    with pytest.raises(TypeError):
+        settings.read_only_vars["region"] = "us"  # type: ignore[index]
+    assert dict(Settings.from_mapping({}).read_only_vars) == {}
+
+
+def test_a_read_only_variable_name_must_be_a_name() -> None:
+    with pytest.raises(ConfigError, match="ST_PROVIDER_VAR_2X: a variable name is letters"):
+        load_settings({"ST_PROVIDER_VAR_2X": "x"})
