@@ -1,5 +1,8 @@
 """Frozen, typed configuration.
 
+(Over 500 lines on purpose: every setting, its default and its validation in one place, so an
+admin's typo is reported together with every other problem at start.)
+
 Built once (by the CLI, from ``ST_PROVIDER_*`` environment variables and an optional
 TOML file) and passed to constructors. Nothing else in the provider reads the
 environment. Every network setting has a timeout with a safe default.

@@ -1,5 +1,8 @@
 """The ``st-provider rules`` sub-commands.
 
+(About 500 lines: one handler per sub-command, each short; versions, diff and rollback live in
+:mod:`provider.rules.version_commands`, what-if in :mod:`provider.rules.whatif`.)
+
 * ``rules import FILE [--replace] [--dry-run] [--actor NAME]``: validate the whole file,
   then store it in one transaction (nothing is written if any problem is found; every
   problem is printed with its line and rule). ``--replace`` makes the stored rules and

@@ -1,5 +1,9 @@
 """Compiling rules and evaluating them for one call.
 
+(Over 500 lines because compiling and evaluating share the compiled form and the fast paths
+of conditions; the sandbox is in :mod:`provider.rules.environment`, its limits in
+:mod:`provider.rules.limits` and :mod:`provider.rules.checked`.)
+
 :func:`compile_rule` turns a :class:`~provider.rules.model.Rule` into a
 :class:`CompiledRule` (every expression and template compiled once);
 :class:`RuleSet` holds the compiled rules of one rule-set version and answers
