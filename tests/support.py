@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 from psycopg import sql
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,6 +56,23 @@ def create_pg_database(template: str | None = None) -> str:
 def drop_pg_database(name: str) -> None:
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def e2e_database_url(request: pytest.FixtureRequest, directory: Path) -> Iterator[str]:
+    """The database URL for a fixture parametrised ``"sqlite"`` / ``"postgresql"`` (``request.param``).
+
+    SQLite: a file in ``directory`` (the server migrates it). PostgreSQL: a fresh database cloned
+    from the migrated ``pg_template``, dropped when the block ends.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{directory / 'provider.db'}"
+        return
+    name = create_pg_database(template=request.getfixturevalue("pg_template"))
+    try:
+        yield pg_url(name)
+    finally:
+        drop_pg_database(name)
 
 
 def base_env(database_url: str, **extra: str) -> dict[str, str]:
@@ -94,6 +114,15 @@ def run_cli(
         cwd=cwd,
         check=False,
     )
+
+
+def import_rules(env: Mapping[str, str], path: Path) -> int:
+    """``st-provider rules import PATH --replace``; asserts it succeeded, returns the rule set version."""
+    result = run_cli(["rules", "import", str(path), "--replace"], env)
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"rule set version (\d+)", result.stdout)
+    assert match is not None, result.stdout
+    return int(match.group(1))
 
 
 @dataclass
@@ -151,6 +180,27 @@ def poll(check: Callable[[], bool], timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return check()
+
+
+def at_once(count: int, action: Callable[[int], None], *, join_timeout: float) -> list[BaseException]:
+    """Run ``action(0)`` .. ``action(count - 1)``, each in its own thread, released together by a
+    barrier; wait up to ``join_timeout`` seconds for each thread. The exceptions they raised."""
+    start = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            start.wait(timeout=30)
+            action(index)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=join_timeout)
+    return errors
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -234,6 +234,11 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _print_json(record: Any) -> None:
+    """One dataclass ``record`` (a ``show`` command's answer) as indented JSON on stdout."""
+    print(json.dumps(_json_ready(dataclasses.asdict(record)), ensure_ascii=False, indent=2))
+
+
 def _emit(records: Sequence[Any], fmt: str, table: Callable[[Sequence[Any]], str]) -> None:
     if fmt == "json":
         print(json.dumps([_json_ready(dataclasses.asdict(r)) for r in records], ensure_ascii=False, indent=2))
@@ -344,7 +349,7 @@ def cmd_deliveries_show(args: argparse.Namespace, settings: Settings) -> int:
     with Database(settings.database_url) as database:
         detail = reports.get_delivery(database, args.id)
     if args.format == "json":
-        print(json.dumps(_json_ready(dataclasses.asdict(detail)), ensure_ascii=False, indent=2))
+        _print_json(detail)
         return 0
     d = detail.delivery
     fields = [
@@ -454,7 +459,7 @@ def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
         raise EventNotFound(f"no event has id {args.id}")
     event = rows[0]
     if args.format == "json":
-        print(json.dumps(_json_ready(dataclasses.asdict(event)), ensure_ascii=False, indent=2))
+        _print_json(event)
         return 0
     fields = [
         ("Event", event.id),

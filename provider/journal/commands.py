@@ -12,14 +12,13 @@ Dates and output formats as for ``deliveries list`` (:mod:`provider.events.comma
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
 
 from provider.db.session import Database
 from provider.domain import Operation
-from provider.events.commands import FORMATS, _emit, _json_ready, _since, _until, format_table
+from provider.events.commands import FORMATS, _emit, _print_json, _since, _until, format_table
 from provider.journal import queries
 from provider.journal.entry import OUTCOMES
 from provider.settings import Settings
@@ -84,7 +83,7 @@ def cmd_calls_show(args: argparse.Namespace, settings: Settings) -> int:
     with Database(settings.database_url) as database:
         detail = queries.get_call(database, args.id)
     if args.format == "json":
-        print(json.dumps(_json_ready(dataclasses.asdict(detail)), ensure_ascii=False, indent=2))
+        _print_json(detail)
         return 0
     c = detail.call
     answer = detail.answer or {}

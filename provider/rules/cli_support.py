@@ -17,8 +17,15 @@ from contextlib import contextmanager
 
 from provider.db.migrate import pending, upgrade
 from provider.db.session import Database
-from provider.errors import ConfigError
+from provider.errors import ConfigError, RulesFileError
 from provider.settings import Settings
+
+
+def print_problems(exc: RulesFileError, headline: str) -> None:
+    """``headline``, then each of ``exc``'s problems on its own indented line, on stderr."""
+    print(headline, file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
 
 
 def add_actor_argument(parser: argparse.ArgumentParser) -> None:

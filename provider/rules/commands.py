@@ -50,7 +50,13 @@ from provider.domain import Authenticator, CallRequest, CallResult, Decision, Id
 from provider.errors import AuthenticationFailed, ConfigError, RulesFileError, StorageError
 from provider.redact import SECRET_VARIABLES
 from provider.rules import version_commands
-from provider.rules.cli_support import add_actor_argument, change_actor, command_line, open_database
+from provider.rules.cli_support import (
+    add_actor_argument,
+    change_actor,
+    command_line,
+    open_database,
+    print_problems,
+)
 from provider.rules.engine import NOT_REACHED, RuleSet, TraceEntry, compile_rules
 from provider.rules.limits import RuleLimits
 from provider.rules.lint import unguarded_lookups
@@ -148,9 +154,7 @@ def _read_stored(settings: Settings, read: Callable[[RuleStore], T], empty: T) -
 
 
 def _print_problems(exc: RulesFileError, source: str) -> None:
-    print(f"{source}: {len(exc.problems)} problem(s); nothing was stored", file=sys.stderr)
-    for problem in exc.problems:
-        print(f"  {problem}", file=sys.stderr)
+    print_problems(exc, f"{source}: {len(exc.problems)} problem(s); nothing was stored")
 
 
 def _print_warnings(rules_file: RulesFile, settings: Settings) -> None:
@@ -186,17 +190,23 @@ def _summary_lines(summary: ImportSummary) -> list[str]:
 # --- import / export / validate ---------------------------------------------------------
 
 
+def load_for_store(path: str, store: RuleStore, *, replace: bool, settings: Settings) -> RulesFile:
+    """The rules file at ``path`` as ``rules import`` reads it: its channels and templates checked
+    against the stored ones, unless ``replace`` (which drops them). Raises :class:`RulesFileError`."""
+    return load_rules_file(
+        path,
+        stored_channels={} if replace else store.channel_types,
+        secret_vars=settings.secret_vars,
+        stored_templates=() if replace else store.templates(),
+        read_only_vars=settings.read_only_vars,
+    )
+
+
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     with open_database(settings) as database:
         store = RuleStore(database)
         try:
-            rules_file = load_rules_file(
-                args.file,
-                stored_channels={} if args.replace else store.channel_types,
-                secret_vars=settings.secret_vars,
-                stored_templates=() if args.replace else store.templates(),
-                read_only_vars=settings.read_only_vars,
-            )
+            rules_file = load_for_store(args.file, store, replace=args.replace, settings=settings)
             summary = store.import_rules(
                 rules_file,
                 replace=args.replace,
@@ -259,9 +269,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
             read_only_vars=settings.read_only_vars,
         )
     except RulesFileError as exc:
-        print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        print_problems(exc, f"{args.file}: {len(exc.problems)} problem(s)")
         return EXIT_PROBLEMS
     _print_warnings(rules_file, settings)
     print(f"{args.file}: valid ({len(rules_file.rules)} rules, {len(rules_file.channels)} channels)")

@@ -26,7 +26,13 @@ from typing import Any
 from provider.db.session import Database
 from provider.errors import RulesFileError
 from provider.rules import versions
-from provider.rules.cli_support import add_actor_argument, change_actor, command_line, open_database
+from provider.rules.cli_support import (
+    add_actor_argument,
+    change_actor,
+    command_line,
+    open_database,
+    print_problems,
+)
 from provider.rules.loader import load_rules_file
 from provider.rules.model import RulesFile
 from provider.rules.store import ImportSummary, RuleStore
@@ -96,9 +102,7 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
                     args.b, stored_channels=store.channel_types, secret_vars=settings.secret_vars
                 )
             except RulesFileError as exc:
-                print(f"{args.b}: {len(exc.problems)} problem(s)", file=sys.stderr)
-                for problem in exc.problems:
-                    print(f"  {problem}", file=sys.stderr)
+                print_problems(exc, f"{args.b}: {len(exc.problems)} problem(s)")
                 return EXIT_PROBLEMS
             after, after_label = _file_text(rules_file), args.b
     text = versions.unified_diff(before, after, before_label=before_label, after_label=after_label)
@@ -126,9 +130,7 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
                 secret_vars=settings.secret_vars,
             )
         except RulesFileError as exc:
-            print(f"version {args.version} no longer validates; nothing was changed", file=sys.stderr)
-            for problem in exc.problems:
-                print(f"  {problem}", file=sys.stderr)
+            print_problems(exc, f"version {args.version} no longer validates; nothing was changed")
             return EXIT_PROBLEMS
     if not summary.changes:
         print(

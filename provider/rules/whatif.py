@@ -323,20 +323,13 @@ def register_whatif(sub: argparse._SubParsersAction[Any]) -> None:
 def cmd_whatif(args: argparse.Namespace, settings: Any) -> int:
     from provider.errors import RulesFileError
     from provider.rules.cli_support import open_database
-    from provider.rules.commands import EXIT_PROBLEMS, _print_problems
-    from provider.rules.loader import load_rules_file
+    from provider.rules.commands import EXIT_PROBLEMS, _print_problems, load_for_store
     from provider.rules.store import RuleStore
 
     with open_database(settings) as database:
         store = RuleStore(database)
         try:
-            rules_file = load_rules_file(
-                args.file,
-                stored_channels={} if args.replace else store.channel_types,
-                secret_vars=settings.secret_vars,
-                stored_templates=() if args.replace else store.templates(),
-                read_only_vars=settings.read_only_vars,
-            )
+            rules_file = load_for_store(args.file, store, replace=args.replace, settings=settings)
             snapshot = store.snapshot()
             draft = draft_rule_set(
                 snapshot, rules_file, replace=args.replace, read_only_vars=settings.read_only_vars

@@ -24,15 +24,14 @@ import sqlalchemy as sa
 from provider.db.session import Database, create_db_engine, sqlite_file
 from provider.domain import Operation
 from provider.journal.queries import CallFilter, CallRow, get_call, list_calls
-from provider.soap.client import CallAnswer, call_operation
-from tests.fixtures.server import AUTH, NAMESPACE
+from provider.soap.client import CallAnswer
+from tests.fixtures.server import AUTH, soap_call
 from tests.support import (
     WEB_SERVICE_PASSWORD,
     ServerProcess,
     base_env,
-    create_pg_database,
-    drop_pg_database,
-    pg_url,
+    e2e_database_url,
+    import_rules,
     run_cli,
     serve,
     wait_until,
@@ -81,7 +80,7 @@ class JournalServer:
     directory: Path
 
     def call(self, op: Operation, *entries: str, auth: str = AUTH) -> CallAnswer:
-        return call_operation(self.server.endpoint, op, [auth, *entries], namespace=NAMESPACE, timeout=20)
+        return soap_call(self.server, op, *entries, auth=auth)
 
     def cli_json(self, *args: str) -> Any:
         result = run_cli([*args, "--format", "json"], self.env)
@@ -94,14 +93,8 @@ def journal_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[JournalServer]:
     directory = tmp_path_factory.mktemp(f"journal-{request.param}")
-    pg_name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{directory / 'provider.db'}"
-    else:
-        pg_name = create_pg_database(template=request.getfixturevalue("pg_template"))
-        url = pg_url(pg_name)
-    env = base_env(url, ST_PROVIDER_AUTH="local", ST_PROVIDER_RULES_REFRESH_SECONDS="0.3")
-    try:
+    with e2e_database_url(request, directory) as url:
+        env = base_env(url, ST_PROVIDER_AUTH="local", ST_PROVIDER_RULES_REFRESH_SECONDS="0.3")
         with serve(env, directory / "server.log", workers=2, extra_args=("--no-worker",)) as server:
             added = run_cli(
                 ["users", "add", "ann", "--email", "ann@example.org", "--group", "Customers"],
@@ -110,13 +103,9 @@ def journal_server(
             )
             assert added.returncode == 0, added.stderr
             (directory / "rules.yaml").write_text(RULES, encoding="utf-8")
-            imported = run_cli(["rules", "import", str(directory / "rules.yaml"), "--replace"], env)
-            assert imported.returncode == 0, imported.stderr
+            import_rules(env, directory / "rules.yaml")
             time.sleep(0.5)  # every worker reloads the rules within 0.3 s
             yield JournalServer(server, env, url, directory)
-    finally:
-        if pg_name is not None:
-            drop_pg_database(pg_name)
 
 
 def _database_text(url: str) -> bytes:

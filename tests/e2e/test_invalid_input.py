@@ -12,7 +12,7 @@ from provider.calls import INVALID_INPUT
 from provider.domain import Operation
 from provider.soap.client import parse_answer
 from tests.fixtures.server import AUTH, soap_request
-from tests.support import ServerProcess, base_env, create_pg_database, drop_pg_database, pg_url, serve
+from tests.support import ServerProcess, base_env, e2e_database_url, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -30,19 +30,12 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     directory = tmp_path_factory.mktemp(f"invalid-{request.param}")
-    pg_name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{directory / 'provider.db'}"
-    else:
-        pg_name = create_pg_database(template=request.getfixturevalue("pg_template"))
-        url = pg_url(pg_name)
-    try:
-        with serve(base_env(url), directory / "server.log", workers=1) as running:
-            yield running
-            assert "Traceback" not in running.log()
-    finally:
-        if pg_name is not None:
-            drop_pg_database(pg_name)
+    with (
+        e2e_database_url(request, directory) as url,
+        serve(base_env(url), directory / "server.log", workers=1) as running,
+    ):
+        yield running
+        assert "Traceback" not in running.log()
 
 
 def post(server: ServerProcess, op: Operation, *entries: str) -> httpx.Response:

@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 
 from provider.domain import Operation
-from provider.soap.client import CallAnswer, call_operation
-from tests.fixtures.server import AUTH, NAMESPACE
+from provider.soap.client import CallAnswer
+from tests.fixtures.server import soap_call
 from tests.support import (
     ServerProcess,
     base_env,
-    create_pg_database,
-    drop_pg_database,
-    pg_url,
+    e2e_database_url,
+    import_rules,
     run_cli,
     serve,
 )
@@ -37,7 +36,7 @@ class Served:
     directory: Path
 
     def call(self, op: Operation, *entries: str) -> CallAnswer:
-        return call_operation(self.server.endpoint, op, [AUTH, *entries], namespace=NAMESPACE, timeout=20)
+        return soap_call(self.server, op, *entries)
 
     def cli(self, *args: str) -> str:
         result = run_cli(list(args), self.env)
@@ -47,9 +46,7 @@ class Served:
     def load(self, text: str) -> int:
         path = self.directory / "rules.yaml"
         path.write_text(text, encoding="utf-8")
-        version = int(
-            re.findall(r"rule set version (\d+)", self.cli("rules", "import", str(path), "--replace"))[-1]
-        )
+        version = import_rules(self.env, path)
         time.sleep(REFRESH_SECONDS + 0.2)  # every worker has checked the version since
         return version
 
@@ -60,19 +57,10 @@ class Served:
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     directory = tmp_path_factory.mktemp(f"versions-{request.param}")
-    pg_name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{directory / 'provider.db'}"
-    else:
-        pg_name = create_pg_database(template=request.getfixturevalue("pg_template"))
-        url = pg_url(pg_name)
-    env = base_env(url, ST_PROVIDER_RULES_REFRESH_SECONDS=str(REFRESH_SECONDS), HOOK_SECRET="s3cret")
-    try:
+    with e2e_database_url(request, directory) as url:
+        env = base_env(url, ST_PROVIDER_RULES_REFRESH_SECONDS=str(REFRESH_SECONDS), HOOK_SECRET="s3cret")
         with serve(env, directory / "server.log", workers=2, extra_args=("--no-worker",)) as server:
             yield Served(server, env, directory)
-    finally:
-        if pg_name is not None:
-            drop_pg_database(pg_name)
 
 
 def _department(answer: CallAnswer) -> str | None:

@@ -8,7 +8,6 @@ answer some of them.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,15 +19,14 @@ import pytest
 import zeep
 
 from provider.domain import Operation
-from provider.soap.client import CallAnswer, call_operation
-from tests.fixtures.server import AUTH, NAMESPACE
+from provider.soap.client import CallAnswer
+from tests.fixtures.server import AUTH, soap_call
 from tests.support import (
     REPO,
     ServerProcess,
     base_env,
-    create_pg_database,
-    drop_pg_database,
-    pg_url,
+    e2e_database_url,
+    import_rules,
     run_cli,
     serve,
 )
@@ -47,7 +45,7 @@ class RulesServer:
     current: str | None = None
 
     def call(self, op: Operation, *entries: str) -> CallAnswer:
-        return call_operation(self.server.endpoint, op, [AUTH, *entries], namespace=NAMESPACE, timeout=20)
+        return soap_call(self.server, op, *entries)
 
     def load(self, text: str) -> int:
         """Replace the stored rules with ``text`` (unless already loaded); returns the version."""
@@ -59,14 +57,11 @@ class RulesServer:
         text = path.read_text(encoding="utf-8")
         if text == self.current:
             return -1
-        result = run_cli(["rules", "import", str(path), "--replace"], self.env)
-        assert result.returncode == 0, result.stderr
+        version = import_rules(self.env, path)
         self.current = text
         # Every worker checks the version at most every REFRESH_SECONDS: after that, every call sees it.
         time.sleep(REFRESH_SECONDS + 0.2)
-        match = re.search(r"rule set version (\d+)", result.stdout)
-        assert match is not None, result.stdout
-        return int(match.group(1))
+        return version
 
     def log_events(self, name: str) -> list[dict[str, object]]:
         events = []
@@ -86,19 +81,13 @@ def rules_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RulesServer]:
     directory = tmp_path_factory.mktemp(f"rules-{request.param}")
-    pg_name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{directory / 'provider.db'}"
-    else:
-        pg_name = create_pg_database(template=request.getfixturevalue("pg_template"))
-        url = pg_url(pg_name)
-    env = base_env(
-        url,
-        ST_PROVIDER_RULES_REFRESH_SECONDS=str(REFRESH_SECONDS),
-        ST_PROVIDER_LOG_FORMAT="json",
-        ST_PROVIDER_AUTH="local",
-    )
-    try:
+    with e2e_database_url(request, directory) as url:
+        env = base_env(
+            url,
+            ST_PROVIDER_RULES_REFRESH_SECONDS=str(REFRESH_SECONDS),
+            ST_PROVIDER_LOG_FORMAT="json",
+            ST_PROVIDER_AUTH="local",
+        )
         with serve(env, directory / "server.log", workers=2, extra_args=("--no-worker",)) as server:
             added = run_cli(
                 [
@@ -117,9 +106,6 @@ def rules_server(
             )
             assert added.returncode == 0, added.stderr
             yield RulesServer(server, env, directory)
-    finally:
-        if pg_name is not None:
-            drop_pg_database(pg_name)
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:

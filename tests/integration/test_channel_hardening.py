@@ -9,7 +9,6 @@ webhook receiver).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from urllib.parse import parse_qs
 
 import pytest
@@ -22,29 +21,15 @@ from provider.domain import Operation
 from provider.events.worker import Worker
 from provider.rules.engine import compile_rules
 from provider.rules.loader import parse_rules
-from provider.settings import Settings, WorkerSettings
+from provider.settings import Settings
 from provider.variables import InputVariables
 from tests.emulators.smtp import SmtpServer
 from tests.emulators.uniphore import UniphoreEmulator
 from tests.emulators.webhook import WebhookReceiver
 from tests.integration.test_worker_channel import Clock, deliveries, enqueue
-from tests.integration.test_worker_partners import add
+from tests.integration.test_worker_partners import add, uniphore_sms, worker
 
 PASSWORD = "the-web-service-password-1234"
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    made: list[Worker] = []
-    yield made
-    for w in made:
-        w.close()
-
-
-def run_worker(made: list[Worker], database: Database, clock: Clock, **env: str) -> None:
-    worker = Worker(Settings(worker=WorkerSettings(http_timeout=5), environment=env), database, clock=clock)
-    made.append(worker)
-    worker.run_once()
 
 
 def render(rules_text: str, *entries: str) -> dict[str, object]:
@@ -79,6 +64,19 @@ rules:
 """
 
 
+def add_mail(database: Database, smtp_server: SmtpServer) -> None:
+    """Store the channel ``mail`` to ``smtp_server`` (plain SMTP)."""
+    add(
+        database,
+        "mail",
+        "email",
+        host="127.0.0.1",
+        port=smtp_server.port,
+        starttls=False,
+        **{"from": "h@x.org"},
+    )
+
+
 @pytest.mark.parametrize(
     "email",
     [
@@ -92,19 +90,11 @@ def test_a_rendered_recipient_cannot_add_another(
     database: Database, smtp_server: SmtpServer, workers: list[Worker], email: str
 ) -> None:
     clock = Clock()
-    add(
-        database,
-        "mail",
-        "email",
-        host="127.0.0.1",
-        port=smtp_server.port,
-        starttls=False,
-        **{"from": "h@x.org"},
-    )
+    add_mail(database, smtp_server)
     params = render(MAIL_RULES.replace("PORT", str(smtp_server.port)), f"args_email={email}", "args_ticket=1")
     enqueue(database, clock.now, "mail", params=params)
 
-    run_worker(workers, database, clock)
+    worker(workers, database, clock).run_once()
 
     assert smtp_server.messages == []  # neither the victim nor the attacker got anything
     [delivery] = deliveries(database)
@@ -117,21 +107,13 @@ def test_a_list_of_recipients_reaches_each_one(
     database: Database, smtp_server: SmtpServer, workers: list[Worker]
 ) -> None:
     clock = Clock()
-    add(
-        database,
-        "mail",
-        "email",
-        host="127.0.0.1",
-        port=smtp_server.port,
-        starttls=False,
-        **{"from": "h@x.org"},
-    )
+    add_mail(database, smtp_server)
     text = MAIL_RULES.replace("PORT", str(smtp_server.port)).replace(
         'to: "{{ args.email }}"', 'to: ["{{ args.email }}", "Audit <audit@example.org>"]'
     )
     enqueue(database, clock.now, "mail", params=render(text, "args_email=ann@example.org", "args_ticket=1"))
 
-    run_worker(workers, database, clock)
+    worker(workers, database, clock).run_once()
 
     [mail] = smtp_server.messages
     assert mail.rcpt_tos == ["ann@example.org", "audit@example.org"]
@@ -160,19 +142,11 @@ def test_sms_params_string_form_cannot_add_parameters(
     database: Database, uniphore_emulator: UniphoreEmulator, workers: list[Worker]
 ) -> None:
     clock = Clock()
-    add(
-        database,
-        "sms",
-        "uniphore-sms",
-        base_url=uniphore_emulator.url,
-        account_id=uniphore_emulator.account_id,
-        application_key="${SMS_APP_KEY}",
-        environment=uniphore_emulator.environment,
-    )
+    uniphore_sms(database, uniphore_emulator)
     params = render(SMS_RULES, "args_ticket=1&evil=x")
     enqueue(database, clock.now, "sms", params=params)
 
-    run_worker(workers, database, clock, SMS_APP_KEY=uniphore_emulator.application_key)
+    worker(workers, database, clock, SMS_APP_KEY=uniphore_emulator.application_key).run_once()
 
     assert deliveries(database)[0].status == DELIVERED
     [message] = uniphore_emulator.messages
@@ -197,13 +171,13 @@ def test_a_stored_reference_to_a_provider_setting_is_never_sent(
     )
     enqueue(database, clock.now, "hook", params={"text": "hello"})
 
-    run_worker(
+    worker(
         workers,
         database,
         clock,
         ST_PROVIDER_WEB_SERVICE_PASSWORD=PASSWORD,
         ST_PROVIDER_DATABASE_URL="postgresql://u:db-password-5678@h/db",
-    )
+    ).run_once()
 
     assert webhook_receiver.received == []
     [delivery] = deliveries(database)

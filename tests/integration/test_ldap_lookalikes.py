@@ -8,21 +8,17 @@ counter, reach the rules as the same user, and come back as the directory's name
 from __future__ import annotations
 
 import logging
-import threading
 
 import pytest
-from prometheus_client import REGISTRY
 
-from provider.auth import build_authenticator, build_user_lookup
-from provider.calls import Provider
 from provider.db.session import Database
-from provider.domain import CallRequest, CallResult, Decision, Identity, Operation
+from provider.domain import Decision, Identity, Operation
 from provider.rules.engine import RuleSet, compile_rules
 from provider.rules.loader import parse_rules
-from provider.settings import Secret, Settings
 from provider.variables import InputVariables
 from tests.fixtures.slapd import USERS, SlapdServer
-from tests.support import WEB_SERVICE_PASSWORD
+from tests.integration.test_ldap_auth import login, make_provider, user_binds
+from tests.support import at_once
 
 pytestmark = pytest.mark.slapd
 
@@ -47,28 +43,6 @@ class Recording:
     ) -> Decision:
         self.identities.append(identity)
         return Decision()
-
-
-def user_binds() -> float:
-    return REGISTRY.get_sample_value("st_provider_ldap_seconds_count", {"operation": "user_bind"}) or 0.0
-
-
-def login(provider: Provider, username: str, password: str) -> CallResult:
-    pairs = [("authPW", WEB_SERVICE_PASSWORD), ("loginUsername", username), ("loginPassword", password)]
-    return provider.call(
-        CallRequest(Operation.AUTHENTICATE, InputVariables(pairs), client_address="198.51.100.7")
-    )
-
-
-def make_provider(slapd: SlapdServer, database: Database, rules: object = None, **overrides: str) -> Provider:
-    settings = Settings.from_mapping(slapd.settings(**overrides))
-    authenticator = build_authenticator(settings, database)
-    return Provider(
-        Secret(WEB_SERVICE_PASSWORD),
-        authenticator=authenticator,
-        user_lookup=build_user_lookup(settings, authenticator),
-        rules=rules,  # type: ignore[arg-type]
-    )
 
 
 @pytest.mark.parametrize("typed", LOOK_ALIKES)
@@ -149,22 +123,12 @@ def test_concurrent_wrong_passwords_reach_the_directory_at_most_the_limit(
     provider = make_provider(slapd, database, throttle_max_failures="5")
     binds = user_binds()
     answers: list[str | None] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(40)
 
     def guess(index: int) -> None:
-        try:
-            start.wait(timeout=30)
-            answer = login(provider, "alice", f"wrong-guess-{index}")
-            answers.append(answer.output.get("Authentication") if answer.success else answer.message)
-        except BaseException as exc:
-            errors.append(exc)
+        answer = login(provider, "alice", f"wrong-guess-{index}")
+        answers.append(answer.output.get("Authentication") if answer.success else answer.message)
 
-    threads = [threading.Thread(target=guess, args=(i,)) for i in range(40)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    errors = at_once(40, guess, join_timeout=60)
     assert errors == []
     assert answers == ["FAIL"] * 40
     assert user_binds() - binds <= 5

@@ -17,6 +17,7 @@ from provider.db.session import Database
 from provider.domain import Identity
 from provider.errors import AuthenticationFailed, StorageError
 from provider.settings import ThrottleSettings
+from tests.support import at_once
 
 FAST = ScryptHasher(log_n=10)
 LIMITS = ThrottleSettings(max_failures=3, window_seconds=60, cooldown_seconds=120, max_failures_per_address=5)
@@ -222,22 +223,12 @@ def test_concurrent_wrong_passwords_reach_the_backend_at_most_the_limit(
     front = [
         ThrottledAuthenticator(backend, Throttle(db, limits), backend="local") for db in (database, other)
     ]
-    start = threading.Barrier(40)
     outcomes: list[str] = []
-    errors: list[BaseException] = []
 
     def guess(index: int) -> None:
-        try:
-            start.wait(timeout=30)
-            outcomes.append(reason(front[index % 2], "alice", f"wrong-{index}"))
-        except BaseException as exc:
-            errors.append(exc)
+        outcomes.append(reason(front[index % 2], "alice", f"wrong-{index}"))
 
-    threads = [threading.Thread(target=guess, args=(i,)) for i in range(40)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    errors = at_once(40, guess, join_timeout=120)
     other.dispose()
     assert errors == []
     assert backend.calls <= 5

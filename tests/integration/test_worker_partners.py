@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
 from provider.db.events import DELIVERED, FAILED, PENDING, ChannelState, DeliveryAttempt
@@ -32,19 +30,24 @@ def add(database: Database, name: str, type_name: str, **settings: object) -> No
         )
 
 
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    """Workers made by the test; closed (their channels' connections too) afterwards."""
-    made: list[Worker] = []
-    yield made
-    for w in made:
-        w.close()
-
-
 def worker(made: list[Worker], database: Database, clock: Clock, **env: str) -> Worker:
+    """A worker with ``env`` as its environment, added to ``made`` (the ``workers`` fixture)."""
     w = Worker(Settings(worker=WorkerSettings(http_timeout=5), environment=env), database, clock=clock)
     made.append(w)
     return w
+
+
+def uniphore_sms(database: Database, emulator: UniphoreEmulator) -> None:
+    """Store the channel ``sms`` to ``emulator``; its application key is ``${SMS_APP_KEY}``."""
+    add(
+        database,
+        "sms",
+        "uniphore-sms",
+        base_url=emulator.url,
+        account_id=emulator.account_id,
+        application_key="${SMS_APP_KEY}",
+        environment=emulator.environment,
+    )
 
 
 def smartcomm(database: Database, emulator: SmartCommEmulator) -> None:
@@ -123,15 +126,7 @@ def test_sms_message_sid_is_the_partner_id(
     database: Database, uniphore_emulator: UniphoreEmulator, workers: list[Worker]
 ) -> None:
     clock = Clock()
-    add(
-        database,
-        "sms",
-        "uniphore-sms",
-        base_url=uniphore_emulator.url,
-        account_id=uniphore_emulator.account_id,
-        application_key="${SMS_APP_KEY}",
-        environment=uniphore_emulator.environment,
-    )
+    uniphore_sms(database, uniphore_emulator)
     sms = {"campaign": "campaign1", "to": "+12125550100", "from": "+12121234567", "jp_token": "Aejhib7"}
     enqueue(database, clock.now, "sms", params=sms)
     worker(workers, database, clock, SMS_APP_KEY=uniphore_emulator.application_key).run_once()
