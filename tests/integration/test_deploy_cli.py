@@ -122,6 +122,8 @@ def _kubernetes_settings(path: Path) -> dict[str, str]:
 
 SERVICE_PASSWORDS = (f"{ENV_PREFIX}WEB_SERVICE_PASSWORD", f"{ENV_PREFIX}PREVIOUS_WEB_SERVICE_PASSWORD")
 A_REAL_PASSWORD = "Xq3-a-real-random-value-9Lm"
+SESSION_SECRET = f"{ENV_PREFIX}SESSION_SECRET"
+A_REAL_SESSION_SECRET = "k2V9-a-real-random-session-key-0123456789"
 
 
 def _settings(values: dict[str, str]) -> Settings:
@@ -131,11 +133,12 @@ def _settings(values: dict[str, str]) -> Settings:
 
 def _with_real_passwords(values: dict[str, str]) -> dict[str, str]:
     """The example's settings, with the placeholder passwords replaced as the admin must."""
-    for name in SERVICE_PASSWORDS:
+    real = {name: A_REAL_PASSWORD for name in SERVICE_PASSWORDS} | {SESSION_SECRET: A_REAL_SESSION_SECRET}
+    for name in real:
         if name in values:
             with pytest.raises(ConfigError, match=f"{name}: is (a placeholder|too short)"):
                 _settings({name: values[name]})
-    return {**values, **{name: A_REAL_PASSWORD for name in SERVICE_PASSWORDS if name in values}}
+    return {**values, **{name: value for name, value in real.items() if name in values}}
 
 
 def test_the_env_file_example_is_a_valid_configuration_once_the_password_is_set() -> None:

@@ -35,7 +35,9 @@ def test_user_management_round_trip(sqlite_url: str) -> None:
 
     listed = run_cli(["users", "list"], env)
     assert listed.returncode == 0, listed.stderr
-    assert "Jürgen\tenabled\tj@example.org\tJürgen M\tSupport" in listed.stdout.splitlines()
+    assert (
+        "Jürgen\tenabled\tj@example.org\tJürgen M\tSupport\t-" in listed.stdout.splitlines()
+    )  # no console role
 
     database = Database(sqlite_url)
     try:
