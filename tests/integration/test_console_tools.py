@@ -237,8 +237,8 @@ def test_a_down_server_is_reported_with_the_reason(
         token = csrf(client.get("/admin/directory"))
         html = client.post("/admin/directory/connection", data={"csrf_token": token}).get_data(as_text=True)
         assert "Problems found" in html and "check the URL, the firewall" in html
-        assert f'<td><code>{slapd.url}</code></td><td class="ok">ok</td>' in html
-        assert f'<td><code>{dead_ldap_url}</code></td><td class="bad">failed</td>' in html
+        assert f'<td class="nowrap"><code>{slapd.url}</code></td><td class="ok">ok</td>' in html
+        assert f'<td class="nowrap"><code>{dead_ldap_url}</code></td><td class="bad">failed</td>' in html
         assert "not attempted" in html
     finally:
         database.dispose()
