@@ -334,6 +334,18 @@ def test_viewers_get_403_and_a_missing_token_changes_nothing(slapd: SlapdServer,
         database.dispose()
 
 
+@pytest.mark.slapd
+def test_a_missing_password_is_asked_for_at_its_field_and_not_counted(
+    directory: tuple[Client, Database],
+) -> None:
+    client, database = directory
+    status, html = try_password(client, "alice", "")
+    assert status == 400
+    assert 'id="password-error"' in html and 'aria-describedby="password-error"' in html
+    assert 'value="alice"' in html  # the username is kept, escaped like every value
+    assert failures(database, "alice") == 0
+
+
 def test_without_a_directory_the_page_says_so(client: Client) -> None:
     sign_in(client, "root")
     page = client.get("/admin/directory")

@@ -88,27 +88,24 @@ def read_form(form: Any) -> TestForm:
     if len(lines) > MAX_LINES:
         parsed.errors["variables"] = f"At most {MAX_LINES} lines."
         lines = lines[:MAX_LINES]
-    for number, given in enumerate(lines, 1):
+    for given in lines:
         if not given.strip():
             continue
         name = given.split("=", 1)[0].strip()
         line = given
         if is_secret_variable(name):
             parsed.notes.append(
-                f"Line {number} ({name}) was removed: rules never see passwords; "
-                "a login is tested as if the password were right."
+                f"{name} was removed: rules never see passwords; a login is tested as if the password were right."
             )
             continue
         if is_secret_name(name) and "=" in line:
             line = f"{name}="
-            parsed.notes.append(
-                f"The value of {name} (line {number}) was blanked: this page never takes a password."
-            )
+            parsed.notes.append(f"The value of {name} was blanked: this page never takes a password.")
+        kept.append(line)
         try:
             parsed.pairs.extend(variable_pairs([line]))
         except ConfigError:
-            parsed.errors.setdefault("variables", f"Line {number} is not name=value.")
-        kept.append(line)
+            parsed.errors.setdefault("variables", f"Line {len(kept)} is not name=value.")
     parsed.variables = "\n".join(kept)
     return parsed
 
