@@ -44,9 +44,10 @@ from sqlalchemy.engine import make_url
 
 from provider.auth import build_authenticator
 from provider.calls import Provider
+from provider.comms.signin_checks import otp_problems
 from provider.comms.templates import MessageTemplate, global_variables
 from provider.db.session import Database
-from provider.domain import Authenticator, CallRequest, CallResult, Decision, Identity, Operation
+from provider.domain import Authenticator, CallRequest, CallResult, Decision, Identity, Method, Operation
 from provider.errors import AuthenticationFailed, ConfigError, RulesFileError, StorageError
 from provider.redact import SECRET_VARIABLES
 from provider.rules import version_commands
@@ -163,6 +164,7 @@ def _print_warnings(rules_file: RulesFile, settings: Settings) -> None:
     warnings = [
         *channel_warnings(rules_file.channels, settings.environment, settings.secret_vars),
         *unguarded_lookups(rules_file.rules),
+        *otp_problems(settings, rules_file.channels, rules_file.templates),
     ]
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -398,9 +400,7 @@ class _TracingEvaluator:
         self.identity: Identity | None = None
         self.evaluated = False
 
-    def evaluate(
-        self, operation: Operation, variables: InputVariables, identity: Identity | None
-    ) -> Decision:
+    def evaluate(self, operation: Method, variables: InputVariables, identity: Identity | None) -> Decision:
         self.identity = self._user if self._user is not None else identity
         self.evaluated = True
         self.decision = self._rule_set.evaluate(
