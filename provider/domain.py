@@ -32,9 +32,9 @@ class Operation(enum.StrEnum):
 class RulesMethod(enum.StrEnum):
     """Methods the rules decide that are no SOAP operation (SmarterTrack never calls them).
 
-    ``RequestSignInCode``: a customer asked ``/signin-code`` for a one-time code; a rule's
-    ``allow: true`` lets an address that is no known user have one (``allow: false``
-    refuses a known one).
+    ``RequestSignInCode``: a customer asked ``/signin-code`` for a one-time code; a matching
+    rule that does not deny (``stop: true``) lets an address that is no known user have one;
+    ``allow: false`` refuses even a known one.
     """
 
     REQUEST_SIGN_IN_CODE = "RequestSignInCode"

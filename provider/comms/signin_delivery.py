@@ -10,7 +10,7 @@
    ``username`` the address, ``email`` it when it is one, ``variables.address``,
    ``variables.kind`` (``email``/``sms``), ``variables.phone``; ``user`` the customer found).
    A known customer gets a code unless a rule says ``allow: false``; an unknown address
-   only when a matching rule leaves ``allow`` true;
+   only when some rule matched and none denied (rules only deny: ``then: {stop: true}``);
 3. render the template of the address's kind (``ST_PROVIDER_OTP_TEMPLATE_EMAIL``/``_SMS``)
    with ``code``, ``minutes`` and ``user``; the address goes into the channel type's
    recipient parameter (``to``) unless the template sets it;
