@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from provider.channels.config import ChannelConfig, ChannelStore
-from provider.comms.rows import stored_templates
 from provider.comms.templates import MessageTemplate
 from provider.db.session import Database
 from provider.errors import StorageError
@@ -67,6 +66,10 @@ def warn_at_start(settings: Settings) -> list[str]:
     """Log a warning per problem of the stored channels and templates; never raises."""
     if not settings.otp.enabled:
         return []
+    from provider.comms.rows import (
+        stored_templates,  # after provider.rules (rows and rules import each other)
+    )
+
     with Database(settings.database_url) as database:
         try:
             with database.session() as session:

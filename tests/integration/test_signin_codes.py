@@ -75,7 +75,9 @@ def otp_settings(**extra: object) -> Settings:
 
 
 @pytest.fixture
-def setup(database: Database, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver) -> Iterator[Database]:
+def setup(
+    database: Database, smtp_server: SmtpServer, webhook_receiver: WebhookReceiver
+) -> Iterator[Database]:
     text = RULES.replace("@SMTP_HOST@", smtp_server.host).replace("@SMTP_PORT@", str(smtp_server.port))
     text = text.replace("@HOOK_URL@", webhook_receiver.url)
     RuleStore(database).import_rules(parse_rules(text), replace=True, actor="test", command="test")
@@ -239,7 +241,9 @@ def test_without_a_template_nothing_is_sent(setup: Database) -> None:
         assert session.scalar(sa.select(sa.func.count()).select_from(SignInCode)) == 0
 
 
-def test_codes_work_without_a_password_backend(setup: Database, smtp_server: SmtpServer, workers: list[Worker]) -> None:
+def test_codes_work_without_a_password_backend(
+    setup: Database, smtp_server: SmtpServer, workers: list[Worker]
+) -> None:
     settings = replace(otp_settings(), auth="none")
     requests = requests_for(settings, setup)
     assert address_finders(provider_for(settings, setup).authenticator) == []
@@ -255,7 +259,9 @@ def test_codes_work_without_a_password_backend(setup: Database, smtp_server: Smt
     assert login(provider, "someone@partner.example.org", code)["Authentication"] == "OK"
 
 
-def test_no_code_is_kept_in_the_clear(setup: Database, smtp_server: SmtpServer, workers: list[Worker]) -> None:
+def test_no_code_is_kept_in_the_clear(
+    setup: Database, smtp_server: SmtpServer, workers: list[Worker]
+) -> None:
     settings = otp_settings()
     requests_for(settings, setup).request("alice@example.org", None)
     deliver(settings, setup, workers)

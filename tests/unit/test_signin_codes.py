@@ -23,7 +23,9 @@ from provider.db.signin import SignInCode
 from provider.domain import Identity
 from provider.settings import OtpSettings
 
-SETTINGS = OtpSettings(enabled=True, channel_email="mail", max_per_address=3, max_per_client=5, window_seconds=900)
+SETTINGS = OtpSettings(
+    enabled=True, channel_email="mail", max_per_address=3, max_per_client=5, window_seconds=900
+)
 ALICE = Identity(username="alice", email="alice@example.org", display_name="Alice Liddell")
 
 
