@@ -66,9 +66,8 @@ def warn_at_start(settings: Settings) -> list[str]:
     """Log a warning per problem of the stored channels and templates; never raises."""
     if not settings.otp.enabled:
         return []
-    from provider.comms.rows import (
-        stored_templates,  # after provider.rules (rows and rules import each other)
-    )
+    import provider.rules.store  # noqa: F401  (first: it and provider.comms.rows import each other)
+    from provider.comms.rows import stored_templates
 
     with Database(settings.database_url) as database:
         try:
