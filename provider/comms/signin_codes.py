@@ -167,7 +167,7 @@ class SignInCodes:
             return None
         typed = canonical_code(code, self._settings.alphabet)
         now = self._clock()
-        with self._database.session() as session:
+        with self._database.session(immediate=True) as session:
             row = session.execute(
                 sa.select(SignInCode)
                 .where(

@@ -180,7 +180,7 @@ class SignInCodeRequests:
 
     def _send(self, address: Address, identity: Identity, channel: str, template_name: str) -> Outcome:
         now = self._clock()
-        with self._database.session() as session:
+        with self._database.session(immediate=True) as session:
             channel_type = ChannelStore.types(session).get(channel)
             template = next((t for t in stored_templates(session) if t.name == template_name), None)
             if channel_type is None or template is None or template.kind != channel_type:

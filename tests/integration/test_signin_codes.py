@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -271,3 +272,50 @@ def test_no_code_is_kept_in_the_clear(
     with setup.session() as session:
         row = session.execute(sa.select(SignInCode)).scalar_one()
         assert code not in json.dumps([row.salt, row.code_hash, row.address, row.username])
+
+
+def test_users_phone_from_the_command_line(sqlite_url: str) -> None:
+    from tests.support import base_env, run_cli
+
+    env = base_env(sqlite_url)
+    added = run_cli(
+        ["users", "add", "dora", "--phone", "0044 20 7946 0018"], env, input_text="dora-password\n"
+    )
+    assert added.returncode == 0, added.stderr
+    refused = run_cli(["users", "add", "eve", "--phone", "020 7946 0018"], env, input_text="eve-password1\n")
+    assert refused.returncode != 0 and "country code" in refused.stderr
+    database = Database(sqlite_url)
+    try:
+        users = {u.username: u.phone for u in LocalUsers(database).list_users()}
+        assert users == {"dora": "+442079460018"}
+        changed = run_cli(["users", "phone", "dora", "+1 415 555 0199"], env)
+        assert changed.returncode == 0 and "+14155550199" in changed.stdout
+        assert LocalUsers(database).list_users()[0].phone == "+14155550199"
+        cleared = run_cli(["users", "phone", "dora", "--clear"], env)
+        assert cleared.returncode == 0, cleared.stderr
+        assert LocalUsers(database).list_users()[0].phone is None
+    finally:
+        database.dispose()
+
+
+def test_missing_channels_and_templates_are_warned_about(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from provider.cli import load_settings
+    from provider.comms.signin_checks import warn_at_start
+    from tests.support import base_env, run_cli
+
+    env = base_env(sqlite_url, ST_PROVIDER_OTP="on", ST_PROVIDER_OTP_CHANNEL_SMS="texts")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("channels:\n  texts: {type: webhook, url: 'https://h.example.org/'}\nrules: []\n")
+    validated = run_cli(["rules", "validate", str(rules)], env)
+    assert validated.returncode == 0, validated.stderr
+    assert "warning: ST_PROVIDER_OTP_TEMPLATE_SMS: no template named 'otp-sms'" in validated.stderr
+    assert run_cli(["rules", "import", str(rules)], env).returncode == 0
+    with caplog.at_level("WARNING", logger="provider.comms.signin"):
+        problems = warn_at_start(load_settings(env))
+    assert problems == [
+        "ST_PROVIDER_OTP_TEMPLATE_SMS: no template named 'otp-sms'",
+        "ST_PROVIDER_OTP_CHANNEL_SMS: channel 'texts' is not 'category: otp', so opt-outs may stop sign-in codes",
+    ]
+    assert [getattr(r, "event", None) for r in caplog.records] == ["signin.misconfigured"] * 2
