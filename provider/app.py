@@ -17,6 +17,8 @@ Routes:
   take the instance out of the load balancer, do not restart it;
 * ``/admin/...``: the admin console (:mod:`provider.web.console`, a Flask app) unless
   ``ST_PROVIDER_CONSOLE`` is off, when it is a 404 like any unknown path;
+* ``/signin-code``: the public sign-in code page (:mod:`provider.web.signin_code`) when
+  ``ST_PROVIDER_OTP`` is on; a 404 otherwise;
 * ``/metrics``: Prometheus text; aggregated over every worker when the server set
   ``PROMETHEUS_MULTIPROC_DIR`` (passed here as ``metrics_dir``).
 
@@ -52,7 +54,7 @@ from typing import Any, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
-from provider.assembly import build_provider
+from provider.assembly import build_provider, build_signin_requests
 from provider.auth import directory_probe
 from provider.calls import Provider
 from provider.client_address import IPNetwork, address_bucket, client_address
@@ -75,6 +77,7 @@ log = logging.getLogger("provider.app")
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 CONSOLE_PREFIX = "/admin"
+SIGNIN_CODE_PATH = "/signin-code"
 
 _SOAP_PATHS = frozenset({"/", "", ENDPOINT_PATH.lower()})
 
@@ -106,9 +109,11 @@ class ProviderApplication:
         journal: CallObserver | None = None,
         help_pages: HelpPages | None = None,
         console: WsgiApp | None = None,
+        signin_code: WsgiApp | None = None,
     ) -> None:
         self.router = router
         self.console = console
+        self.signin_code = signin_code
         self.help_pages = help_pages or HelpPages(
             namespace=router.namespace, public_address=router.public_address
         )
@@ -128,6 +133,8 @@ class ProviderApplication:
             response = self._help(environ) if _is_help_request(environ) else self._soap(environ)
         elif self.console is not None and lowered.startswith(CONSOLE_PREFIX) and _in_console(lowered):
             return self._console(environ, path, start_response)
+        elif self.signin_code is not None and lowered.rstrip("/") == SIGNIN_CODE_PATH:
+            return self._signin_code(environ, path, start_response)
         elif lowered == "/healthz":
             response = self._health(environ)
         elif lowered == "/readyz":
@@ -150,6 +157,16 @@ class ProviderApplication:
         shifted["SCRIPT_NAME"] = str(environ.get("SCRIPT_NAME") or "") + path[: len(CONSOLE_PREFIX)]
         shifted["PATH_INFO"] = rest
         return self.console(shifted, start_response)
+
+    def _signin_code(
+        self, environ: dict[str, Any], path: str, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """Hand ``/signin-code`` to the sign-in code page, with the path moved into ``SCRIPT_NAME``."""
+        assert self.signin_code is not None
+        shifted = dict(environ)
+        shifted["SCRIPT_NAME"] = str(environ.get("SCRIPT_NAME") or "") + path[: len(SIGNIN_CODE_PATH)]
+        shifted["PATH_INFO"] = "/"
+        return self.signin_code(shifted, start_response)
 
     def _soap(self, environ: dict[str, Any]) -> Response:
         started = time.perf_counter()
@@ -372,6 +389,7 @@ def build_application(
     return ProviderApplication(
         router,
         console=console,
+        signin_code=_signin_code_page(settings, database, provider),
         database=database,
         metrics_dir=metrics_dir,
         readiness=readiness,
@@ -379,3 +397,17 @@ def build_application(
         trusted_proxies=settings.trusted_proxies,
         journal=build_journal(settings, database),
     )
+
+
+def _signin_code_page(settings: Settings, database: Database, provider: Provider) -> WsgiApp | None:
+    """The ``/signin-code`` page when ``ST_PROVIDER_OTP`` is on (Flask imported only then)."""
+    requests = build_signin_requests(settings, database, provider.authenticator)
+    if requests is None:
+        return None
+    from provider.web.console import session_secret
+    from provider.web.signin_code import build_signin_app
+
+    app = build_signin_app(
+        requests, secret=session_secret(settings), trusted_proxies=settings.trusted_proxies
+    )
+    return cast("WsgiApp", app)

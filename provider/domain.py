@@ -29,6 +29,32 @@ class Operation(enum.StrEnum):
     NOTIFY_EVENT_FIRED = "NotifyEventFired"
 
 
+class RulesMethod(enum.StrEnum):
+    """Methods the rules decide that are no SOAP operation (SmarterTrack never calls them).
+
+    ``RequestSignInCode``: a customer asked ``/signin-code`` for a one-time code; a matching
+    rule that does not deny (``stop: true``) lets an address that is no known user have one;
+    ``allow: false`` refuses even a known one.
+    """
+
+    REQUEST_SIGN_IN_CODE = "RequestSignInCode"
+
+
+#: What a rule's ``method`` may name: a SOAP operation or a rules-only method.
+Method = Operation | RulesMethod
+
+#: Every method, SOAP operations first.
+ALL_METHODS: tuple[Method, ...] = (*Operation, *RulesMethod)
+
+
+def method_named(name: str) -> Method:
+    """The method called ``name``; raises ``ValueError`` for an unknown one."""
+    for method in ALL_METHODS:
+        if method.value == name:
+            return method
+    raise ValueError(f"unknown method {name!r}")
+
+
 @dataclass(frozen=True)
 class CallRequest:
     """One SmarterTrack call, decoded."""
@@ -189,11 +215,9 @@ class CallObserver(Protocol):
 
 
 class RuleEvaluator(Protocol):
-    """Evaluates the configured rules for one call."""
+    """Evaluates the configured rules for one call (or a rules-only method)."""
 
-    def evaluate(
-        self, operation: Operation, variables: InputVariables, identity: Identity | None
-    ) -> Decision:
+    def evaluate(self, operation: Method, variables: InputVariables, identity: Identity | None) -> Decision:
         """The decision for this call. Never raises for a faulty rule (it is skipped)."""
         ...
 
@@ -201,9 +225,7 @@ class RuleEvaluator(Protocol):
 class NoRules:
     """The rule evaluator of a provider with no rules: every decision is neutral."""
 
-    def evaluate(
-        self, operation: Operation, variables: InputVariables, identity: Identity | None
-    ) -> Decision:
+    def evaluate(self, operation: Method, variables: InputVariables, identity: Identity | None) -> Decision:
         return Decision()
 
 
@@ -241,5 +263,16 @@ class EventSink(Protocol):
 
         Raises :class:`~provider.errors.EventRejected` or
         :class:`~provider.errors.StorageError`; the caller answers ``Success=false``.
+        """
+        ...
+
+
+class SignInCodeVerifier(Protocol):
+    """Redeems one-time sign-in codes (:mod:`provider.comms.signin_codes`)."""
+
+    def redeem(self, address: str, code: str) -> Identity | None:
+        """The identity ``code`` signs ``address`` in as, marking the code used; ``None`` when
+        ``code`` is not the address's current, unexpired, unused code (or ``address`` is no
+        address). Compares in constant time. Raises :class:`~provider.errors.StorageError`.
         """
         ...

@@ -394,7 +394,7 @@ def _serve_web(
 def _with_session_secret(settings: Settings) -> Settings:
     """The settings with a console session secret: the configured one, else one made here, in the
     master, so every worker of this start signs and reads the same cookies (logged once)."""
-    if not settings.console.enabled or settings.console.session_secret:
+    if not (settings.console.enabled or settings.otp.enabled) or settings.console.session_secret:
         return settings
     from provider.web.console import session_secret
 
@@ -406,6 +406,7 @@ def _prepare_to_serve(settings: Settings) -> None:
     """Before gunicorn forks: migrate the database, warn about channel variables, import the app."""
     apply_migrations(settings.database_url)
     importlib.import_module("provider.channels.startup").warn_about_channel_variables(settings)
+    importlib.import_module("provider.comms.signin_checks").warn_at_start(settings)
     # Import (but do not build) the application here: workers fork with the modules
     # loaded and boot quickly; importing opens no connection.
     importlib.import_module("provider.app")

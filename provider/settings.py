@@ -141,6 +141,30 @@ class ConsoleSettings:
 
 
 @dataclass(frozen=True)
+class OtpSettings:
+    """One-time sign-in codes for portal customers (ST_PROVIDER_OTP, ST_PROVIDER_OTP_*).
+
+    Off by default: then ``/signin-code`` answers 404 and Authenticate accepts no code.
+    ``channel_email``/``channel_sms`` name the channels a code goes through (``None``: no
+    codes for that kind of address), ``template_email``/``template_sms`` the templates
+    rendered with ``code``, ``minutes`` and ``user``. At most ``max_per_address`` requests
+    per address and ``max_per_client`` per client address are honoured per ``window_seconds``.
+    """
+
+    enabled: bool = False
+    length: int = 6
+    alphabet: str = "numeric"
+    ttl_seconds: int = 300
+    channel_email: str | None = None
+    channel_sms: str | None = None
+    template_email: str = "otp-email"
+    template_sms: str = "otp-sms"
+    max_per_address: int = 3
+    max_per_client: int = 20
+    window_seconds: int = 900
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the service needs, validated."""
 
@@ -186,6 +210,7 @@ class Settings:
     # Read-only global variables (``vars.name`` in rules and templates) from
     # ST_PROVIDER_VAR_<NAME>: name (lower-cased) -> value.
     read_only_vars: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    otp: OtpSettings = field(default_factory=OtpSettings)
 
     def require_password(self) -> Secret:
         """The Web Service Password; raises ConfigError when it is not configured."""
@@ -344,6 +369,13 @@ def _parse_secret_vars(raw: Any) -> tuple[str, ...]:
     return patterns
 
 
+def _otp_length(raw: Any) -> int:
+    value = _parse_positive_int(raw)
+    if value not in (4, 6, 8):
+        raise ValueError("must be 4, 6 or 8")
+    return value
+
+
 def _choice(*options: str) -> Callable[[Any], str]:
     def parse(raw: Any) -> str:
         text = str(raw).strip().lower()
@@ -470,6 +502,7 @@ class _Builder:
             secret_vars=self.get("secret_vars", _parse_secret_vars, ("*",)),
             console=self._console(),
             read_only_vars=self._read_only_vars(),
+            otp=self._otp(),
         )
         unknown = sorted(set(self.values) - self.used - {"config"})
         for name in unknown:
@@ -487,6 +520,27 @@ class _Builder:
             session_idle_minutes=self.get("session_idle_minutes", _int_between(1, 24 * 60), 30),
         )
         return console
+
+    def _otp(self) -> OtpSettings:
+        otp = OtpSettings(
+            enabled=self.get("otp", _parse_bool, False),
+            length=self.get("otp_length", _otp_length, 6),
+            alphabet=self.get("otp_alphabet", _choice("numeric", "alphanumeric"), "numeric"),
+            ttl_seconds=self.get("otp_ttl_seconds", _int_between(30, 86_400), 300),
+            channel_email=self.get("otp_channel_email", _opt_str, None),
+            channel_sms=self.get("otp_channel_sms", _opt_str, None),
+            template_email=self.get("otp_template_email", _str, "otp-email").strip() or "otp-email",
+            template_sms=self.get("otp_template_sms", _str, "otp-sms").strip() or "otp-sms",
+            max_per_address=self.get("otp_max_per_address", _parse_positive_int, 3),
+            max_per_client=self.get("otp_max_per_client", _parse_positive_int, 20),
+            window_seconds=self.get("otp_window_seconds", _parse_positive_int, 900),
+        )
+        if otp.enabled and not (otp.channel_email or otp.channel_sms):
+            self.problems.append(
+                "ST_PROVIDER_OTP is on but neither ST_PROVIDER_OTP_CHANNEL_EMAIL nor "
+                "ST_PROVIDER_OTP_CHANNEL_SMS names a channel to send codes through"
+            )
+        return otp
 
     def _read_only_vars(self) -> Mapping[str, str]:
         """``var_<name>`` settings (ST_PROVIDER_VAR_<NAME>): the read-only global variables."""

@@ -4,7 +4,7 @@
 
 * ``ldap`` (the default when ``ST_PROVIDER_LDAP_URL`` is set): :mod:`provider.auth.ldap`;
 * ``local``: users in the provider's database (:mod:`provider.auth.local`);
-* ``none``: no authenticator, every login fails.
+* ``none``: no authenticator, every login fails (but a sign-in code when ``ST_PROVIDER_OTP`` is on).
 
 Both real authenticators sit behind the brute-force throttle (:mod:`provider.auth.throttle`).
 Logins (Authenticate, GetSignInCookieInfo) always ask the authenticator itself, so a
@@ -19,26 +19,36 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from provider.auth.cache import CachingAuthenticator
+from provider.auth.codes import CodeAuthenticator
 from provider.auth.ldap import LdapAuthenticator
 from provider.auth.local import LocalAuthenticator
 from provider.auth.throttle import Throttle, ThrottledAuthenticator
 from provider.db.session import Database
-from provider.domain import Authenticator, UserLookup
+from provider.domain import Authenticator, SignInCodeVerifier, UserLookup
 from provider.errors import DirectoryUnavailable
 from provider.settings import Settings
 
 
-def build_authenticator(settings: Settings, database: Database) -> Authenticator | None:
+def build_authenticator(
+    settings: Settings, database: Database, *, codes: SignInCodeVerifier | None = None
+) -> Authenticator | None:
     """The authenticator for ``settings.auth``; ``None`` for ``none`` (every login fails).
 
+    With ``codes`` (``ST_PROVIDER_OTP`` on) one-time sign-in codes are accepted too, behind
+    the same throttle (:mod:`provider.auth.codes`), also when ``settings.auth`` is ``none``.
     Raises ConfigError for an unusable LDAP configuration (a bad URL, a missing CA file).
     """
-    if settings.auth == "none":
-        return None
-    throttle = Throttle(database, settings.throttle)
+    inner: Authenticator | None = None
+    backend = settings.auth
     if settings.auth == "ldap" and settings.ldap is not None:
-        return ThrottledAuthenticator(LdapAuthenticator(settings.ldap), throttle, backend="ldap")
-    return ThrottledAuthenticator(LocalAuthenticator(database), throttle, backend="local")
+        inner = LdapAuthenticator(settings.ldap)
+    elif settings.auth != "none":
+        inner, backend = LocalAuthenticator(database), "local"
+    if codes is not None:
+        inner = CodeAuthenticator(codes, settings.otp, inner)
+    if inner is None:
+        return None
+    return ThrottledAuthenticator(inner, Throttle(database, settings.throttle), backend=backend)
 
 
 #: How long a local user's lookup is reused for the rules context (the directory's is configurable).

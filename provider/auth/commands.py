@@ -1,6 +1,6 @@
 """The ``st-provider`` sub-commands of the auth capability.
 
-``st-provider users add|passwd|remove|list|enable|disable|unlock`` manage the built-in
+``st-provider users add|passwd|phone|remove|list|enable|disable|unlock`` manage the built-in
 authenticator's users (``list`` shows a lock set by failed logins and until when, in
 UTC with a ``Z``; ``unlock`` clears the brute-force counters of any username,
 directory users included). Passwords are read from a prompt on a terminal, or from
@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add.add_argument("--email")
     add.add_argument("--display-name")
     add.add_argument("--group", action="append", default=[], help="a group name (repeatable)")
+    add.add_argument(
+        "--phone", help="an international phone number (+CC...): finds the user for sign-in codes"
+    )
     add.add_argument("--disabled", action="store_true", help="create the account disabled")
     role = add.add_mutually_exclusive_group()
     role.add_argument(
@@ -72,6 +75,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     passwd = users_sub.add_parser("passwd", help="set a user's password (read from a prompt or stdin)")
     passwd.add_argument("username")
     passwd.set_defaults(handler=_cmd_passwd)
+
+    phone = users_sub.add_parser("phone", help="set or clear a user's phone number (sign-in codes by SMS)")
+    phone.add_argument("username")
+    which = phone.add_mutually_exclusive_group(required=True)
+    which.add_argument("number", nargs="?", help="an international phone number (+CC...)")
+    which.add_argument("--clear", action="store_true", help="remove the phone number")
+    phone.set_defaults(handler=_cmd_phone)
 
     remove = users_sub.add_parser("remove", help="remove a user")
     remove.add_argument("username")
@@ -147,6 +157,7 @@ def _cmd_add(args: argparse.Namespace, settings: Settings) -> int:
             groups=args.group,
             enabled=not args.disabled,
             console_role=args.console_role,
+            phone=args.phone,
         )
     role = f" (console {record.console_role})" if record.console_role else ""
     print(f"added {record.username}{role}" + ("" if record.enabled else " (disabled)"))
@@ -158,6 +169,17 @@ def _cmd_passwd(args: argparse.Namespace, settings: Settings) -> int:
     with _users(settings) as users:
         users.set_password(args.username, password)
     print(f"password changed for {args.username.strip()}")
+    return EXIT_OK
+
+
+def _cmd_phone(args: argparse.Namespace, settings: Settings) -> int:
+    with _users(settings) as users:
+        number = users.set_phone(args.username, None if args.clear else args.number)
+    print(
+        f"phone of {args.username.strip()}: {number}"
+        if number
+        else f"phone of {args.username.strip()} cleared"
+    )
     return EXIT_OK
 
 

@@ -144,6 +144,35 @@ class LdapAuthenticator:
             return UserReport(name.typed, None, None, "no_service_account", 0)
         return self._pool.with_service(work)
 
+    def lookup_address(self, address: str, kind: str) -> Identity | None:
+        """The enabled user whose e-mail attribute (``kind`` ``email``) or ``telephoneNumber``
+        / ``mobile`` (``sms``) is ``address``; ``None`` when none, or several, match.
+
+        ``address`` is normalised (lower-cased e-mail, E.164 number; the directory's
+        telephone matching rule ignores spaces and hyphens). Raises DirectoryUnavailable.
+        """
+        value = base.escape_filter_value(address)
+        attributes = (self._settings.email_attribute,) if kind == "email" else ("telephoneNumber", "mobile")
+        search_filter = "(|" + "".join(f"({a}={value})" for a in attributes) + ")"
+        if not self._settings.user_base or (
+            not self._pool.service_account and not self._can_search_anonymously()
+        ):
+            return None
+
+        def work(session: Session) -> Identity | None:
+            entries, _ = session.search(
+                self._settings.user_base, search_filter, attributes=USER_ATTRIBUTES, size_limit=2
+            )
+            if len(entries) != 1 or base.account_problem(entries[0].attributes) is not None:
+                return None
+            entry = entries[0]
+            name = parse_username(entry_username(entry, Username(address, address, None, UsernameForm.PLAIN)))
+            group_dns = self._group_dns(session, entry, name)
+            identity = self._identity(name, entry, group_dns)
+            return identity if self._in_required_group(identity, group_dns) else None
+
+        return self._pool.with_service(work)
+
     # --- search, then bind ---------------------------------------------------------------
 
     def _search_then_bind(

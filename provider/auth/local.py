@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from provider.auth import base
 from provider.auth.base import fail
 from provider.auth.usernames import display_form, parse_username, username_key
+from provider.comms.addresses import InvalidAddress, normalise_phone
 from provider.db.auth import LocalUser
 from provider.db.base import utcnow
 from provider.db.session import Database
@@ -133,6 +134,17 @@ class UserRecord:
     created_at: datetime
     password_changed_at: datetime
     console_role: str | None = None
+    phone: str | None = None
+
+
+def check_phone(phone: str | None) -> str | None:
+    """``phone`` in E.164 (``None`` for none); raises UserError for a number without country code."""
+    if phone is None or not phone.strip():
+        return None
+    try:
+        return normalise_phone(phone)
+    except InvalidAddress as exc:
+        raise UserError(f"not a phone number: {exc}") from exc
 
 
 class LocalUsers:
@@ -152,14 +164,17 @@ class LocalUsers:
         groups: Sequence[str] = (),
         enabled: bool = True,
         console_role: str | None = None,
+        phone: str | None = None,
     ) -> UserRecord:
-        """Add a user; ``console_role`` ("admin"/"viewer") lets them sign in to the console."""
+        """Add a user; ``console_role`` ("admin"/"viewer") lets them sign in to the console;
+        ``phone`` (E.164 after normalising) finds them for a sign-in code sent by SMS."""
         name = display_form(username)
         try:
             parse_username(name)
         except ValueError as exc:
             raise UserError(f"not a usable username: {exc}") from exc
         check_new_password(password)
+        phone_number = check_phone(phone)
         if console_role not in CONSOLE_ROLES:
             raise UserError(f"unknown console role {console_role!r}")
         password_hash = self._hasher.hash(password)
@@ -179,6 +194,7 @@ class LocalUsers:
                 groups=[g.strip() for g in groups if g.strip()],
                 enabled=enabled,
                 console_role=console_role,
+                phone=phone_number,
                 created_at=now,
                 updated_at=now,
                 password_changed_at=now,
@@ -194,6 +210,15 @@ class LocalUsers:
             user = self._get(session, username)
             user.password_hash = password_hash
             user.password_changed_at = user.updated_at = utcnow()
+
+    def set_phone(self, username: str, phone: str | None) -> str | None:
+        """Set (``None``: clear) the user's phone number; the stored E.164 form."""
+        number = check_phone(phone)
+        with self._database.session() as session:
+            user = self._get(session, username)
+            user.phone = number
+            user.updated_at = utcnow()
+        return number
 
     def set_enabled(self, username: str, enabled: bool) -> None:
         with self._database.session() as session:
@@ -248,6 +273,7 @@ def _record(user: LocalUser) -> UserRecord:
         created_at=user.created_at,
         password_changed_at=user.password_changed_at,
         console_role=user.console_role,
+        phone=user.phone,
     )
 
 
@@ -305,6 +331,28 @@ class LocalAuthenticator:
         if row is None or not row.enabled:
             return None
         return _identity(row)
+
+    def lookup_address(self, address: str, kind: str) -> Identity | None:
+        """The enabled user whose e-mail address (``kind`` ``email``, compared lower-cased) or
+        phone number (``sms``, E.164) is ``address`` (normalised); ``None`` when none or several."""
+        column = sa.func.lower(LocalUser.email) if kind == "email" else LocalUser.phone
+        with self._database.session() as session:
+            users = (
+                session.execute(
+                    sa.select(LocalUser).where(column == address, LocalUser.enabled.is_(True)).limit(2)
+                )
+                .scalars()
+                .all()
+            )
+            if len(users) != 1:
+                return None
+            user = users[0]
+            return Identity(
+                username=user.username,
+                email=user.email,
+                display_name=user.display_name,
+                groups=tuple(user.groups or ()),
+            )
 
     def _find(self, names: Sequence[str]) -> _Row | None:
         """The first of ``names`` (by normalised key) that is a local user. Raises StorageError."""

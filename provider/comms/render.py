@@ -57,6 +57,21 @@ def render_template(
     Raises RuleCompileError when a parameter does not compile, and whatever a template
     raises when it renders (a missing variable: ``UndefinedError``; a limit: RuleLimitExceeded).
     """
+    context = build_context(
+        Operation.NOTIFY_EVENT_FIRED,
+        InputVariables(tuple(variables)),
+        None,
+        CaseInsensitiveDict(global_vars.items()),
+    )
+    return render_in_context(template, context, limits=limits)
+
+
+def render_in_context(
+    template: MessageTemplate, context: Mapping[str, Any], *, limits: RuleLimits = DEFAULT_LIMITS
+) -> dict[str, Any]:
+    """``template``'s parameters rendered against ``context`` (a :func:`build_context` result,
+    possibly with more names set: a sign-in code's ``code`` and ``minutes``); raises as
+    :func:`render_template`."""
     problems: list[tuple[Any, str]] = []
     compiled = {
         key: _compile(value, (key,), key in template.html_params, problems)
@@ -64,12 +79,6 @@ def render_template(
     }
     if problems:
         raise RuleCompileError(template.name, problems)
-    context = build_context(
-        Operation.NOTIFY_EVENT_FIRED,
-        InputVariables(tuple(variables)),
-        None,
-        CaseInsensitiveDict(global_vars.items()),
-    )
     scope = Scope(context, limits)
     result: dict[str, Any] = scope.within(_render, compiled, scope)
     return result

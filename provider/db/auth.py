@@ -35,6 +35,8 @@ class LocalUser(Base):
     enabled: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=True)
     # "admin" or "viewer": may sign in to the console (migration 0008); NULL: may not.
     console_role: Mapped[str | None] = mapped_column(sa.String(20), nullable=True)
+    # E.164 phone number (migration 0011): finds the user for a sign-in code sent by SMS.
+    phone: Mapped[str | None] = mapped_column(sa.String(20), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

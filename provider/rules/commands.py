@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import make_url
 
 from provider.auth import build_authenticator
+from provider.comms.signin_checks import otp_problems
 from provider.comms.templates import MessageTemplate
 from provider.db.session import Database
 from provider.domain import Operation
@@ -159,6 +160,7 @@ def _print_warnings(rules_file: RulesFile, settings: Settings) -> None:
     warnings = [
         *channel_warnings(rules_file.channels, settings.environment, settings.secret_vars),
         *unguarded_lookups(rules_file.rules),
+        *otp_problems(settings, rules_file.channels, rules_file.templates),
     ]
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)

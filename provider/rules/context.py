@@ -20,6 +20,9 @@
   directory does not know the user;
 * ``groups``: the user's group names (``in`` ignores case); empty otherwise;
 * ``vars``: the global variables (:mod:`provider.comms.templates`), set by the rule set.
+* ``code`` and ``minutes``: a one-time sign-in code and how many minutes it lasts, when
+  a sign-in code's template is rendered (:mod:`provider.comms.signin_delivery`); ``""``
+  in every other context.
 
 The password variables (``authPW``, ``loginPassword``) are never in the context.
 """
@@ -30,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from provider.auth.usernames import normalise_username
-from provider.domain import Identity, Operation
+from provider.domain import Identity, Method
 from provider.errors import InvalidInput
 from provider.event_types import event_name
 from provider.redact import SECRET_VARIABLES
@@ -62,8 +65,22 @@ _CF_LENGTH = len(CUSTOM_FIELD_PREFIX)
 _ARGS_LENGTH = len(ARGUMENT_PREFIX)
 
 #: Every name a condition or template may use.
+#: Set only when a sign-in code's template is rendered (``""`` otherwise).
+SIGN_IN_CODE_NAMES = ("code", "minutes")
+
 CONTEXT_NAMES: frozenset[str] = frozenset(
-    (*CANONICAL_NAMES, "cf", "args", "variables", "eventName", "method", "user", "groups", "vars")
+    (
+        *CANONICAL_NAMES,
+        "cf",
+        "args",
+        "variables",
+        "eventName",
+        "method",
+        "user",
+        "groups",
+        "vars",
+        *SIGN_IN_CODE_NAMES,
+    )
 )
 
 V = TypeVar("V")
@@ -175,7 +192,7 @@ _NO_VARS: CaseInsensitiveDict[str] = CaseInsensitiveDict()
 
 
 def build_context(
-    operation: Operation,
+    operation: Method,
     variables: InputVariables,
     identity: Identity | None,
     global_vars: CaseInsensitiveDict[str] = _NO_VARS,
@@ -215,4 +232,6 @@ def build_context(
     context["user"] = user_mapping(identity)
     context["groups"] = Names(identity.groups if identity is not None else ())
     context["vars"] = global_vars
+    for name in SIGN_IN_CODE_NAMES:
+        context[name] = ""
     return context

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from time import monotonic
 from typing import Any
 
-from provider.domain import CustomFieldData, Decision, Identity, Notification, Operation
+from provider.domain import ALL_METHODS, CustomFieldData, Decision, Identity, Method, Notification
 from provider.errors import RuleError, RuleLimitExceeded
 from provider.metrics import RULE_ERRORS
 from provider.rules.context import CONTEXT_NAMES, CaseInsensitiveDict, build_context
@@ -364,7 +364,7 @@ class _Accumulator:
                 decision.fields[index] = replace(data, name=decision.fields[index].name)
 
 
-def _rule_error(rule: CompiledRule, operation: Operation, stage: str, exc: Exception) -> None:
+def _rule_error(rule: CompiledRule, operation: Method, stage: str, exc: Exception) -> None:
     """Log and count a rule's run-time error (``outcome``: ``denied`` or ``skipped``)."""
     RULE_ERRORS.labels(rule=rule.name).inc()
     log.warning(
@@ -385,7 +385,7 @@ def _rule_error(rule: CompiledRule, operation: Operation, stage: str, exc: Excep
 
 def _failed(
     rule: CompiledRule,
-    operation: Operation,
+    operation: Method,
     stage: str,
     exc: Exception,
     *,
@@ -428,9 +428,9 @@ class RuleSet:
         #: ``vars`` of every condition and template (global variables, names ignore case).
         self.variables = CaseInsensitiveDict((variables or {}).items())
         self.rules: tuple[CompiledRule, ...] = tuple(ordered)
-        self._all: dict[Operation, tuple[CompiledRule, ...]] = {}
-        self._enabled: dict[Operation, tuple[CompiledRule, ...]] = {}
-        for operation in Operation:
+        self._all: dict[Method, tuple[CompiledRule, ...]] = {}
+        self._enabled: dict[Method, tuple[CompiledRule, ...]] = {}
+        for operation in ALL_METHODS:
             applicable = tuple(r for r in ordered if operation in r.rule.methods)
             self._all[operation] = applicable
             self._enabled[operation] = tuple(r for r in applicable if r.rule.enabled)
@@ -438,13 +438,13 @@ class RuleSet:
     def __len__(self) -> int:
         return len(self.rules)
 
-    def for_method(self, operation: Operation, *, include_disabled: bool = False) -> tuple[CompiledRule, ...]:
+    def for_method(self, operation: Method, *, include_disabled: bool = False) -> tuple[CompiledRule, ...]:
         """The rules of ``operation`` in evaluation order."""
         return (self._all if include_disabled else self._enabled)[operation]
 
     def evaluate(
         self,
-        operation: Operation,
+        operation: Method,
         variables: InputVariables,
         identity: Identity | None,
         trace: list[TraceEntry] | None = None,
@@ -466,7 +466,7 @@ class RuleSet:
 
     @staticmethod
     def _evaluate(
-        rules: Sequence[CompiledRule], scope: Scope, operation: Operation, trace: list[TraceEntry] | None
+        rules: Sequence[CompiledRule], scope: Scope, operation: Method, trace: list[TraceEntry] | None
     ) -> Decision:
         """The rules in order, with ``scope``'s budget active (what :meth:`CompiledRule.matches`
         does per rule is inlined: the deadline, then the condition in the shared context)."""

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from provider.comms.templates import global_variables
-from provider.domain import Decision, Identity, Operation
+from provider.domain import Decision, Identity, Method
 from provider.errors import StorageError
 from provider.metrics import RULE_ERRORS, RULES_RELOADED
 from provider.rules.engine import CompiledRule, RuleCompileError, RuleSet, compile_rule
@@ -62,9 +62,7 @@ class StoredRules:
         self._checked_at = 0.0
         self._compiled: dict[str, CompiledRule] = {}
 
-    def evaluate(
-        self, operation: Operation, variables: InputVariables, identity: Identity | None
-    ) -> Decision:
+    def evaluate(self, operation: Method, variables: InputVariables, identity: Identity | None) -> Decision:
         """The decision of the current rules for one call (see the module docstring)."""
         rule_set = self.rule_set()
         with lookup_scope(self._optout_lookup):

@@ -28,7 +28,7 @@ from provider.channels.registry import channel_missing_variables, validate_chann
 from provider.channels.validation import DEFAULT_SECRET_VARS, plain_settings
 from provider.comms.checks import TemplateChecks
 from provider.comms.templates import MessageTemplate
-from provider.domain import Operation
+from provider.domain import ALL_METHODS, Method, Operation, method_named
 from provider.errors import RuleProblem, RulesFileError
 from provider.rules.action_checks import (
     YAML_BOOLEAN_HINT,
@@ -58,7 +58,7 @@ PRIORITY_LIMIT = 1_000_000_000
 TOP_KEYS = ("variables", "channels", "templates", "rules")
 RULE_KEYS = ("name", "description", "method", "priority", "enabled", "when", "on_error", "then")
 CHANNEL_RESERVED = ("type", "enabled")
-METHOD_NAMES = tuple(op.value for op in Operation)
+METHOD_NAMES = tuple(op.value for op in ALL_METHODS)
 
 
 def _can_deny(actions: Actions) -> bool:
@@ -296,7 +296,7 @@ class _Validator(TemplateChecks):
 
     def method(
         self, body: Mapping[Any, Any], rule: str | None
-    ) -> tuple[str | tuple[str, ...] | None, set[Operation]]:
+    ) -> tuple[str | tuple[str, ...] | None, set[Method]]:
         line = line_of(body, "method")
         if "method" not in body:
             self.add(
@@ -314,15 +314,15 @@ class _Validator(TemplateChecks):
             if len(names) > 1:
                 self.add("'*' already means every method; do not list others with it", line=line, rule=rule)
                 return None, set()
-            return ANY_METHOD, set(Operation)
-        methods: set[Operation] = set()
+            return ANY_METHOD, set(Operation)  # the SOAP operations; rules-only methods are named
+        methods: set[Method] = set()
         ok = True
         for n in names:
             if n in METHOD_NAMES:
-                if Operation(n) in methods:
+                if method_named(n) in methods:
                     self.add(f"method {n!r} is listed twice", line=line, rule=rule)
                     ok = False
-                methods.add(Operation(n))
+                methods.add(method_named(n))
             else:
                 self.add(
                     f"unknown method {n!r}{did_you_mean(n, METHOD_NAMES)} (known: {', '.join(METHOD_NAMES)}, '*')",
@@ -338,14 +338,14 @@ class _Validator(TemplateChecks):
         self,
         actions: Actions,
         method: str | tuple[str, ...],
-        methods: set[Operation],
+        methods: set[Method],
         line: int | None,
         rule: str | None,
-    ) -> set[Operation]:
+    ) -> set[Method]:
         names = actions.names()
         if method == ANY_METHOD:
             # '*' narrows to the operations that support every action of the rule.
-            narrowed = set(Operation)
+            narrowed: set[Method] = set(Operation)
             for action in names:
                 narrowed &= ACTION_METHODS[action]
             if not narrowed:
@@ -355,7 +355,7 @@ class _Validator(TemplateChecks):
             return narrowed
         for action in names:
             for op in sorted(methods - ACTION_METHODS[action], key=lambda o: METHOD_NAMES.index(o.value)):
-                allowed = ", ".join(o.value for o in Operation if o in ACTION_METHODS[action])
+                allowed = ", ".join(o.value for o in ALL_METHODS if o in ACTION_METHODS[action])
                 self.add(f"{action!r} is not valid for {op.value} (only for {allowed})", line=line, rule=rule)
         return methods
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from provider.channels.config import ChannelConfig
 from provider.comms.templates import MessageTemplate
-from provider.domain import Operation
+from provider.domain import ALL_METHODS, Method, Operation, RulesMethod
 
 #: ``method: "*"``: every operation whose actions the rule's ``then`` can express.
 ANY_METHOD = "*"
@@ -32,9 +32,9 @@ DENY = "deny"
 SKIP = "skip"
 ON_ERROR_VALUES: tuple[str, ...] = (DENY, SKIP)
 
-#: Which action is valid for which operation.
-ACTION_METHODS: Mapping[str, frozenset[Operation]] = {
-    "allow": frozenset(Operation) - {Operation.NOTIFY_EVENT_FIRED},
+#: Which action is valid for which operation (``RequestSignInCode`` takes ``allow`` and ``stop``).
+ACTION_METHODS: Mapping[str, frozenset[Method]] = {
+    "allow": frozenset(Operation) - {Operation.NOTIFY_EVENT_FIRED} | {RulesMethod.REQUEST_SIGN_IN_CODE},
     "allow_tickets": frozenset({Operation.GET_CUSTOM_FIELD_OPTIONS}),
     "allow_chats": frozenset({Operation.GET_CUSTOM_FIELD_OPTIONS}),
     "message": frozenset(Operation) - {Operation.NOTIFY_EVENT_FIRED},
@@ -42,7 +42,7 @@ ACTION_METHODS: Mapping[str, frozenset[Operation]] = {
     "fields": frozenset({Operation.GET_CUSTOM_FIELD_OPTIONS}),
     "html": frozenset({Operation.GET_USER_DETAILS}),
     "notify": frozenset({Operation.NOTIFY_EVENT_FIRED}),
-    "stop": frozenset(Operation),
+    "stop": frozenset(ALL_METHODS),
 }
 
 #: The order actions are written in (export) and applied in.
@@ -184,7 +184,7 @@ class Rule:
 
     name: str
     method: str | tuple[str, ...]
-    methods: frozenset[Operation]
+    methods: frozenset[Method]
     then: Actions
     when: str | None = None
     priority: int = 0
@@ -211,7 +211,7 @@ class Rule:
 
     def method_names(self) -> list[str]:
         """The operations this rule applies to, in the documented order."""
-        return [op.value for op in Operation if op in self.methods]
+        return [op.value for op in ALL_METHODS if op in self.methods]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 from provider.calls import Provider
 from provider.comms.templates import global_variables
 from provider.db.session import Database
-from provider.domain import Authenticator, CallRequest, CallResult, Decision, Identity, Operation
+from provider.domain import Authenticator, CallRequest, CallResult, Decision, Identity, Method, Operation
 from provider.errors import AuthenticationFailed, ConfigError
 from provider.redact import is_secret_variable
 from provider.rules.engine import RuleSet, TraceEntry, compile_rules
@@ -64,9 +64,7 @@ class _TracingEvaluator:
         self.identity: Identity | None = None
         self.evaluated = False
 
-    def evaluate(
-        self, operation: Operation, variables: InputVariables, identity: Identity | None
-    ) -> Decision:
+    def evaluate(self, operation: Method, variables: InputVariables, identity: Identity | None) -> Decision:
         self.identity = self._user if self._user is not None else identity
         self.evaluated = True
         self.decision = self._rule_set.evaluate(

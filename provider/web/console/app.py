@@ -48,7 +48,7 @@ CSRF_FIELD = "csrf_token"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class _SessionInterface(SecureCookieSessionInterface):
+class HttpsAwareSessions(SecureCookieSessionInterface):
     """Flask's signed cookie session, ``Secure`` exactly when this request came over HTTPS."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
@@ -121,7 +121,7 @@ def build_console(
         MAX_CONTENT_LENGTH=1_048_576,
     )
     app.config["TRUSTED_PROXIES"] = trusted_proxies
-    app.session_interface = _SessionInterface()
+    app.session_interface = HttpsAwareSessions()
     app.extensions["console_services"] = services
     app.jinja_env.globals.update(csrf_token=csrf_token, current_user=current_user, csrf_field=CSRF_FIELD)
     app.jinja_env.filters["age"] = age_text
@@ -130,7 +130,7 @@ def build_console(
     @app.before_request
     def check_request() -> Response | None:
         g.https = came_over_https(request.environ, trusted_proxies)
-        if request.method == "POST" and not _csrf_valid():
+        if request.method == "POST" and not csrf_valid():
             abort(403)
         g.user = _session_user(services, idle_seconds)
         if g.user is None and request.endpoint not in _PUBLIC_ENDPOINTS:
@@ -155,7 +155,7 @@ def age_text(seconds: float) -> str:
     return f"{value} second" + ("" if value == 1 else "s")
 
 
-def _csrf_valid() -> bool:
+def csrf_valid() -> bool:
     expected = session.get(CSRF_FIELD)
     given = request.form.get(CSRF_FIELD, "")
     return isinstance(expected, str) and hmac.compare_digest(expected.encode(), given.encode())
