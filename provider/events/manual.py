@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
 
 from provider.db.base import utcnow
@@ -149,8 +149,12 @@ class AuditRow:
 
 
 def audit_of(database: Database, delivery_id: int) -> list[AuditRow]:
-    """The manual actions recorded for ``delivery_id``, oldest first."""
-    query = select(DeliveryAudit).where(DeliveryAudit.delivery_id == delivery_id).order_by(DeliveryAudit.id)
+    """The manual actions on ``delivery_id``, and the re-send that made it, oldest first."""
+    query = (
+        select(DeliveryAudit)
+        .where(or_(DeliveryAudit.delivery_id == delivery_id, DeliveryAudit.new_delivery_id == delivery_id))
+        .order_by(DeliveryAudit.id)
+    )
     with database.session() as session:
         return [
             AuditRow(a.created_at, a.actor, a.command, a.action, a.delivery_id, a.new_delivery_id)

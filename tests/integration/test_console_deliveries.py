@@ -215,6 +215,8 @@ def test_retry_now_and_send_again_change_what_they_say_and_are_audited(
         "ann@example.org",
     )
     assert copy.params == original.params and copy.key != original.key and copy.attempts == ()
+    copy_page = client.get(f"/admin/deliveries/{new_id}").get_data(as_text=True)
+    assert f'href="/admin/deliveries/{delivered}"' in copy_page and f"{new_id} (this one)" in copy_page
     assert audit_rows(database) == [
         ("console:root", "retry", failed, None),
         ("console:root", "resend", delivered, new_id),

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -168,9 +169,17 @@ def event_detail(event_id: int) -> Any:
     return _page("event.html", f"Event {event_id}", event=found[0], deliveries=deliveries)
 
 
-def shown_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """A delivery's parameters for the page: secret-named values replaced."""
-    return {k: REDACTED if is_secret_name(str(k)) else v for k, v in params.items()}
+def shown_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """A delivery's parameters as text for the page (JSON but for plain text), secret-named
+    values replaced."""
+    return {
+        str(k): REDACTED
+        if is_secret_name(str(k))
+        else v
+        if isinstance(v, str)
+        else json.dumps(v, ensure_ascii=False, sort_keys=True, default=str)
+        for k, v in params.items()
+    }
 
 
 @blueprint.route("/deliveries/<int:delivery_id>")
