@@ -206,6 +206,7 @@ def test_notify_event_retry_send_again_csv_and_expiry_in_chromium(
             page.get_by_role("link", name="Events", exact=True).click()
             expect(page).to_have_url(re.compile(r"/admin/signin$"))
             expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+            expect(page.get_by_role("status")).to_contain_text("session ended")
             page.screenshot(path=shots / f"deliveries-{backend}-expired.png", full_page=True)
         finally:
             browser.close()

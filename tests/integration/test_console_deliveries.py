@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, update
+from werkzeug.exceptions import NotFound
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client
 
 from provider.app import build_application
@@ -36,7 +38,10 @@ from provider.rules.evaluator import StoredRules
 from provider.rules.loader import parse_rules
 from provider.rules.store import RuleStore
 from provider.variables import InputVariables
-from tests.integration.test_console import HOSTILE, add_user, csrf, settings, sign_in
+from provider.web.console.app import build_console
+from provider.web.console.services import ConsoleServices
+from provider.web.console.signin import ConsoleSignIn
+from tests.integration.test_console import HOSTILE, FakeClock, add_user, csrf, settings, sign_in
 from tests.integration.test_worker_reports import Cli
 from tests.support import base_env
 
@@ -381,3 +386,23 @@ def test_retry_now_accepts_pending_and_failed_only(database: Database, store: Ru
     with pytest.raises(ProviderError, match="only failed or pending"):
         manual.retry_delivery(database, delivered, actor="a", command="c")
     assert audit_rows(database) == [("a", "retry", pending, None)]
+
+
+def test_an_expired_session_says_so_on_the_sign_in_page(database: Database, store: RuleStore) -> None:
+    add_user(database, "root", ADMIN)
+    clock = FakeClock()
+    services = ConsoleServices(
+        database=database,
+        sign_in=ConsoleSignIn.from_settings(settings("sqlite://"), database, None),
+        clock=clock,
+    )
+    console = Client(
+        DispatcherMiddleware(
+            NotFound(), {"/admin": build_console(services, secret="s" * 32, idle_seconds=60)}
+        )
+    )
+    assert sign_in(console, "root").status_code == 302
+    clock.now += 61
+    response = console.get("/admin/deliveries")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/admin/signin")
+    assert "Your session ended" in console.get("/admin/signin").get_data(as_text=True)
