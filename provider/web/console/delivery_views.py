@@ -139,6 +139,7 @@ def deliveries() -> Any:
         first=(page - 1) * PAGE_SIZE + 1,
         pager=page_links("console.deliveries", args, page, more),
         csv_url=url_for("console.deliveries_csv", **_kept(args)),
+        csv_limit=CSV_LIMIT,
     )
     return (html, 400) if errors else html
 
