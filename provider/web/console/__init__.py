@@ -46,6 +46,8 @@ def build_console_app(
         database=database,
         sign_in=ConsoleSignIn.from_settings(settings, database, directory),
         readiness=readiness,
+        settings=settings,
+        authenticator=directory,
     )
     return build_console(
         services,

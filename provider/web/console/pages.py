@@ -16,6 +16,8 @@ class Page:
 PAGES: tuple[Page, ...] = (
     Page("console.overview", "Overview"),
     Page("console.rules", "Rules"),
+    Page("console.test_call", "Test a call"),
+    Page("console.directory", "Directory"),
     Page("console.calls", "Calls"),
     Page("console.events", "Events"),
     Page("console.deliveries", "Deliveries"),
