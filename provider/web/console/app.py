@@ -102,7 +102,8 @@ def build_console(
     trusted_proxies: tuple[IPNetwork, ...] = (),
 ) -> Flask:
     """The console WSGI application over ``services``, signing sessions with ``secret``."""
-    from provider.web.console import delivery_views, directory_views, test_call_views  # noqa: F401 (their routes)
+    # the modules that add their routes to the blueprint
+    from provider.web.console import delivery_views, directory_views, test_call_views  # noqa: F401
     from provider.web.console.views import blueprint  # the views import this module's helpers
 
     app = Flask(
