@@ -191,6 +191,7 @@ class Outbox:
                     age_from=now,
                     created_at=now,
                     updated_at=now,
+                    template=notification.template[:200] if notification.template else None,
                 )
             )
         session.flush()

@@ -180,7 +180,7 @@ class CompiledRule:
         set_values: tuple[tuple[str, TextTemplate], ...],
         fields: tuple[CompiledField, ...],
         html: TextTemplate | None,
-        notify: tuple[tuple[str, _Params], ...],
+        notify: tuple[tuple[str, str | None, _Params], ...],
     ) -> None:
         self.rule = rule
         self.name = rule.name
@@ -225,8 +225,8 @@ class CompiledRule:
             fields=[f.render(scope) for f in self.fields] if self.fields else [],
             html=html.render(scope) if html is not None else None,
             notifications=[
-                Notification(rule=self.name, channel=channel, params=params.render(scope))
-                for channel, params in self.notify
+                Notification(rule=self.name, channel=channel, params=params.render(scope), template=template)
+                for channel, template, params in self.notify
             ]
             if self.notify
             else [],
@@ -291,7 +291,8 @@ class _Compiler:
             fields.append(CompiledField(spec, options, options_from))
         html = self.text(("then", "html"), then.html, html=True) if then.html is not None else None
         notify = tuple(
-            (entry.channel, self.params(("then", "notify", i), entry)) for i, entry in enumerate(then.notify)
+            (entry.channel, entry.template, self.params(("then", "notify", i), entry))
+            for i, entry in enumerate(then.notify)
         )
         if self.problems:
             raise RuleCompileError(rule.name, self.problems)

@@ -22,7 +22,7 @@ from provider.db.events import (
 )
 from provider.db.session import Database
 from provider.errors import ChannelError
-from provider.events import reports
+from provider.events import manual, reports
 from provider.events.worker import Worker
 from provider.settings import Settings, WorkerSettings
 from tests.integration.test_worker_channel import (
@@ -218,7 +218,7 @@ def test_final_error_fails_at_once_and_can_be_retried_by_hand(
     assert (d.status, d.attempts, d.last_status) == (FAILED, 1, 403)
     assert d.last_error is not None and "E1042" in d.last_error and "template missing" in d.last_error
     assert worker.run_once() == 0
-    reports.retry_delivery(database, d.id, now=clock.now)
+    manual.retry_delivery(database, d.id, actor="t", command="test", now=clock.now)
     assert worker.run_once() == 1
     [d] = deliveries(database)
     assert (d.status, d.attempts) == (DELIVERED, 1)
