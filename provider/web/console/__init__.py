@@ -46,6 +46,7 @@ def build_console_app(
         database=database,
         sign_in=ConsoleSignIn.from_settings(settings, database, directory),
         readiness=readiness,
+        settings=settings,
     )
     return build_console(
         services,

@@ -16,6 +16,7 @@ class Page:
 PAGES: tuple[Page, ...] = (
     Page("console.overview", "Overview"),
     Page("console.rules", "Rules"),
+    Page("console.templates", "Templates"),
     Page("console.calls", "Calls"),
     Page("console.events", "Events"),
     Page("console.deliveries", "Deliveries"),

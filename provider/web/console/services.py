@@ -14,6 +14,7 @@ from pathlib import Path
 
 from provider.db.session import Database
 from provider.rules.store import RuleStore
+from provider.settings import Settings
 from provider.web.console.signin import ConsoleSignIn
 
 _WEB = resources.files("provider.web")
@@ -29,6 +30,7 @@ class ConsoleServices:
     clock: Callable[[], float] = time.time
     template_folder: Path = Path(str(_WEB.joinpath("templates")))
     static_folder: Path = Path(str(_WEB.joinpath("static")))
+    settings: Settings | None = None  # the rules editor's validator options (None: the defaults)
 
     @property
     def rules(self) -> RuleStore:
