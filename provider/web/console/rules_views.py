@@ -21,6 +21,7 @@ Every ``POST`` passed the console's CSRF check before it gets here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -138,6 +139,37 @@ def _on_error_text(stored: StoredRule) -> str:
 
 
 # --- the rules file editor ----------------------------------------------------------------
+
+
+@blueprint.app_template_filter("whatif_changes")
+def whatif_changes(diff: Mapping[str, Any]) -> list[tuple[str, str | None, str | None]]:
+    """A what-if difference (:func:`provider.rules.whatif.diff`) as ``(what, before, after)`` rows
+    for a reader: ``None`` where a value was added or dropped."""
+    rows: list[tuple[str, str | None, str | None]] = []
+    for key, label in (("success", "Success"), ("message", "Message"), ("html", "UserInfoHtml")):
+        if key in diff:
+            before, after = diff[key]
+            rows.append((label, _text(before), _text(after)))
+    output = diff.get("output") or {}
+    rows += [(f"output {n}", None, str(v)) for n, v in (output.get("added") or {}).items()]
+    rows += [(f"output {n}", str(v), None) for n, v in (output.get("removed") or {}).items()]
+    rows += [(f"output {n}", str(b), str(a)) for n, (b, a) in (output.get("changed") or {}).items()]
+    if "fields" in diff:
+        before, after = diff["fields"]
+        rows.append(("custom fields", _text(before), _text(after)))
+    notes = diff.get("notifications") or {}
+    rows += [("notification", None, _note(n)) for n in notes.get("added") or []]
+    rows += [("notification", _note(n), None) for n in notes.get("dropped") or []]
+    return rows
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _note(notification: Mapping[str, Any]) -> str:
+    params = json.dumps(notification.get("params", {}), ensure_ascii=False)
+    return f"{notification.get('channel')} (rule {notification.get('rule')}): {params}"
 
 
 @blueprint.route("/rules-file", methods=["GET"])
