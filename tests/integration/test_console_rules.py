@@ -92,7 +92,7 @@ def text_of(response: TestResponse) -> str:
 
 def editor_text(response: TestResponse) -> str:
     match = re.search(
-        r'<textarea id="rules_file" name="rules_file"[^>]*>(.*?)</textarea>', text_of(response), re.S
+        r'<textarea id="rules_file" name="rules_file"[^>]*>\n(.*?)</textarea>', text_of(response), re.S
     )
     assert match is not None, "no rules file textarea"
     return unescape(match.group(1))
@@ -131,7 +131,7 @@ def test_one_rule_shows_its_parts_place_in_the_order_and_history(client: Client,
     facts = " ".join(facts.split())
     assert "Operations StartTicket" in facts and "Priority 10" in facts
     assert f"Condition variables.get('x') == '{HOSTILE}'" in facts
-    assert "Actions allow, message" in facts
+    assert f"Actions allow: false message: {HOSTILE}" in facts
     assert "deny: fails closed, its denials apply (the default for a rule that can deny)" in facts
     # StartTicket runs first-tickets (priority 5), then hostile (10).
     assert "StartTicket 2 of 2 first-tickets (last)" in facts
@@ -230,7 +230,7 @@ rules:
     response = post_file(client, draft, "validate")
     assert response.status_code == 200
     html = text_of(response)
-    assert "The file is valid: 2 rules, 1 channels" in html
+    assert "The file is valid: 2 rules, 1 channel," in html
     sections = html.split("<h2 ")
     imp = next(s for s in sections if "What Import would change" in s)
     rep = next(s for s in sections if "What Replace all would change" in s)
