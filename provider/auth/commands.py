@@ -22,12 +22,19 @@ from typing import Any, TextIO
 
 from provider.auth.explain import utc_text
 from provider.auth.ldap import LdapAuthenticator
+from provider.auth.ldap_check import (
+    ACCEPTED,
+    CONNECTION_HINT,
+    REFUSED,
+    UserCheck,
+    check_connection,
+    check_user,
+)
 from provider.auth.ldap_pool import LdapPool
 from provider.auth.local import ADMIN, VIEWER, LocalUsers, UserError
 from provider.auth.throttle import KeyStatus, Throttle, user_key
-from provider.auth.usernames import parse_username
 from provider.db.session import Database
-from provider.errors import AuthenticationFailed, ConfigError, DirectoryUnavailable
+from provider.errors import ConfigError
 from provider.settings import Settings
 
 EXIT_OK = 0
@@ -214,44 +221,39 @@ def _cmd_ldap_check(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError("--password needs a USERNAME")
         password = read_password(f"Password for {args.username}: ", confirm=False)
     pool = LdapPool(ldap)
-    healthy = True
     try:
         print(f"auth backend: {settings.auth}")
         if ldap.ca_file:
             print(f"CA file: {ldap.ca_file}")
-        for report in pool.check_servers():
+        connection = check_connection(pool)
+        for report in connection.servers:
             status = "ok" if report.ok else "FAILED"
             print(f"server {report.url}: {status} ({report.seconds * 1000:.0f} ms)")
             print(f"  tls: {report.tls}")
             print(f"  bind: {report.service_bind}")
             if report.error:
                 print(f"  error: {report.error}")
-            healthy = healthy and report.ok
+        healthy = connection.ok
         if not healthy:
-            print(
-                "hint: check the URL, the firewall, ST_PROVIDER_LDAP_CA_FILE "
-                "and the host name in the certificate"
-            )
+            print(f"hint: {CONNECTION_HINT}")
         if args.username:
-            healthy = _check_user(LdapAuthenticator(ldap, pool), args.username, password) and healthy
+            user = check_user(LdapAuthenticator(ldap, pool), args.username, password)
+            _print_user(user)
+            healthy = user.ok and healthy
     finally:
         pool.close()
     print("result: ok" if healthy else "result: problems found")
     return EXIT_OK if healthy else EXIT_FAILURE
 
 
-def _check_user(authenticator: LdapAuthenticator, username: str, password: str | None) -> bool:
-    try:
-        report = authenticator.inspect(username)
-    except DirectoryUnavailable as exc:
-        print(f"user {username.strip()}: directory unavailable ({exc})")
-        return False
-    try:
-        search_filter = authenticator.user_filter(parse_username(username))
-    except ValueError:
-        search_filter = "(not a usable username)"
-    print(f"user {username.strip()}:")
-    print(f"  filter: {search_filter}")
+def _print_user(check: UserCheck) -> None:
+    """``ldap check USERNAME``'s lines for one :class:`UserCheck`."""
+    report = check.report
+    if report is None:
+        print(f"user {check.username}: directory unavailable ({check.unavailable})")
+        return
+    print(f"user {check.username}:")
+    print(f"  filter: {check.search_filter}")
     if report.entry is None:
         print(f"  not found ({report.problem}; {report.matches} entries matched)")
     else:
@@ -262,16 +264,12 @@ def _check_user(authenticator: LdapAuthenticator, username: str, password: str |
             print(f"  display name: {identity.display_name or '-'}")
             print(f"  groups: {', '.join(identity.groups) or '-'}")
         print(f"  account: {'usable' if report.problem is None else report.problem}")
-    ok = report.problem is None
-    if password is not None:
-        try:
-            authenticator.authenticate(username, password)
-        except AuthenticationFailed as exc:
-            print(f"  password: refused ({exc.reason})")
-            ok = False
-        except DirectoryUnavailable as exc:
-            print(f"  password: not checked, directory unavailable ({exc})")
-            ok = False
-        else:
-            print("  password: accepted")
-    return ok
+    password = check.password
+    if password is None:
+        return
+    if password.outcome == ACCEPTED:
+        print("  password: accepted")
+    elif password.outcome == REFUSED:
+        print(f"  password: refused ({password.reason})")
+    else:
+        print(f"  password: not checked, {password.detail}")

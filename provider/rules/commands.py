@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -43,12 +42,10 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import make_url
 
 from provider.auth import build_authenticator
-from provider.calls import Provider
-from provider.comms.templates import MessageTemplate, global_variables
+from provider.comms.templates import MessageTemplate
 from provider.db.session import Database
-from provider.domain import Authenticator, CallRequest, CallResult, Decision, Identity, Operation
-from provider.errors import AuthenticationFailed, ConfigError, RulesFileError, StorageError
-from provider.redact import SECRET_VARIABLES
+from provider.domain import Operation
+from provider.errors import ConfigError, RulesFileError, StorageError
 from provider.rules import version_commands
 from provider.rules.cli_support import (
     add_actor_argument,
@@ -58,14 +55,13 @@ from provider.rules.cli_support import (
     print_problems,
 )
 from provider.rules.drafts import draft_warnings, parse_for_store, summary_lines
-from provider.rules.engine import NOT_REACHED, RuleSet, TraceEntry, compile_rules
-from provider.rules.limits import RuleLimits
+from provider.rules.engine import NOT_REACHED
 from provider.rules.loader import load_rules_file, read_rules_text
 from provider.rules.model import RulesFile
 from provider.rules.store import RuleStore
+from provider.rules.trial import parse_operation, trial_call, variable_pairs
 from provider.rules.whatif import register_whatif
-from provider.settings import Secret, Settings
-from provider.variables import InputVariables, split_entry
+from provider.settings import Settings
 
 T = TypeVar("T")
 
@@ -341,126 +337,23 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
 # --- test --------------------------------------------------------------------------
 
 
-class _TestAuthenticator:
-    """The service's authenticator for ``rules test``: users are looked up, never
-    password-checked (a login is evaluated as if the password were right)."""
-
-    def __init__(self, inner: Authenticator | None, user: Identity | None) -> None:
-        self._inner = inner
-        self._user = user
-
-    def authenticate(self, username: str, password: str, *, client_address: str | None = None) -> Identity:
-        identity = self.lookup(username)
-        if identity is None:
-            raise AuthenticationFailed("unknown_user")
-        return identity
-
-    def lookup(self, username: str) -> Identity | None:
-        if self._user is not None:
-            return self._user
-        if self._inner is None:
-            return None
-        return self._inner.lookup(username)
-
-
-class _TracingEvaluator:
-    """Evaluates with a trace; ``--user`` replaces whatever user the call would have."""
-
-    def __init__(self, rule_set: RuleSet, user: Identity | None, limits: RuleLimits) -> None:
-        self._rule_set = rule_set
-        self._limits = limits
-        self._user = user
-        self.trace: list[TraceEntry] = []
-        self.decision: Decision | None = None
-        self.identity: Identity | None = None
-        self.evaluated = False
-
-    def evaluate(
-        self, operation: Operation, variables: InputVariables, identity: Identity | None
-    ) -> Decision:
-        self.identity = self._user if self._user is not None else identity
-        self.evaluated = True
-        self.decision = self._rule_set.evaluate(
-            operation, variables, self.identity, trace=self.trace, limits=self._limits
-        )
-        return self.decision
-
-
-def _operation(name: str) -> Operation:
-    for op in Operation:
-        if op.value.lower() == name.strip().lower():
-            return op
-    raise ConfigError(f"unknown operation {name!r} (known: {', '.join(op.value for op in Operation)})")
-
-
-def _pairs(entries: list[str]) -> list[tuple[str, str]]:
-    pairs = []
-    for entry in entries:
-        split = split_entry(entry)
-        if split is None or not split[0].strip():
-            raise ConfigError(f"{entry!r} is not NAME=VALUE")
-        if split[0].strip().lower() in SECRET_VARIABLES:
-            raise ConfigError(f"do not give {split[0].strip()}: rules never see passwords")
-        pairs.append((split[0].strip(), split[1]))
-    return pairs
-
-
-def _result_payload(result: CallResult) -> dict[str, Any]:
-    return {
-        "success": result.success,
-        "message": result.message,
-        "output": result.output.to_list(),
-        "custom_fields": [asdict(f) for f in result.custom_fields],
-        "user_info_html": result.user_info_html,
-    }
-
-
 def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
-    operation = _operation(args.operation)
-    pairs = _pairs(args.variables)
+    operation = parse_operation(args.operation)
+    pairs = variable_pairs(args.variables)
     with open_database(settings) as database:
-        snapshot = RuleStore(database).snapshot()
-        authenticator = build_authenticator(settings, database)
-        user = None
-        if args.user:
-            if authenticator is None:
-                raise ConfigError("--user needs a directory or local users, but ST_PROVIDER_AUTH is none")
-            user = authenticator.lookup(args.user)
-            if user is None:
-                raise ConfigError(f"the directory does not know an enabled user {args.user!r}")
-        rule_set = compile_rules(
-            snapshot.valid_rules(),
-            version=snapshot.version,
-            variables=global_variables(settings.read_only_vars, snapshot.variables),
+        report = trial_call(
+            settings,
+            database,
+            operation,
+            pairs,
+            authenticator=build_authenticator(settings, database),
+            user=args.user,
         )
-        limits = RuleLimits(max_output=settings.rules_max_output, deadline_ms=settings.rules_deadline_ms)
-        evaluator = _TracingEvaluator(rule_set, user, limits)
-        token = secrets.token_urlsafe(16)
-        provider = Provider(
-            Secret(token), authenticator=_TestAuthenticator(authenticator, user), rules=evaluator
-        )
-        variables = [("authPW", token), *pairs]
-        if operation is Operation.AUTHENTICATE:
-            variables.append(("loginPassword", "(not checked by rules test)"))
-        result = provider.call(CallRequest(operation=operation, variables=InputVariables(variables)))
-    decision = evaluator.decision
-    payload = {
-        "version": snapshot.version,
-        "operation": operation.value,
-        "user": evaluator.identity.username if evaluator.identity is not None else None,
-        "evaluated": evaluator.evaluated,
-        "trace": [asdict(t) for t in evaluator.trace],
-        "matched": list(decision.matched) if decision is not None else [],
-        "notifications": [
-            {"rule": n.rule, "channel": n.channel, "params": n.params}
-            for n in (decision.notifications if decision is not None else [])
-        ],
-        "result": _result_payload(result),
-    }
+    payload = report.payload()
     if args.json:
         print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
         return EXIT_OK
-    _print_test(payload, len(snapshot.rules), [r.name for r in snapshot.rules if r.rule is None])
+    _print_test(payload, report.stored, list(report.invalid))
     return EXIT_OK
 
 

@@ -47,6 +47,7 @@ def build_console_app(
         sign_in=ConsoleSignIn.from_settings(settings, database, directory),
         readiness=readiness,
         settings=settings,
+        authenticator=directory,
     )
     return build_console(
         services,

@@ -102,7 +102,12 @@ def build_console(
     trusted_proxies: tuple[IPNetwork, ...] = (),
 ) -> Flask:
     """The console WSGI application over ``services``, signing sessions with ``secret``."""
-    from provider.web.console import rules_views, template_views  # noqa: F401 (they add routes)
+    from provider.web.console import (  # the modules that add routes to the blueprint
+        directory_views,  # noqa: F401
+        rules_views,  # noqa: F401
+        template_views,  # noqa: F401
+        test_call_views,  # noqa: F401
+    )
     from provider.web.console.views import blueprint  # the views import this module's helpers
 
     app = Flask(

@@ -17,6 +17,8 @@ PAGES: tuple[Page, ...] = (
     Page("console.overview", "Overview"),
     Page("console.rules", "Rules"),
     Page("console.templates", "Templates"),
+    Page("console.test_call", "Test a call"),
+    Page("console.directory", "Directory"),
     Page("console.calls", "Calls"),
     Page("console.events", "Events"),
     Page("console.deliveries", "Deliveries"),

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from provider.db.session import Database
+from provider.domain import Authenticator
 from provider.rules.store import RuleStore
 from provider.settings import Settings
 from provider.web.console.signin import ConsoleSignIn
@@ -30,7 +31,10 @@ class ConsoleServices:
     clock: Callable[[], float] = time.time
     template_folder: Path = Path(str(_WEB.joinpath("templates")))
     static_folder: Path = Path(str(_WEB.joinpath("static")))
-    settings: Settings | None = None  # the rules editor's validator options (None: the defaults)
+    #: the serving settings (Test a call, Directory, the rules editor); None in tests that need neither
+    settings: Settings | None = None
+    #: the provider's (throttled) authenticator: user lookups and directory password tests
+    authenticator: Authenticator | None = None
 
     @property
     def rules(self) -> RuleStore:
