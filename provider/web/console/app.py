@@ -102,8 +102,13 @@ def build_console(
     trusted_proxies: tuple[IPNetwork, ...] = (),
 ) -> Flask:
     """The console WSGI application over ``services``, signing sessions with ``secret``."""
-    # the modules that add their routes to the blueprint
-    from provider.web.console import delivery_views, directory_views, test_call_views  # noqa: F401
+    from provider.web.console import (  # the modules that add routes to the blueprint
+        delivery_views,  # noqa: F401
+        directory_views,  # noqa: F401
+        rules_views,  # noqa: F401
+        template_views,  # noqa: F401
+        test_call_views,  # noqa: F401
+    )
     from provider.web.console.views import blueprint  # the views import this module's helpers
 
     app = Flask(
