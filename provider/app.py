@@ -361,6 +361,7 @@ def build_application(
         accept_namespaces=settings.accept_namespaces,
         max_body_bytes=settings.max_body_bytes,
         public_url=settings.public_url,
+        fast_path=settings.soap_fast_path,
     )
     console: WsgiApp | None = None
     if settings.console.enabled:

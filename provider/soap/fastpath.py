@@ -223,6 +223,7 @@ class FastWriter:
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
+        self._plain = plain_namespace(namespace)
         self._results = {spec.name: _compile(TYPES[spec.result]) for spec in OPERATIONS}
 
     def write(
@@ -235,7 +236,7 @@ class FastWriter:
         if e is None:
             return None
         if foreign is None:
-            if not plain_namespace(self.namespace):
+            if not self._plain:
                 return None
             p = _CONFIGURED_PREFIX
             out = [

@@ -46,7 +46,6 @@ from typing import Any, Final
 from lxml import etree
 
 from provider.domain import CallRequest, CallResult
-from provider.variables import InputVariables
 from provider.settings import ANY_NAMESPACE, MAX_NAMESPACE_LENGTH
 from provider.soap import codec
 from provider.soap.contract import (
@@ -71,6 +70,7 @@ from provider.soap.request import (
 from provider.soap.spyne_server import SpyneCall, build_servers
 from provider.soap.versions import BY_MEDIA_TYPE, SOAP11, SoapVersion, xml_headers
 from provider.soap.wsdl import WsdlDocument, service_address
+from provider.variables import InputVariables
 
 log = logging.getLogger("provider.soap")
 

@@ -12,20 +12,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from provider.app import ProviderApplication
+from provider.app import ProviderApplication, build_application
+from provider.calls import Provider
 from provider.domain import CallRequest, CallResult, CustomFieldData, Operation
+from provider.settings import Secret, Settings
 from provider.soap.codec import xml_safe
 from provider.soap.contract import SOAP11_ENV, SOAP12_ENV
 from provider.soap.fastpath import escape_text, plain_namespace
 from provider.soap.router import SoapRouter
 from provider.variables import OutputVariables
-from tests.fixtures.server import NAMESPACE, WsgiResult, soap_request, wsgi_call
+from tests.fixtures.server import AUTH, NAMESPACE, WsgiResult, soap_request, wsgi_call
+from tests.support import WEB_SERVICE_PASSWORD
 
 FOREIGN = "urn:example:smartertrack-old"
 MAX_BODY = 4 * 1024 * 1024
@@ -116,7 +120,8 @@ def both(pair: Pair, body: bytes, headers: dict[str, str]) -> tuple[WsgiResult, 
 
 # --- strategies ------------------------------------------------------------------------------
 
-_SPECIAL = list("&<>\"'\r\n\t =;]\x00\x01\x1f\x7f\u00e9\u20ac\u2028\ufeff\ufffe\uffff\U0001f600") + [
+_SPECIAL = [
+    *"&<>\"'\r\n\t =;]\x00\x01\x1f\x7f\u00e9\u20ac\u2028\ufeff\ufffe\uffff\U0001f600",
     "\ud800",
     "]]>",
     "&amp;",
@@ -204,7 +209,7 @@ def _envelope(inner: str, *, soap12: bool = False, header: str = "", op_attrs: s
     return (
         f'<?xml version="1.0" encoding="utf-8"?>\n<soap:Envelope xmlns:soap="{env}" '
         'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
-        f"{header}<soap:Body><GetCustomFieldOptions xmlns=\"{NAMESPACE}\"{op_attrs}>{inner}"
+        f'{header}<soap:Body><GetCustomFieldOptions xmlns="{NAMESPACE}"{op_attrs}>{inner}'
         "</GetCustomFieldOptions></soap:Body></soap:Envelope>"
     ).encode()
 
@@ -231,8 +236,12 @@ UNUSUAL = {
         '<inputs><InputVariables><string>a=1</string><string xsi:nil="true"/></InputVariables></inputs>'
     ),
     "a nil inputs": _envelope('<inputs xsi:nil="true"/>'),
-    "an empty entry": _envelope("<inputs><InputVariables><string/><string>a=1</string></InputVariables></inputs>"),
-    "an unknown element": _envelope("<inputs><InputVariables><string>a=1</string></InputVariables><Extra/></inputs>"),
+    "an empty entry": _envelope(
+        "<inputs><InputVariables><string/><string>a=1</string></InputVariables></inputs>"
+    ),
+    "an unknown element": _envelope(
+        "<inputs><InputVariables><string>a=1</string></InputVariables><Extra/></inputs>"
+    ),
     "an element in no namespace": _envelope(
         "<inputs><InputVariables><string xmlns=''>a=1</string></InputVariables></inputs>"
     ),
@@ -289,7 +298,9 @@ def test_a_failing_domain_is_the_same_internal_error(pair: Pair) -> None:
 def test_hostile_input_is_refused_before_the_fast_path(pair: Pair) -> None:
     body = (
         b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]>'
-        + _envelope("<inputs><InputVariables><string>a=&e;</string></InputVariables></inputs>").split(b"?>", 1)[1]
+        + _envelope("<inputs><InputVariables><string>a=&e;</string></InputVariables></inputs>").split(
+            b"?>", 1
+        )[1]
     )
     fast, _, used_fast = both(pair, body, HEADERS)
     assert fast.status == 500
@@ -306,7 +317,52 @@ def test_escaping_round_trips_through_the_parser(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("namespace", "plain"),
-    [("http://tempuri.org/", True), ("urn:a&b", False), ('urn:"q"', False), ("urn:\u00e9", False), ("", False)],
+    [
+        ("http://tempuri.org/", True),
+        ("urn:a&b", False),
+        ('urn:"q"', False),
+        ("urn:\u00e9", False),
+        ("", False),
+    ],
 )
 def test_namespaces_needing_escapes_are_left_to_spyne(namespace: str, plain: bool) -> None:
     assert plain_namespace(namespace) is plain
+
+
+def test_a_namespace_the_writer_leaves_to_spyne_calls_the_domain_once() -> None:
+    odd = "urn:a&b"
+    domains = Answering(CallResult(True, "ok", OutputVariables([("x", "1")]))), Answering()
+    domains[1].result = domains[0].result
+    apps = [
+        ProviderApplication(
+            SoapRouter(
+                d, namespace=NAMESPACE, max_body_bytes=MAX_BODY, accept_namespaces=(odd,), fast_path=fast
+            )
+        )
+        for d, fast in zip(domains, (True, False), strict=True)
+    ]
+    body, headers = soap_request(Operation.START_CHAT, ["a=1"], namespace=odd)
+    (fast, used_fast), (spyne, _) = (_answer(app, body, headers) for app in apps)
+    assert fast.status == spyne.status == 200
+    assert c14n(fast.body) == c14n(spyne.body)
+    assert etree.fromstring(fast.body)[0][0].tag == f"{{{odd}}}StartChatResponse"
+    assert not used_fast
+    assert [len(d.requests) for d in domains] == [1, 1]
+
+
+def test_the_setting_turns_the_fast_path_off(tmp_path: Path) -> None:
+    def app(value: str) -> ProviderApplication:
+        settings = Settings.from_mapping(
+            {
+                "web_service_password": WEB_SERVICE_PASSWORD,
+                "database_url": f"sqlite:///{tmp_path / 'unused.db'}",
+                "soap_fast_path": value,
+            }
+        )
+        return build_application(settings, provider=Provider(Secret(WEB_SERVICE_PASSWORD)))
+
+    body, headers = soap_request(Operation.GET_CUSTOM_FIELD_OPTIONS, [AUTH])
+    (on, used_on), (off, used_off) = (_answer(app(value), body, headers) for value in ("on", "off"))
+    assert used_on and not used_off
+    assert on.status == off.status == 200
+    assert c14n(on.body) == c14n(off.body)
