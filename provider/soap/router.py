@@ -22,7 +22,10 @@ and this module owns everything around it:
    request costs (libxml2 keeps each distinct name it has parsed, a few dozen bytes,
    as for any element name; worker recycling bounds that). Any other namespace, and
    those of the XML and SOAP specifications, are refused with a fault;
-4. ``GET ?wsdl`` (any case) renders the contract with the configured public URL or
+4. an ordinary call (SmarterTrack's one request shape, UTF-8) is read and answered by
+   :mod:`provider.soap.fastpath`, byte for byte as Spyne would answer it; anything else goes
+   through Spyne, and so does an answer the fast writer declines (the domain is called once);
+5. ``GET ?wsdl`` (any case) renders the contract with the configured public URL or
    the request's own address, fresh for every request.
 
 Faults are short, fixed messages: never a stack trace, a path or the request's
