@@ -24,7 +24,7 @@ Routes:
 
 Every SOAP request gets a request id (uuid4 hex, also sent back as ``X-Request-Id``)
 and exactly one structured log line, event ``soap.call``, with the operation, the
-outcome, the duration and the client address; and it is counted in ``SOAP_CALLS``,
+outcome, the duration, the client address and whether the fast path answered (``fast_path``); and it is counted in ``SOAP_CALLS``,
 ``SOAP_LATENCY`` and (for refused requests) ``SOAP_FAULTS``.
 
 The client address is resolved once per request by :mod:`provider.client_address`
@@ -287,6 +287,7 @@ def _count_and_log(
         "client": client,
         "soap_version": record.soap_version,
         "status": int(status[:3]),
+        "fast_path": record.fast_path,
     }
     if record.fault is not None:
         extra["fault"] = record.fault
@@ -377,6 +378,7 @@ def build_application(
         accept_namespaces=settings.accept_namespaces,
         max_body_bytes=settings.max_body_bytes,
         public_url=settings.public_url,
+        fast_path=settings.soap_fast_path,
     )
     console: WsgiApp | None = None
     if settings.console.enabled:

@@ -57,6 +57,8 @@ GRACEFUL_TIMEOUT: Final = 20
 KEEPALIVE: Final = 5
 # Requests are read whole in the worker's event loop before a thread sees them
 # (provider/http_buffering.py): slow clients cannot hold the threads.
+# Chosen by measurement against sync workers and other thread counts (issue 14): see
+# deploy/README.md, "Worker class and threads".
 WORKER_CLASS: Final = "provider.http_buffering.BufferingWorker"
 # Connections per worker, those still being read included: with the request limits
 # this bounds a worker's buffer memory (about WORKER_CONNECTIONS x max body size).

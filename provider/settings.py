@@ -197,6 +197,8 @@ class Settings:
     event_dedup_seconds: int = 600
     # The call journal (ST_PROVIDER_JOURNAL): every SOAP call recorded, secrets removed.
     journal: bool = True
+    # ST_PROVIDER_SOAP_FAST_PATH: ordinary calls answered without Spyne (provider/soap/fastpath.py).
+    soap_fast_path: bool = True
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     log_format: str = "text"  # "text" or "json"
     log_level: str = "INFO"
@@ -487,6 +489,7 @@ class _Builder:
             rules_deadline_ms=self.get("rules_deadline_ms", _int_between(10, 60_000), 200),
             event_dedup_seconds=self.get("event_dedup_seconds", _parse_positive_int, 600),
             journal=self.get("journal", _parse_bool, True),
+            soap_fast_path=self.get("soap_fast_path", _parse_bool, True),
             retention=self._section(
                 "",
                 RetentionSettings,
