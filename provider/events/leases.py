@@ -46,6 +46,7 @@ from provider.db.events import (
 )
 from provider.db.session import Database
 from provider.events.channel_cache import ChannelCache
+from provider.events.wakeup import notify_workers
 
 log = logging.getLogger("provider.events.worker")
 
@@ -74,7 +75,7 @@ def _due(now: datetime) -> ColumnElement[bool]:
 
 
 class Leases:
-    """One worker's claims, leases and view of channel pauses (not thread-safe)."""
+    """One worker's claims, leases and view of channel pauses (not thread-safe: the worker's thread only)."""
 
     def __init__(
         self,
@@ -260,14 +261,21 @@ class Leases:
         }
         if next_attempt is not None:
             values["next_attempt_at"] = next_attempt
-        self._update_leased(items, values)
+        # Due at once: wake the other workers (a hint, see provider/events/wakeup.py).
+        self._update_leased(items, values, notify=next_attempt is None)
 
     def renew(self, items: Sequence[Claimed]) -> None:
         self._update_leased(items, {"lease_expires_at": self._clock() + self.lease})
 
-    def _update_leased(self, items: Sequence[Claimed], values: Mapping[str, Any]) -> None:
+    def _update_leased(
+        self, items: Sequence[Claimed], values: Mapping[str, Any], *, notify: bool = False
+    ) -> None:
         """Set ``values`` on those of ``items`` this worker still leases (status sending, owner us)."""
+        if not items:
+            return
         with self._db.session(immediate=True) as session:
+            if notify:
+                notify_workers(session)
             session.execute(
                 update(DeliveryRecord)
                 .where(
