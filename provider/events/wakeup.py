@@ -18,7 +18,8 @@ one poll and never loses it.
 - **SQLite** has no notifications between processes: a :class:`SqliteWatcher` thread
   asks the database file every :data:`SQLITE_CHECK_SECONDS` whether another connection
   committed since it last looked (``PRAGMA data_version``, which reads no table), and
-  wakes the worker when one did (reason ``change``). The worker then claims, which
+  wakes the worker when one did (reason ``change``; ``watching`` once at the start).
+  The worker then claims, which
   finds out whether anything is due. The SOAP side does nothing extra.
 
 A waker calls ``wake(reason)``; the worker logs the reason of each wake-up of an idle
@@ -166,6 +167,7 @@ class SqliteWatcher(_Thread):
         conn = sqlite3.connect(self._path, timeout=5, isolation_level=None)
         try:
             last = _data_version(conn)
+            self._wake("watching")  # for what was stored before the first look
             while not self._closing.wait(SQLITE_CHECK_SECONDS):
                 version = _data_version(conn)
                 if version != last:

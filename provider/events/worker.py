@@ -35,7 +35,7 @@ Every database access happens on the worker's own thread; only the sends run on 
 Idle workers wait for a wake-up (:mod:`provider.events.wakeup`: PostgreSQL
 ``LISTEN/NOTIFY``, SQLite change polling) or ``poll_interval``, whichever comes first;
 each wake-up of an idle worker is logged (``worker.wake``, field ``wake``: ``notify``,
-``listening``, ``change`` or ``poll``).
+``listening``, ``change``, ``watching`` or ``poll``).
 
 Delivery is at least once. If a worker dies after the partner accepted a
 notification but before the outcome is recorded, the lease expires, another
@@ -230,6 +230,7 @@ class Worker:
 
     def _idle_wait(self, stop: threading.Event) -> str | None:
         """Wait for a wake-up or the next poll; its reason (``None``: stopping)."""
+        log.debug("worker idle", extra={"event": "worker.idle", "worker": self.name})
         while not stop.is_set():
             reason = self._take_wake()
             if reason is not None:
