@@ -298,33 +298,32 @@ def notify_latency(
         provider_server(env, workdir / "serve.log", workers=2, no_worker=True) as server,
         (workdir / "worker.log").open("ab") as worker_log,
     ):
-        if True:
-            worker = subprocess.Popen(
-                [*cli, "worker"],
-                env=env,
-                cwd=REPO,
-                stdout=worker_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+        worker = subprocess.Popen(
+            [*cli, "worker"],
+            env=env,
+            cwd=REPO,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            head, tail, headers = envelope_parts()
+            sample = httpx.post(
+                server.endpoint, content=f"{head}x{tail}".encode(), headers=headers, timeout=10
             )
-            try:
-                head, tail, headers = envelope_parts()
-                sample = httpx.post(
-                    server.endpoint, content=f"{head}x{tail}".encode(), headers=headers, timeout=10
-                )
-                if sample.status_code != 200 or b"Success>true</" not in sample.content:
-                    raise RuntimeError(f"sample NotifyEventFired failed: {sample.status_code}")
-                load("warmup", server.endpoint, "warm", args.connections, 2)
-                per_round = args.duration / args.rounds
-                for n in range(args.rounds):
-                    for name, (delay, status) in cases.items():
-                        control(partner, delay=delay, status=status)
-                        results[name].append(
-                            load(name, server.endpoint, f"{name}{n}", args.connections, per_round)
-                        )
-                control(partner)
-            finally:
-                stop_process(worker)
+            if sample.status_code != 200 or b"Success>true</" not in sample.content:
+                raise RuntimeError(f"sample NotifyEventFired failed: {sample.status_code}")
+            load("warmup", server.endpoint, "warm", args.connections, 2)
+            per_round = args.duration / args.rounds
+            for n in range(args.rounds):
+                for name, (delay, status) in cases.items():
+                    control(partner, delay=delay, status=status)
+                    results[name].append(
+                        load(name, server.endpoint, f"{name}{n}", args.connections, per_round)
+                    )
+            control(partner)
+        finally:
+            stop_process(worker)
     labels = {
         "fast": "partner fast (baseline)",
         "slow": f"partner slow ({args.slow:g} s)",

@@ -23,8 +23,9 @@ How deliveries move (table ``deliveries``):
   built by :class:`~provider.events.channel_cache.ChannelCache`), with the channel's own
   timeout. A delivery of a channel paused meanwhile (by any worker) is handed back
   unsent, due when the pause ends.
-- **record** (:mod:`provider.events.recording`; the sends that finished together in one
-  transaction): an attempt row (time, duration, HTTP status, partner message id,
+- **record** (:mod:`provider.events.recording`; finished sends in groups, one
+  transaction each; a success waits up to 50 ms for others while sends are in flight, a
+  failure is recorded at once): an attempt row (time, duration, HTTP status, partner message id,
   redacted error) and the delivery's new state: ``delivered``; ``pending`` with the
   next attempt time the retry policy chose (:mod:`provider.events.retry`; nothing ever
   sleeps); or ``failed``. A 429/503 pauses the channel for every worker
@@ -65,6 +66,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 
 from provider.channels import registry
+from provider.channels.base import SendResult
 from provider.channels.policy import MAX_CONCURRENCY
 from provider.comms import optouts
 from provider.db.base import utcnow
@@ -86,6 +88,8 @@ HOUSEKEEPING_SECONDS = 10.0
 ERROR_BACKOFF_SECONDS = 5.0
 #: how often a busy worker looks at ``stop``, its leases and the clock while sends are in flight
 TICK_SECONDS = 0.2
+#: the longest a finished success waits to be recorded with others while sends are in flight
+RECORD_AFTER_SECONDS = 0.05
 
 
 def default_worker_name() -> str:
@@ -131,6 +135,7 @@ class Worker:
         self._sender = Sender(self._config.concurrency, self._attention.set)
         self._queue: deque[Claimed] = deque()  # claimed, not started
         self._unrecorded: list[Sent] = []  # sent, not yet recorded
+        self._first_unrecorded = 0.0  # when the oldest of them finished (monotonic)
         self._renewed = time.monotonic()
         self._wake_reason: str | None = None  # set by the waker's thread
         self._want_claim = True
@@ -280,15 +285,43 @@ class Worker:
             self._queue.clear()
             self._leases.release(items, None)
         self._dispatch()
-        if self._sender.in_flight and not self._unrecorded:
-            self._attention.wait(TICK_SECONDS)
+        if self._sender.in_flight and not self._record_now():
+            self._attention.wait(self._patience())
         self._attention.clear()
-        self._unrecorded.extend(self._sender.finished())
-        while self._unrecorded:
-            group = self._unrecorded[:MAX_GROUP]
-            self._recorder.record(group)  # StorageError: kept, tried again on the next step
-            del self._unrecorded[: len(group)]
+        finished = self._sender.finished()
+        if finished and not self._unrecorded:
+            self._first_unrecorded = time.monotonic()
+        self._unrecorded.extend(finished)
+        if self._record_now():
+            while self._unrecorded:
+                group = self._unrecorded[:MAX_GROUP]
+                self._recorder.record(group)  # StorageError: kept, tried again on the next step
+                del self._unrecorded[: len(group)]
         self._renew_if_due()
+
+    def _record_now(self) -> bool:
+        """Whether to record the finished sends now, rather than wait for more to record with them.
+
+        Successes wait (at most :data:`RECORD_AFTER_SECONDS`, up to a group of
+        :data:`~provider.events.recording.MAX_GROUP`) while other sends are in flight:
+        recording in larger groups is what lets one worker keep up with a fast partner.
+        A failure is recorded at once (it may pause its channel), and so is everything
+        when nothing else is in flight.
+        """
+        if not self._unrecorded:
+            return False
+        return (
+            not self._sender.in_flight
+            or len(self._unrecorded) >= MAX_GROUP
+            or time.monotonic() - self._first_unrecorded >= RECORD_AFTER_SECONDS
+            or any(not isinstance(sent.outcome, SendResult) for sent in self._unrecorded)
+        )
+
+    def _patience(self) -> float:
+        """How long to wait for a send to end before looking at everything again."""
+        if not self._unrecorded:
+            return TICK_SECONDS
+        return max(0.0, RECORD_AFTER_SECONDS - (time.monotonic() - self._first_unrecorded))
 
     def _dispatch(self) -> None:
         """Start the queued deliveries that fit the bounds; hand back those of paused channels."""
