@@ -22,8 +22,8 @@ one poll and never loses it.
   The worker then claims, which
   finds out whether anything is due. The SOAP side does nothing extra.
 
-A waker calls ``wake(reason)``; the worker logs the reason of each wake-up of an idle
-worker in the ``wake`` field of its ``worker.wake`` log record.
+A waker calls ``wake(reason)``; the worker logs the reason of each wake-up (debug level)
+in the ``wake`` field of its ``worker.wake`` log record.
 """
 
 from __future__ import annotations

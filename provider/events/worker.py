@@ -35,7 +35,7 @@ Every database access happens on the worker's own thread; only the sends run on 
 
 Idle workers wait for a wake-up (:mod:`provider.events.wakeup`: PostgreSQL
 ``LISTEN/NOTIFY``, SQLite change polling) or ``poll_interval``, whichever comes first;
-each wake-up of an idle worker is logged (``worker.wake``, field ``wake``: ``notify``,
+each wake-up is logged at debug level (``worker.wake``, field ``wake``: ``notify``,
 ``listening``, ``change``, ``watching`` or ``poll``).
 
 Delivery is at least once. If a worker dies after the partner accepted a
@@ -230,7 +230,6 @@ class Worker:
             return
         reason = self._idle_wait(stop)
         if reason is not None:
-            log.debug("worker woken", extra={"event": "worker.wake", "worker": self.name, "wake": reason})
             self._want_claim = True
 
     def _idle_wait(self, stop: threading.Event) -> str | None:
@@ -242,6 +241,7 @@ class Worker:
                 return reason
             left = self._next_poll - time.monotonic()
             if left <= 0:
+                log.debug("worker woken", extra={"event": "worker.wake", "worker": self.name, "wake": "poll"})
                 return "poll"
             self._attention.wait(min(left, TICK_SECONDS))
             self._attention.clear()
@@ -253,7 +253,10 @@ class Worker:
         self._attention.set()
 
     def _take_wake(self) -> str | None:
+        """The reason of the wake-up that came since the last call (logged), if one did."""
         reason, self._wake_reason = self._wake_reason, None
+        if reason is not None:
+            log.debug("worker woken", extra={"event": "worker.wake", "worker": self.name, "wake": reason})
         return reason
 
     # --- claim, send, record ----------------------------------------------------
