@@ -46,7 +46,7 @@ from provider.db.events import (
 )
 from provider.db.session import Database
 from provider.events.channel_cache import ChannelCache
-from provider.events.wakeup import notify_workers
+from provider.events.wakeup import PAUSED, notify_workers
 
 log = logging.getLogger("provider.events.worker")
 
@@ -314,6 +314,7 @@ class Leases:
     def pause(self, session: Session, name: str, until: datetime, status: int | None, now: datetime) -> None:
         """Pause the channel for every worker until ``until`` (never shortening a pause)."""
         state = self.locked_state(session, name, now)
+        notify_workers(session, f"{PAUSED}{name}")  # the other workers look at once (PostgreSQL)
         if state.paused_until is None or state.paused_until < until:
             state.paused_until = until
             state.pause_reason = f"HTTP {status}" if status is not None else "partner asked to pause"
@@ -323,6 +324,10 @@ class Leases:
             "channel paused",
             extra={"event": "channel.paused", "channel": name, "until": until.isoformat(), "status": status},
         )
+
+    def look_again(self, name: str) -> None:
+        """Another worker paused ``name``: read its pause before the next send (any thread may call)."""
+        self._pause_checked.pop(name, None)
 
     def remember_pause(self, name: str, until: datetime) -> None:
         """This worker paused ``name`` (after the pause committed)."""

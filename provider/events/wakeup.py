@@ -19,6 +19,9 @@ one poll and never loses it.
   asks the database file every :data:`SQLITE_CHECK_SECONDS` whether another connection
   committed since it last looked (``PRAGMA data_version``, which reads no table), and
   wakes the worker when one did (reason ``change``; ``watching`` once at the start).
+- **Pauses** (PostgreSQL): a worker pausing a channel after a 429/503 notifies
+  ``paused:NAME`` in the same transaction; the other workers then look at that channel's
+  pause before their next send to it, instead of within a quarter of a second.
   The worker then claims, which
   finds out whether anything is due. The SOAP side does nothing extra.
 
@@ -53,11 +56,22 @@ MAX_BACKOFF_SECONDS = 30.0
 Wake = Callable[[str], None]
 
 
-def notify_workers(session: Session) -> None:
-    """Wake the listening workers when ``session``'s transaction commits (PostgreSQL; else nothing)."""
+#: the payload prefix of a notification that a channel was paused (followed by its name)
+PAUSED = "paused:"
+
+
+def notify_workers(session: Session, payload: str = "") -> None:
+    """Wake the listening workers when ``session``'s transaction commits (PostgreSQL; else nothing).
+
+    ``payload`` empty: deliveries may be due; :data:`PAUSED` and a channel name: that
+    channel was paused (workers look at its pause at once instead of within
+    :data:`~provider.events.leases.PAUSE_CHECK_SECONDS`).
+    """
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
-        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        session.execute(
+            text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload}
+        )
 
 
 class Waker(Protocol):
@@ -141,12 +155,11 @@ class PostgresListener(_Thread):
         assert isinstance(conn, psycopg.Connection)
         quiet = 0.0
         while not self._closing.is_set():
-            woken = False
-            for _ in conn.notifies(timeout=LISTEN_WAIT_SECONDS, stop_after=1):
-                woken = True
-            if woken:
+            payloads = [n.payload for n in conn.notifies(timeout=LISTEN_WAIT_SECONDS, stop_after=1)]
+            if payloads:
                 quiet = 0.0
-                self._wake("notify")
+                for payload in dict.fromkeys(payloads):
+                    self._wake(payload if payload.startswith(PAUSED) else "notify")
                 continue
             quiet += LISTEN_WAIT_SECONDS
             if quiet >= HEALTH_CHECK_SECONDS:  # a connection that died silently raises here

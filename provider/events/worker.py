@@ -78,7 +78,7 @@ from provider.events.channel_cache import CachedChannel, ChannelCache, ChannelFa
 from provider.events.leases import Claimed, Leases
 from provider.events.recording import MAX_GROUP, Recorder
 from provider.events.sending import Job, Sender, Sent
-from provider.events.wakeup import Waker, start_waker
+from provider.events.wakeup import PAUSED, Waker, start_waker
 from provider.journal.retention import PurgeSchedule
 from provider.settings import Settings
 
@@ -248,7 +248,10 @@ class Worker:
         return None
 
     def _woken(self, reason: str) -> None:
-        """Called by the waker's thread: a hint that deliveries may be due."""
+        """Called by the waker's thread: a hint that deliveries may be due, or that a channel was paused."""
+        if reason.startswith(PAUSED):
+            self._leases.look_again(reason.removeprefix(PAUSED))
+            return
         self._wake_reason = reason
         self._attention.set()
 

@@ -399,6 +399,3 @@ def test_worker_killed_during_a_concurrent_batch_loses_nothing(pipeline: Pipelin
     assert len(lost) >= 3, "the killed worker had several sends in flight"
     assert all(f":{first.pid}:" in (a.worker or "") for a in lost)
     assert sum(counts.values()) - len(counts) <= len(lost)  # duplicates only as documented
-    # Every attempt is numbered in order per delivery, a lost one included.
-    for attempts in all_attempts(p.database).values():
-        assert [a.number for a in attempts] == list(range(1, len(attempts) + 1))
