@@ -168,7 +168,7 @@ class Worker:
                 count = self._claim()
                 batches += 1
                 total += count
-                if count < self._config.batch_size:
+                if count == 0:
                     batches = max_batches  # nothing more is due: finish what is held
             if not self._held():
                 break
