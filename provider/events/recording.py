@@ -142,7 +142,6 @@ class Recorder:
     # --- what one send records ---------------------------------------------------
 
     def _plan(self, sent: Sent, finished: datetime) -> _Plan:
-        metrics.DELIVERY_LATENCY.labels(channel=sent.item.channel).observe(sent.duration)
         if isinstance(sent.outcome, SendResult):
             return self._success(sent, sent.outcome, finished)
         return self._failure(sent, sent.outcome, finished)

@@ -65,6 +65,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
+from provider import metrics
 from provider.channels import registry
 from provider.channels.base import SendResult
 from provider.channels.policy import MAX_CONCURRENCY
@@ -295,6 +296,8 @@ class Worker:
             self._attention.wait(self._patience())
         self._attention.clear()
         finished = self._sender.finished()
+        for sent in finished:
+            metrics.DELIVERY_LATENCY.labels(channel=sent.item.channel).observe(sent.duration)
         if finished and not self._unrecorded:
             self._first_unrecorded = time.monotonic()
         self._unrecorded.extend(finished)
