@@ -107,6 +107,11 @@ class WorkerSettings:
     # doubling per attempt up to retry_backoff_max.
     retry_backoff: float = 10.0
     retry_backoff_max: float = 3600.0
+    # Sends one worker has in flight at once (threads); a channel may allow fewer.
+    concurrency: int = 16
+    # Wake idle workers when deliveries are stored (PostgreSQL LISTEN/NOTIFY, SQLite
+    # change polling), instead of only every poll_interval.
+    wakeups: bool = True
 
 
 @dataclass(frozen=True)
@@ -482,6 +487,8 @@ class _Builder:
                     "http_timeout": _parse_positive_float,
                     "retry_backoff": _parse_positive_float,
                     "retry_backoff_max": _parse_positive_float,
+                    "concurrency": _int_between(1, 256),
+                    "wakeups": _parse_bool,
                 },
             ),
             rules_refresh_seconds=self.get("rules_refresh_seconds", _parse_positive_float, 2.0),

@@ -28,6 +28,7 @@ from provider.db.events import DELIVERED, FAILED, PENDING, DeliveryAudit, Delive
 from provider.db.session import Database
 from provider.errors import DeliveryNotFound, ProviderError
 from provider.events.reports import retry_values
+from provider.events.wakeup import notify_workers
 
 RETRY = "retry"
 RESEND = "resend"
@@ -86,6 +87,7 @@ def retry_delivery(
         )
         if cast("CursorResult[Any]", result).rowcount == 1:
             _audit(session, now=now, actor=actor, command=command, action=RETRY, delivery_id=delivery_id)
+            notify_workers(session)  # due now: idle workers wake when this commits
             return
         error = _refuse(session, delivery_id, RETRYABLE, "retried")
     raise error
@@ -124,6 +126,7 @@ def resend_delivery(
             )
             session.add(copy)
             session.flush()
+            notify_workers(session)  # due now: idle workers wake when this commits
             _audit(
                 session,
                 now=now,

@@ -31,6 +31,7 @@ from provider.db.events import (
 from provider.db.rules import ChannelRecord
 from provider.db.session import Database
 from provider.errors import DeliveryNotFound, ProviderError
+from provider.events.wakeup import notify_workers
 
 MAX_LIMIT = 100_000
 
@@ -247,7 +248,10 @@ def retry_failed(database: Database, *, channel: str | None = None, now: datetim
         result = session.execute(
             statement.values(**retry_values(now)).execution_options(synchronize_session=False)
         )
-        return int(cast("CursorResult[Any]", result).rowcount)
+        count = int(cast("CursorResult[Any]", result).rowcount)
+        if count:
+            notify_workers(session)
+        return count
 
 
 def list_events(

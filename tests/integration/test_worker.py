@@ -306,7 +306,10 @@ def test_crashed_worker_deliveries_are_taken_over(database: Database, partner: P
     assert lost.error is not None and "may have received" in lost.error
     # The one the partner saw when the worker died is sent again (the documented duplicate).
     assert partner.keys().count(second.key) == 2
-    assert partner.keys().count(third.key) == 1
+    # The third was sent at the same time as the second (the channel's window had grown to
+    # two): the partner may have seen it before the worker died; a lost attempt says so.
+    assert [a.outcome for a in attempts(database, third.id)] == ["lost", "delivered"]
+    assert 1 <= partner.keys().count(third.key) <= 2
     assert partner.keys().count(first.key) == 1
 
 
