@@ -24,6 +24,7 @@ Prometheus client library reads it from there; everything else comes from
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib
 import logging
 import os
@@ -40,9 +41,9 @@ from gunicorn.app.base import Application
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from provider.db.migrate import upgrade
+from provider import errors
 from provider.db.session import create_db_engine, describe_url, storage_error
-from provider.errors import ConfigError
+from provider.errors import ConfigError, ProviderError, StorageError
 from provider.settings import Secret, Settings
 
 log = logging.getLogger("provider.server")
@@ -95,8 +96,18 @@ def prepare_metrics_dir(inherited: str | None = None) -> tuple[str, bool]:
 def apply_migrations(database_url: str) -> None:
     """Bring the database to the newest migration, once, safely across instances.
 
-    Raises StorageError when the database cannot be reached or the upgrade fails.
+    The migration runs in a forked child (:func:`_in_child`): this process -- the
+    supervisor, or gunicorn's master, whose modules every web worker inherits -- never
+    imports Alembic. Raises StorageError when the database cannot be reached or the
+    upgrade fails (the child's error, of the same class and with the same message).
     """
+    _in_child(_migrate, database_url)
+
+
+def _migrate(database_url: str) -> None:
+    """The migration itself: on PostgreSQL under an advisory lock."""
+    from provider.db.migrate import upgrade  # Alembic: only in the migrating child
+
     engine = create_db_engine(database_url)
     try:
         if engine.dialect.name != "postgresql":
@@ -113,6 +124,37 @@ def apply_migrations(database_url: str) -> None:
         raise storage_error(exc, database_url, "cannot migrate the database") from exc
     finally:
         engine.dispose()
+
+
+def _in_child(func: Any, *args: Any) -> None:
+    """Run ``func(*args)`` in a forked child and wait for it; a ProviderError it raises is raised
+    here again (same class, same message), anything else as a StorageError naming its type."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running this process's exit handlers
+        os.close(read_end)
+        status = 0
+        try:
+            func(*args)
+        except ProviderError as exc:
+            os.write(write_end, f"{type(exc).__name__}\n{exc}".encode())
+            status = 1
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+            os.write(write_end, f"StorageError\ncannot migrate the database: {type(exc).__name__}".encode())
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        report = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if not report and os.waitstatus_to_exitcode(status) == 0:
+        return
+    name, _, message = report.partition("\n")
+    error = getattr(errors, name, None)
+    if not (isinstance(error, type) and issubclass(error, ProviderError)):
+        error, message = StorageError, message or f"cannot migrate the database: exit status {status}"
+    raise error(message)
 
 
 def _child_exit(server: Any, worker: Any) -> None:
@@ -408,9 +450,13 @@ def _prepare_to_serve(settings: Settings) -> None:
     importlib.import_module("provider.channels.startup").warn_about_channel_variables(settings)
     # Import (but do not build) the application here: workers fork with the modules
     # loaded and boot quickly; importing opens no connection.
+    # The console (Flask) is not imported here: a worker imports it on its first /admin request
+    # (provider.app), so workers that only answer SOAP never hold it.
     importlib.import_module("provider.app")
-    if settings.console.enabled:
-        importlib.import_module("provider.web.console")  # Flask, loaded once before the fork
+    # What is loaded now is shared with every worker: moved out of the collector's reach, the
+    # collector's passes in a worker do not write to (and so copy) those pages.
+    gc.collect()
+    gc.freeze()
 
 
 def _serve_with_worker(
