@@ -284,6 +284,12 @@ def print_server(result: dict[str, Any], rows: list[dict[str, Any]], calls: int)
             f"  {row['process']:<28} {row['rss_mb']:>7.1f} {row['pss_mb']:>7.1f} {row['uss_mb']:>7.1f} "
             f"{row['rss_end_mb']:>8.1f} {row['rss_growth_kb']:>8} {row['uss_growth_kb']:>8}"
         )
+    for row in rows:
+        if row["process"].startswith("web worker"):
+            series = " ".join(f"{kb / 1024:.1f}" for kb in row["rss_kb_over_time"])
+            print(
+                f"  {row['process']} RSS MB after warm-up, then every {calls // (len(row['rss_kb_over_time']) - 1 or 1)} calls: {series}"
+            )
     total_pss = sum(p.samples[-1]["pss"] for p in result["processes"]) / 1024
     total_rss = sum(p.samples[-1]["rss"] for p in result["processes"]) / 1024
     print(f"  whole server at the end: PSS {total_pss:.1f} MB (RSS summed {total_rss:.1f} MB)")
