@@ -9,12 +9,14 @@ order, in the gunicorn master (``--no-worker``):
    anything here imports ``prometheus_client`` (it reads the variable at import), so
    ``/metrics`` in any worker aggregates every worker;
 2. pending migrations are applied once (on PostgreSQL under an advisory lock, so
-   several instances starting together upgrade one at a time) and the engine used
-   for that is disposed;
-3. the application's modules are imported (nothing is built), then gunicorn forks
-   the workers; each builds the WSGI application (database engine, domain provider,
-   Spyne applications) after the fork, so no connection or lock is shared across
-   processes.
+   several instances starting together upgrade one at a time), in a forked child, so
+   this process never imports Alembic;
+3. the application's modules are imported (nothing is built; not the console, which a
+   worker builds on its first ``/admin`` request) and frozen out of the garbage
+   collector's reach (``gc.freeze``: a worker's collections then do not copy the shared
+   pages), then gunicorn forks the workers; each builds the WSGI application (database
+   engine, domain provider, Spyne applications) after the fork, so no connection or lock
+   is shared across processes (hence no ``preload_app``).
 
 The process environment is written here for that one variable only, because the
 Prometheus client library reads it from there; everything else comes from
@@ -28,6 +30,7 @@ import gc
 import importlib
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -52,6 +55,8 @@ MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 # pg_advisory_lock key held while migrating ("st-provider migrate", as a bigint).
 MIGRATION_LOCK_KEY: Final = 0x5354_5052_4D49_4752
 MIGRATION_LOCK_TIMEOUT: Final = "120s"
+#: How long the child running the migrations (or their check) may take in all.
+CHILD_TIMEOUT: Final = 600.0
 
 WORKER_TIMEOUT: Final = 30
 GRACEFUL_TIMEOUT: Final = 20
@@ -104,6 +109,19 @@ def apply_migrations(database_url: str) -> None:
     _in_child(_migrate, database_url)
 
 
+def require_migrated(database_url: str) -> None:
+    """Raise ConfigError when the database is behind the newest migration (checked in a forked
+    child, like :func:`apply_migrations`, so the caller never imports Alembic)."""
+    _in_child(_check_migrated, database_url)
+
+
+def _check_migrated(database_url: str) -> None:
+    from provider.db.migrate import pending  # Alembic: only in the checking child
+
+    if pending(database_url):
+        raise ConfigError("the database is not at the newest migration: run `st-provider db upgrade`")
+
+
 def _migrate(database_url: str) -> None:
     """The migration itself: on PostgreSQL under an advisory lock."""
     from provider.db.migrate import upgrade  # Alembic: only in the migrating child
@@ -128,7 +146,10 @@ def _migrate(database_url: str) -> None:
 
 def _in_child(func: Any, *args: Any) -> None:
     """Run ``func(*args)`` in a forked child and wait for it; a ProviderError it raises is raised
-    here again (same class, same message), anything else as a StorageError naming its type."""
+    here again (same class, same message), anything else as a StorageError naming its type.
+
+    The child leaves with ``os._exit`` (no exit handlers, no buffers of this process flushed).
+    """
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report, then leave without running this process's exit handlers
@@ -140,20 +161,27 @@ def _in_child(func: Any, *args: Any) -> None:
             os.write(write_end, f"{type(exc).__name__}\n{exc}".encode())
             status = 1
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
-            os.write(write_end, f"StorageError\ncannot migrate the database: {type(exc).__name__}".encode())
+            os.write(
+                write_end, f"StorageError\ndatabase migration check failed: {type(exc).__name__}".encode()
+            )
             status = 1
         finally:
             os._exit(status)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
-        report = pipe.read().decode(errors="replace")
+        ready, _, _ = select.select([pipe], [], [], CHILD_TIMEOUT)
+        report = pipe.read().decode(errors="replace") if ready else None
+    if report is None:  # the child hangs: it must not hold the server's start for ever
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise StorageError(f"database migration did not finish within {CHILD_TIMEOUT:.0f} s")
     _, status = os.waitpid(pid, 0)
     if not report and os.waitstatus_to_exitcode(status) == 0:
         return
     name, _, message = report.partition("\n")
     error = getattr(errors, name, None)
     if not (isinstance(error, type) and issubclass(error, ProviderError)):
-        error, message = StorageError, message or f"cannot migrate the database: exit status {status}"
+        error, message = StorageError, message or f"database migration check failed: exit status {status}"
     raise error(message)
 
 

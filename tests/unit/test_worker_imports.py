@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from provider.errors import DatabaseMissing
-from provider.server import apply_migrations
+from provider.errors import ConfigError, DatabaseMissing
+from provider.server import apply_migrations, require_migrated
 from tests.support import REPO, WEB_SERVICE_PASSWORD
 
 #: Never in a web worker that has not served ``/admin``.
@@ -124,3 +124,20 @@ def test_a_failed_migration_is_raised_in_the_parent_with_the_childs_error(tmp_pa
     url = f"sqlite:///{tmp_path / 'missing-directory' / 'x.db'}"
     with pytest.raises(DatabaseMissing, match=r"directory .*missing-directory does not exist"):
         apply_migrations(url)  # raised in the child, raised again here: same class, same message
+
+
+def test_plain_gunicorn_workers_check_the_schema_in_a_child(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    with pytest.raises(ConfigError, match="not at the newest migration"):
+        require_migrated(url)
+    apply_migrations(url)
+    require_migrated(url)  # no error once migrated
+    assert "alembic" not in _run(CHECK, url)
+
+
+CHECK = """
+import json, sys
+from provider.server import require_migrated
+require_migrated(sys.argv[1])
+print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in ("alembic", "mako"))))
+"""
