@@ -13,8 +13,10 @@ constants):
 
 Operands: a context name (``loginUsername``, ``groups`` ...), ``cf.get(c, d)`` (also
 ``args`` and ``variables``), and either of these through any chain of the ``lower`` and
-``upper`` filters. Each distinct operand is computed at most once per call, with the same
-functions the sandbox calls (Jinja's own filters, the rules' own tests).
+``upper`` filters. Each distinct operand is computed once per call, at the start of the
+evaluation (the call's inputs do not change during it), with the same functions the sandbox
+calls (Jinja's own filters, the rules' own tests); that work cannot raise and is bounded by
+the inputs' size (case conversions, and searches that run in linear time by construction).
 
 **Equivalence.** A guard only ever says "no match" when the full evaluation would say so
 too, and the engine then does what that evaluation would have done besides answering:
