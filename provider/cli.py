@@ -274,7 +274,7 @@ def wsgi_application() -> Any:
     ``st-provider db upgrade`` first); gunicorn then stops with "App failed to load".
     """
     from provider.app import build_application
-    from provider.server import require_migrated  # checked in a child: a web worker never imports Alembic
+    from provider.db.isolated import require_migrated  # in a child: a web worker never imports Alembic
 
     settings = load_settings(os.environ)
     configure_logging(settings.log_level, settings.log_format)

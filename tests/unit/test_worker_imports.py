@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from provider.db.isolated import apply_migrations, require_migrated
 from provider.errors import ConfigError, DatabaseMissing
-from provider.server import apply_migrations, require_migrated
 from tests.support import REPO, WEB_SERVICE_PASSWORD
 
 #: Never in a web worker that has not served ``/admin``.
@@ -137,7 +137,7 @@ def test_plain_gunicorn_workers_check_the_schema_in_a_child(tmp_path: Path) -> N
 
 CHECK = """
 import json, sys
-from provider.server import require_migrated
+from provider.db.isolated import require_migrated
 require_migrated(sys.argv[1])
 print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in ("alembic", "mako"))))
 """
