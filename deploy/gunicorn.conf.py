@@ -109,7 +109,9 @@ workers = _positive_env("ST_PROVIDER_WORKERS", "WEB_CONCURRENCY") or min(
     2 * _available_cpus() + 1, MAX_AUTO_WORKERS
 )
 threads = _positive_env("ST_PROVIDER_THREADS") or DEFAULT_THREADS
-# Each worker builds the application (database engine, metrics) after the fork.
+# Each worker builds the application (database engine, metrics) after the fork: no
+# connection, thread or lock is shared. (``serve`` imports the modules before the fork and
+# freezes them for copy-on-write sharing instead; benchmarks/README.md, worker_memory.py.)
 preload_app = False
 # Recycle workers now and then (jitter keeps them from restarting together).
 max_requests = 20_000
