@@ -359,7 +359,9 @@ def test_the_sign_in_code_page_is_public_small_and_rate_limited(
     before = len(upstream.requests)
     with client(certificate, OTHER_CLIENT) as customer:  # not an admin or monitoring address
         assert customer.get(f"{nginx.https}/signin-code").status_code == 200
-        assert customer.post(f"{nginx.https}/signin-code", content=b"address=a%40b.example").status_code == 200
+        assert (
+            customer.post(f"{nginx.https}/signin-code", content=b"address=a%40b.example").status_code == 200
+        )
         assert customer.put(f"{nginx.https}/signin-code", content=b"x").status_code == 403
         assert customer.post(f"{nginx.https}/signin-code", content=b"x" * 9000).status_code == 413
     forwarded = upstream.requests[before:]
