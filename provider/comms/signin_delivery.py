@@ -16,7 +16,9 @@
    recipient parameter (``to``) unless the template sets it;
 4. store the code (hash only) and an event ``Sign-in code`` with one pending delivery on
    the kind's channel, in one transaction: the delivery workers send it like any
-   notification (``category: otp`` on the channel exempts it from opt-outs).
+   notification (``category: otp`` on the channel exempts it from opt-outs). The event's
+   fingerprint names the code row; reports hide the message and the code is scrubbed
+   from the delivery once spent (:mod:`provider.comms.signin_scrub`).
 
 The answer (:class:`Outcome`) is for logs and tests only: the page says the same thing
 whatever it is. Nothing here raises for an unknown or refused address; a storage or
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from provider.channels.specs import SPECS
 from provider.comms.render import render_in_context
 from provider.comms.rows import stored_templates, stored_variables
 from provider.comms.signin_codes import Address, SignInCodes, parse_address
+from provider.comms.signin_scrub import event_fingerprint
 from provider.comms.templates import MessageTemplate, global_variables
 from provider.db.events import EventRecord
 from provider.db.session import Database
@@ -190,14 +192,14 @@ class SignInCodeRequests:
                 )
                 return Outcome.NOT_CONFIGURED
             global_vars = global_variables(self._read_only_vars, stored_variables(session))
-            code = self._codes.issue(session, address, identity)
-            params = self._render(template, address, identity, code, global_vars)
+            issued = self._codes.issue_code(session, address, identity)
+            params = self._render(template, address, identity, issued.code, global_vars)
             event = EventRecord(
                 event_type=None,
                 event_name=EVENT_NAME,
                 arguments={},
                 variables=[],
-                fingerprint=secrets.token_hex(32),
+                fingerprint=event_fingerprint(issued.id),
                 received_at=now,
                 repeats=0,
                 rule_errors=None,
