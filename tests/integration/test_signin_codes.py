@@ -288,6 +288,9 @@ def test_users_phone_from_the_command_line(sqlite_url: str) -> None:
     try:
         users = {u.username: u.phone for u in LocalUsers(database).list_users()}
         assert users == {"dora": "+442079460018"}
+        listed = run_cli(["users", "list"], env)
+        assert listed.stdout.splitlines()[0].split("\t")[3] == "phone"
+        assert listed.stdout.splitlines()[1].split("\t")[:4] == ["dora", "enabled", "-", "+442079460018"]
         changed = run_cli(["users", "phone", "dora", "+1 415 555 0199"], env)
         assert changed.returncode == 0 and "+14155550199" in changed.stdout
         assert LocalUsers(database).list_users()[0].phone == "+14155550199"
