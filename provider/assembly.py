@@ -11,7 +11,7 @@ from provider.db.session import Database
 from provider.domain import Authenticator
 from provider.events import build_sink
 from provider.metrics import PREVIOUS_PASSWORD_CALLS
-from provider.rules import build_evaluator
+from provider.rules.evaluator import build_evaluator
 from provider.rules.limits import RuleLimits
 from provider.settings import Settings
 

@@ -80,6 +80,39 @@ class AddressFinder(Protocol):
         ...
 
 
+def find_customer(finders: Sequence[AddressFinder], address: Address) -> Identity | None:
+    """The first enabled user of ``finders`` with that address, else ``None``."""
+    return next((i for f in finders if (i := f.lookup_address(address.value, address.kind))), None)
+
+
+def request_variables(address: Address) -> InputVariables:
+    """What the ``RequestSignInCode`` rules see for ``address`` (see the module docstring)."""
+    variables = [("username", address.value), ("address", address.value), ("kind", address.kind)]
+    variables.append(("email", address.value) if address.kind == "email" else ("phone", address.value))
+    return InputVariables(variables)
+
+
+def decide_customer(
+    known: Identity | None, rules: RuleEvaluator | None, address: Address
+) -> tuple[Identity | None, Outcome]:
+    """Who gets a code for ``address`` (``known``: the customer found; the rules decide), and why.
+
+    A known customer gets one unless a rule says ``allow: false``; an unknown address only
+    when some rule matched and none denied. ``rules test RequestSignInCode`` runs this too.
+    """
+    if rules is None:
+        return known, Outcome.SENT if known is not None else Outcome.UNKNOWN
+    decision = rules.evaluate(RulesMethod.REQUEST_SIGN_IN_CODE, request_variables(address), known)
+    if not decision.allow:
+        return None, Outcome.REFUSED
+    if known is not None:
+        return known, Outcome.SENT
+    if not decision.matched:
+        return None, Outcome.UNKNOWN
+    email = address.value if address.kind == "email" else None
+    return Identity(username=address.value, email=email), Outcome.SENT
+
+
 class SignInCodeRequests:
     """Handles the requests of ``/signin-code`` (see the module docstring)."""
 
@@ -157,20 +190,7 @@ class SignInCodeRequests:
 
     def _customer(self, address: Address) -> tuple[Identity | None, Outcome]:
         """The customer ``address`` belongs to (or one the rules allow), else ``None`` and why."""
-        known = next((i for f in self._finders if (i := f.lookup_address(address.value, address.kind))), None)
-        if self._rules is None:
-            return known, Outcome.UNKNOWN
-        variables = [("username", address.value), ("address", address.value), ("kind", address.kind)]
-        variables.append(("email", address.value) if address.kind == "email" else ("phone", address.value))
-        decision = self._rules.evaluate(RulesMethod.REQUEST_SIGN_IN_CODE, InputVariables(variables), known)
-        if not decision.allow:
-            return None, Outcome.REFUSED
-        if known is not None:
-            return known, Outcome.SENT
-        if not decision.matched:
-            return None, Outcome.UNKNOWN
-        email = address.value if address.kind == "email" else None
-        return Identity(username=address.value, email=email), Outcome.SENT
+        return decide_customer(find_customer(self._finders, address), self._rules, address)
 
     # --- what -----------------------------------------------------------------------------
 
