@@ -45,7 +45,7 @@ from provider.comms.signin_scrub import event_fingerprint
 from provider.comms.templates import MessageTemplate, global_variables
 from provider.db.events import EventRecord
 from provider.db.session import Database
-from provider.domain import Identity, Notification, RuleEvaluator, RulesMethod
+from provider.domain import Authenticator, Identity, Notification, RuleEvaluator, RulesMethod
 from provider.errors import ProviderError
 from provider.events.outbox import Outbox
 from provider.rules.context import CaseInsensitiveDict, build_context
@@ -78,6 +78,17 @@ class AddressFinder(Protocol):
     def lookup_address(self, address: str, kind: str) -> Identity | None:
         """The enabled user with that normalised e-mail address or phone number, else ``None``."""
         ...
+
+
+def address_finders(authenticator: Authenticator | None) -> list[AddressFinder]:
+    """The backends wrapped in ``authenticator`` (through ``.inner``) that find users by address."""
+    found: list[AddressFinder] = []
+    inner: object | None = authenticator
+    while inner is not None:
+        if callable(getattr(inner, "lookup_address", None)):
+            found.append(inner)  # type: ignore[arg-type]
+        inner = getattr(inner, "inner", None)
+    return found
 
 
 def find_customer(finders: Sequence[AddressFinder], address: Address) -> Identity | None:

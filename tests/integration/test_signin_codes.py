@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from provider.assembly import address_finders, build_signin_requests
+from provider.assembly import build_signin_requests
 from provider.auth import build_authenticator
 from provider.auth.local import LocalUsers
 from provider.auth.throttle import Throttle, user_key
 from provider.calls import Provider
 from provider.comms.signin_codes import SignInCodes
-from provider.comms.signin_delivery import EVENT_NAME, Outcome, SignInCodeRequests
+from provider.comms.signin_delivery import EVENT_NAME, Outcome, SignInCodeRequests, address_finders
 from provider.db.events import DeliveryRecord, EventRecord
 from provider.db.session import Database
 from provider.db.signin import SignInCode
