@@ -136,7 +136,9 @@ def test_call() -> Any:
             user=form.user or None,
         )
     except ConfigError as exc:
-        field_name = "variables" if form.operation is RulesMethod.REQUEST_SIGN_IN_CODE and not form.user else "user"
+        field_name = (
+            "variables" if form.operation is RulesMethod.REQUEST_SIGN_IN_CODE and not form.user else "user"
+        )
         form.errors[field_name] = str(exc).replace("--user needs", "A directory user needs")
         return _render(form), 400
     except DirectoryUnavailable:
