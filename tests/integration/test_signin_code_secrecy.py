@@ -2,15 +2,16 @@
 
 A code is requested (the rules file and users of ``test_signin_codes``); ``deliveries
 show``/``list`` (table, JSON, CSV), the reports and the console's Deliveries page (as a
-viewer) never show it; the message still reaches the customer; once the code is
-redeemed, replaced or expired (retention purge) the stored delivery no longer holds it;
-no log record carries it.
+viewer) never show it, nor a partner answer echoing it; the message still reaches the
+customer; once the code is redeemed, replaced or expired (retention purge) the stored
+delivery (parameters, errors) no longer holds it; no log record or journal entry carries it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,14 +20,17 @@ from werkzeug.test import Client
 
 from provider.app import build_application
 from provider.auth.local import ADMIN, VIEWER, LocalUsers, ScryptHasher
-from provider.db.events import DeliveryRecord
+from provider.db.events import DeliveryAttempt, DeliveryRecord
 from provider.db.session import Database
 from provider.db.signin import SignInCode
+from provider.domain import CallRequest, Operation
 from provider.events import reports
 from provider.events.worker import Worker
+from provider.journal.entry import journal_entry
 from provider.journal.retention import purge
 from provider.redact import REDACTED
 from provider.settings import RetentionSettings, Settings
+from provider.variables import InputVariables
 from tests.emulators.smtp import SmtpServer
 from tests.integration import test_signin_codes as signin_tests
 from tests.integration.test_console import settings as console_settings
@@ -111,11 +115,67 @@ def test_a_redeemed_code_leaves_the_outbox_and_the_logs_never_hold_it(
     assert body is not None and code_in(body.get_content()) == code  # the customer gets it
     assert code in stored_params(setup)[0]  # kept until used (a retry would need it)
 
-    assert login(provider_for(settings(), setup), "alice@example.org", code)["Authentication"] == "OK"
+    request = CallRequest(
+        Operation.AUTHENTICATE,
+        InputVariables(
+            [
+                ("authPW", signin_tests.PASSWORD),
+                ("loginUsername", "alice@example.org"),
+                ("loginPassword", code),
+            ]
+        ),
+        client_address="10.1.1.1",
+    )
+    result = provider_for(settings(), setup).call(request)
+    assert result.success and dict(result.output.items())["Authentication"] == "OK"
+    entry = journal_entry(
+        at=datetime.now(UTC),
+        operation="Authenticate",
+        transport_outcome="ok",
+        fault=None,
+        permission_denied=False,
+        request=request,
+        result=result,
+        request_id="r1",
+        client="10.1.1.1",
+        duration_ms=1.0,
+    )
+    assert entry.username == "alice" and code not in json.dumps(asdict(entry), default=str)
     [params] = stored_params(setup)
     assert code not in params and REDACTED in params and "your code is" in params
     for record in (r for r in caplog.records if r.name.startswith("provider")):  # not the SMTP receiver's
         assert code not in json.dumps({k: str(v) for k, v in vars(record).items()}), record.getMessage()
+
+
+def test_a_partner_answer_echoing_the_code_is_hidden_then_scrubbed(
+    setup: Database, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = requested_code(setup, "alice@example.org")
+    echo = f"webhook: HTTP 422: message 'your code is {code} (5 minutes)' rejected"
+    with setup.session() as session:  # what the worker stores when a partner echoes the message
+        delivery = session.scalars(sa.select(DeliveryRecord)).one()
+        delivery.last_error = echo
+        session.add(
+            DeliveryAttempt(
+                delivery_id=delivery.id,
+                number=1,
+                started_at=datetime.now(UTC),
+                duration=0.1,
+                outcome="failed",
+                http_status=422,
+                error=echo,
+            )
+        )
+        delivery_id = delivery.id
+    cli = Cli(base_env(database_url), capsys)
+    for args in (("deliveries", "list", "--format", "json"), ("deliveries", "show", str(delivery_id))):
+        status, out, err = cli(*args)
+        assert status == 0 and code not in err and "HTTP 422: message" in out and code not in out, args
+    assert login(provider_for(settings(), setup), "alice@example.org", code)["Authentication"] == "OK"
+    with setup.session() as session:
+        stored = session.scalars(sa.select(DeliveryRecord)).one()
+        attempt = session.scalars(sa.select(DeliveryAttempt)).one()
+        assert stored.last_error == attempt.error == echo.replace(code, REDACTED)
 
 
 def test_a_replaced_code_is_scrubbed_and_the_newer_one_kept(setup: Database) -> None:
