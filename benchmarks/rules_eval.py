@@ -17,6 +17,8 @@ context only (baseline)         building the call context of a 10-variable Start
 no rules for the method         the evaluator for an operation without rules (returns at once)
 1 rule                          one matching rule with a templated ``set``
 N rules, 5 match                the N rules; five of them match (the usual case)
+N rules, 5 match, Jinja only    the same without the conditions' pre-filter (every ``when``
+                                in Jinja, :mod:`provider.rules.prefilter`)
 N rules, all match              the N rules, all matching: every template rendered (worst case)
 served evaluator, N rules       ``provider.rules.build_evaluator`` over the database, as a
                                 gunicorn worker runs it (cache check included)
@@ -51,7 +53,7 @@ from provider.db.session import Database
 from provider.domain import CallRequest, Identity, Operation
 from provider.rules import build_evaluator
 from provider.rules.context import build_context
-from provider.rules.engine import compile_rules
+from provider.rules.engine import RuleSet, compile_rules
 from provider.rules.loader import parse_rules
 from provider.rules.store import RuleStore
 from provider.settings import Secret, Settings
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     usual = compile_rules(parse_rules(rule_set_yaml(n)).rules)
     worst = compile_rules(parse_rules(rule_set_yaml(n, all_match=True)).rules)
     one = compile_rules(parse_rules(rule_set_yaml(1, all_match=True)).rules)
+    plain = RuleSet(usual.rules, prefilter=False)  # every condition in Jinja (issue 14's before)
     matched = usual.evaluate(op, variables, IDENTITY).matched
     if len(worst.evaluate(op, variables, IDENTITY).matched) != n or len(matched) != 5:
         print(f"unexpected matches: {matched}", file=sys.stderr)
@@ -190,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 ("1 rule", best(lambda: one.evaluate(op, variables, IDENTITY), **measure)),
                 (f"{n} rules, 5 match", best(lambda: usual.evaluate(op, variables, IDENTITY), **measure)),
+                (
+                    f"{n} rules, 5 match, Jinja only",
+                    best(lambda: plain.evaluate(op, variables, IDENTITY), **measure),
+                ),
                 (f"{n} rules, all match", best(lambda: worst.evaluate(op, variables, IDENTITY), **measure)),
                 (
                     f"served evaluator, {n} rules",

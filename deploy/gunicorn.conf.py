@@ -16,7 +16,9 @@ Sizing, read once at start (and again on ``SIGHUP``):
   of a container), at most ``MAX_AUTO_WORKERS``;
 * ``threads`` per worker: ``ST_PROVIDER_THREADS``, else 4. SOAP calls spend most of
   their time waiting on LDAP and the database, so threads overlap those waits while
-  the processes use the CPUs. Each worker holds up to ``threads`` database
+  the processes use the CPUs; measured, a request's CPU cost is the same from 1 to 8
+  threads and 1 thread queues requests (deploy/README.md, "Worker class and threads").
+  Each worker holds up to ``threads`` database
   connections: keep ``hosts x workers x threads`` under PostgreSQL's ``max_connections``;
 * ``bind``: ``ST_PROVIDER_BIND``, else ``127.0.0.1:8080`` (behind nginx on the same host);
 * ``forwarded_allow_ips``: ``FORWARDED_ALLOW_IPS`` (gunicorn's own variable), else
@@ -107,7 +109,9 @@ workers = _positive_env("ST_PROVIDER_WORKERS", "WEB_CONCURRENCY") or min(
     2 * _available_cpus() + 1, MAX_AUTO_WORKERS
 )
 threads = _positive_env("ST_PROVIDER_THREADS") or DEFAULT_THREADS
-# Each worker builds the application (database engine, metrics) after the fork.
+# Each worker builds the application (database engine, metrics) after the fork: no
+# connection, thread or lock is shared. (``serve`` imports the modules before the fork and
+# freezes them for copy-on-write sharing instead; benchmarks/README.md, worker_memory.py.)
 preload_app = False
 # Recycle workers now and then (jitter keeps them from restarting together).
 max_requests = 20_000

@@ -16,7 +16,9 @@ Routes:
   directory answer; 503 naming what does not (``{"status": "unavailable", "directory": "unreachable"}``):
   take the instance out of the load balancer, do not restart it;
 * ``/admin/...``: the admin console (:mod:`provider.web.console`, a Flask app) unless
-  ``ST_PROVIDER_CONSOLE`` is off, when it is a 404 like any unknown path;
+  ``ST_PROVIDER_CONSOLE`` is off, when it is a 404 like any unknown path. It is built on a
+  worker's first ``/admin`` request (:class:`LazyConsole`), so a worker that only answers
+  SOAP never imports Flask;
 * ``/signin-code``: the public sign-in code page (:mod:`provider.web.signin_code`) when
   ``ST_PROVIDER_OTP`` is on; a 404 otherwise;
 * ``/metrics``: Prometheus text; aggregated over every worker when the server set
@@ -24,7 +26,7 @@ Routes:
 
 Every SOAP request gets a request id (uuid4 hex, also sent back as ``X-Request-Id``)
 and exactly one structured log line, event ``soap.call``, with the operation, the
-outcome, the duration and the client address; and it is counted in ``SOAP_CALLS``,
+outcome, the duration, the client address and whether the fast path answered (``fast_path``); and it is counted in ``SOAP_CALLS``,
 ``SOAP_LATENCY`` and (for refused requests) ``SOAP_FAULTS``.
 
 The client address is resolved once per request by :mod:`provider.client_address`
@@ -259,6 +261,24 @@ class ProviderApplication:
 QUEUE_REFRESH_SECONDS = 5.0
 
 
+class LazyConsole:
+    """A WSGI app built by ``build`` on its first request (once, whichever thread comes first)."""
+
+    def __init__(self, build: Callable[[], WsgiApp]) -> None:
+        self._build = build
+        self._app: WsgiApp | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        app = self._app
+        if app is None:
+            with self._lock:
+                if self._app is None:
+                    self._app = self._build()
+                app = self._app
+        return app(environ, start_response)
+
+
 def _in_console(lowered: str) -> bool:
     """``/admin`` itself or a path under ``/admin/``."""
     return lowered == CONSOLE_PREFIX or lowered.startswith(CONSOLE_PREFIX + "/")
@@ -287,6 +307,7 @@ def _count_and_log(
         "client": client,
         "soap_version": record.soap_version,
         "status": int(status[:3]),
+        "fast_path": record.fast_path,
     }
     if record.fault is not None:
         extra["fault"] = record.fault
@@ -377,15 +398,22 @@ def build_application(
         accept_namespaces=settings.accept_namespaces,
         max_body_bytes=settings.max_body_bytes,
         public_url=settings.public_url,
+        fast_path=settings.soap_fast_path,
     )
     console: WsgiApp | None = None
     if settings.console.enabled:
-        from provider.web.console import build_console_app  # Flask only where the console is on
+        directory = provider.authenticator
+        console_database = database
 
-        flask_app = build_console_app(
-            settings, database, directory=provider.authenticator, readiness=readiness
-        )
-        console = cast("WsgiApp", flask_app)
+        def build_console() -> WsgiApp:
+            from provider.web.console import build_console_app  # Flask: on the first /admin request
+
+            flask_app = build_console_app(
+                settings, console_database, directory=directory, readiness=readiness
+            )
+            return cast("WsgiApp", flask_app)
+
+        console = LazyConsole(build_console)
     return ProviderApplication(
         router,
         console=console,

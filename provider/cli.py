@@ -274,13 +274,12 @@ def wsgi_application() -> Any:
     ``st-provider db upgrade`` first); gunicorn then stops with "App failed to load".
     """
     from provider.app import build_application
-    from provider.db.migrate import pending
+    from provider.db.isolated import require_migrated  # in a child: a web worker never imports Alembic
 
     settings = load_settings(os.environ)
     configure_logging(settings.log_level, settings.log_format)
     settings.require_password()
-    if pending(settings.database_url):
-        raise ConfigError("the database is not at the newest migration: run `st-provider db upgrade`")
+    require_migrated(settings.database_url)
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
     return build_application(settings, metrics_dir=metrics_dir)
 

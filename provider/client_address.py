@@ -24,6 +24,7 @@ request.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -74,9 +75,24 @@ def is_trusted(address: IPAddress, trusted: Iterable[IPNetwork]) -> bool:
     return any(address.version == network.version and address in network for network in trusted)
 
 
+#: Peers and buckets remembered per worker (a few dozen bytes each): a SOAP call's address
+#: work is then two dictionary look-ups. Only short strings are remembered.
+_REMEMBERED: Final = 1024
+_REMEMBER_LENGTH: Final = 64
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _remembered_peer(text: str) -> IPAddress | None:
+    return parse_address(text)
+
+
+def _peer(text: str) -> IPAddress | None:
+    return _remembered_peer(text) if len(text) <= _REMEMBER_LENGTH else parse_address(text)
+
+
 def client_address(environ: Mapping[str, Any], trusted: tuple[IPNetwork, ...]) -> str | None:
     """The client's address for this request (see the module docstring), or ``None``."""
-    peer = parse_address(str(environ.get("REMOTE_ADDR") or ""))
+    peer = _peer(str(environ.get("REMOTE_ADDR") or ""))
     if peer is None:
         return None
     if not trusted or not is_trusted(peer, trusted):
@@ -98,6 +114,17 @@ def address_bucket(address: str | None) -> str | None:
     """The key an address is counted under: IPv4 as is, IPv6 by its /64; ``None`` when unknown."""
     if not address:
         return None
+    if len(address) <= _REMEMBER_LENGTH:
+        return _remembered_bucket(address)
+    return _bucket(address)
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _remembered_bucket(address: str) -> str | None:
+    return _bucket(address)
+
+
+def _bucket(address: str) -> str | None:
     parsed = parse_address(address)
     if parsed is None:
         return None

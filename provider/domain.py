@@ -144,6 +144,8 @@ class Notification:
     rule: str
     channel: str
     params: Mapping[str, Any]
+    #: the message template the notify entry named (``template:``), for reports
+    template: str | None = None
 
 
 @dataclass

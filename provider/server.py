@@ -9,12 +9,14 @@ order, in the gunicorn master (``--no-worker``):
    anything here imports ``prometheus_client`` (it reads the variable at import), so
    ``/metrics`` in any worker aggregates every worker;
 2. pending migrations are applied once (on PostgreSQL under an advisory lock, so
-   several instances starting together upgrade one at a time) and the engine used
-   for that is disposed;
-3. the application's modules are imported (nothing is built), then gunicorn forks
-   the workers; each builds the WSGI application (database engine, domain provider,
-   Spyne applications) after the fork, so no connection or lock is shared across
-   processes.
+   several instances starting together upgrade one at a time), in a forked child, so
+   this process never imports Alembic (:mod:`provider.db.isolated`);
+3. the application's modules are imported (nothing is built; not the console, which a
+   worker builds on its first ``/admin`` request) and frozen out of the garbage
+   collector's reach (``gc.freeze``: a worker's collections then do not copy the shared
+   pages), then gunicorn forks the workers; each builds the WSGI application (database
+   engine, domain provider, Spyne applications) after the fork, so no connection or lock
+   is shared across processes (hence no ``preload_app``).
 
 The process environment is written here for that one variable only, because the
 Prometheus client library reads it from there; everything else comes from
@@ -24,6 +26,7 @@ Prometheus client library reads it from there; everything else comes from
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib
 import logging
 import os
@@ -37,26 +40,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from gunicorn.app.base import Application
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
-from provider.db.migrate import upgrade
-from provider.db.session import create_db_engine, describe_url, storage_error
+from provider.db.isolated import apply_migrations
+from provider.db.session import describe_url
 from provider.errors import ConfigError
 from provider.settings import Secret, Settings
 
 log = logging.getLogger("provider.server")
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
-# pg_advisory_lock key held while migrating ("st-provider migrate", as a bigint).
-MIGRATION_LOCK_KEY: Final = 0x5354_5052_4D49_4752
-MIGRATION_LOCK_TIMEOUT: Final = "120s"
 
 WORKER_TIMEOUT: Final = 30
 GRACEFUL_TIMEOUT: Final = 20
 KEEPALIVE: Final = 5
 # Requests are read whole in the worker's event loop before a thread sees them
 # (provider/http_buffering.py): slow clients cannot hold the threads.
+# Chosen by measurement against sync workers and other thread counts (issue 14): see
+# deploy/README.md, "Worker class and threads".
 WORKER_CLASS: Final = "provider.http_buffering.BufferingWorker"
 # Connections per worker, those still being read included: with the request limits
 # this bounds a worker's buffer memory (about WORKER_CONNECTIONS x max body size).
@@ -90,29 +90,6 @@ def prepare_metrics_dir(inherited: str | None = None) -> tuple[str, bool]:
             extra={"event": "server.metrics_late_import"},
         )
     return path, owned
-
-
-def apply_migrations(database_url: str) -> None:
-    """Bring the database to the newest migration, once, safely across instances.
-
-    Raises StorageError when the database cannot be reached or the upgrade fails.
-    """
-    engine = create_db_engine(database_url)
-    try:
-        if engine.dialect.name != "postgresql":
-            upgrade(database_url)
-            return
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(f"SET lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'"))
-            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-            try:
-                upgrade(database_url)
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
-    except SQLAlchemyError as exc:
-        raise storage_error(exc, database_url, "cannot migrate the database") from exc
-    finally:
-        engine.dispose()
 
 
 def _child_exit(server: Any, worker: Any) -> None:
@@ -409,9 +386,13 @@ def _prepare_to_serve(settings: Settings) -> None:
     importlib.import_module("provider.comms.signin_checks").warn_at_start(settings)
     # Import (but do not build) the application here: workers fork with the modules
     # loaded and boot quickly; importing opens no connection.
+    # The console (Flask) is not imported here: a worker imports it on its first /admin request
+    # (provider.app), so workers that only answer SOAP never hold it.
     importlib.import_module("provider.app")
-    if settings.console.enabled:
-        importlib.import_module("provider.web.console")  # Flask, loaded once before the fork
+    # What is loaded now is shared with every worker: moved out of the collector's reach, the
+    # collector's passes in a worker do not write to (and so copy) those pages.
+    gc.collect()
+    gc.freeze()
 
 
 def _serve_with_worker(

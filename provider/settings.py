@@ -107,6 +107,11 @@ class WorkerSettings:
     # doubling per attempt up to retry_backoff_max.
     retry_backoff: float = 10.0
     retry_backoff_max: float = 3600.0
+    # Sends one worker has in flight at once (threads); a channel may allow fewer.
+    concurrency: int = 16
+    # Wake idle workers when deliveries are stored (PostgreSQL LISTEN/NOTIFY, SQLite
+    # change polling), instead of only every poll_interval.
+    wakeups: bool = True
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,8 @@ class Settings:
     event_dedup_seconds: int = 600
     # The call journal (ST_PROVIDER_JOURNAL): every SOAP call recorded, secrets removed.
     journal: bool = True
+    # ST_PROVIDER_SOAP_FAST_PATH: ordinary calls answered without Spyne (provider/soap/fastpath.py).
+    soap_fast_path: bool = True
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     log_format: str = "text"  # "text" or "json"
     log_level: str = "INFO"
@@ -480,6 +487,8 @@ class _Builder:
                     "http_timeout": _parse_positive_float,
                     "retry_backoff": _parse_positive_float,
                     "retry_backoff_max": _parse_positive_float,
+                    "concurrency": _int_between(1, 256),
+                    "wakeups": _parse_bool,
                 },
             ),
             rules_refresh_seconds=self.get("rules_refresh_seconds", _parse_positive_float, 2.0),
@@ -487,6 +496,7 @@ class _Builder:
             rules_deadline_ms=self.get("rules_deadline_ms", _int_between(10, 60_000), 200),
             event_dedup_seconds=self.get("event_dedup_seconds", _parse_positive_int, 600),
             journal=self.get("journal", _parse_bool, True),
+            soap_fast_path=self.get("soap_fast_path", _parse_bool, True),
             retention=self._section(
                 "",
                 RetentionSettings,

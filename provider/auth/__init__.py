@@ -16,11 +16,11 @@ forks its workers is safe.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from provider.auth.cache import CachingAuthenticator
 from provider.auth.codes import CodeAuthenticator
-from provider.auth.ldap import LdapAuthenticator
 from provider.auth.local import LocalAuthenticator
 from provider.auth.throttle import Throttle, ThrottledAuthenticator
 from provider.db.session import Database
@@ -41,6 +41,8 @@ def build_authenticator(
     inner: Authenticator | None = None
     backend = settings.auth
     if settings.auth == "ldap" and settings.ldap is not None:
+        from provider.auth.ldap import LdapAuthenticator  # ldap3: only where a directory is configured
+
         inner = LdapAuthenticator(settings.ldap)
     elif settings.auth != "none":
         inner, backend = LocalAuthenticator(database), "local"
@@ -73,8 +75,11 @@ def directory_probe(authenticator: Authenticator | None) -> Callable[[], bool] |
     The check reads the root DSE on a service connection (failing over like any lookup)
     and answers whether some server did so within the timeout; it never raises.
     """
+    ldap = sys.modules.get("provider.auth.ldap")  # not imported: no LDAP authenticator exists
+    if ldap is None:
+        return None
     inner = authenticator
-    while inner is not None and not isinstance(inner, LdapAuthenticator):
+    while inner is not None and not isinstance(inner, ldap.LdapAuthenticator):
         inner = getattr(inner, "inner", None)
     if inner is None:
         return None

@@ -3,7 +3,9 @@
 A channel's settings may carry the generic keys (:data:`GENERIC_KEYS`) beside its own:
 ``retry_waits`` (HTTP status -> seconds, merged status by status over the type's
 waits), ``max_attempts``, ``max_age`` (a duration) and ``rate_limit`` (``{calls, per}``,
-``[calls, per]``, ``"calls/per"``, or ``off``) and ``category`` (``transactional``,
+``[calls, per]``, ``"calls/per"``, or ``off``), ``concurrency`` (sends of the channel one
+worker has in flight at once, 1 to :data:`MAX_CONCURRENCY`; default the worker's
+``ST_PROVIDER_WORKER_CONCURRENCY``) and ``category`` (``transactional``,
 the default, ``otp`` or ``promotional``: what the suppression list applies to, see
 :mod:`provider.comms.optouts`). :func:`channel_policy` turns them, over
 the type's defaults (:mod:`provider.channels.specs`) and the worker's settings (the
@@ -25,7 +27,7 @@ from provider.channels.specs import SPECS
 from provider.errors import ConfigError
 from provider.settings import WorkerSettings
 
-GENERIC_KEYS = frozenset({"retry_waits", "max_attempts", "max_age", "rate_limit", "category"})
+GENERIC_KEYS = frozenset({"retry_waits", "max_attempts", "max_age", "rate_limit", "category", "concurrency"})
 #: message categories (``category:`` of a channel): opt-outs never suppress ``otp``
 CATEGORIES = ("transactional", "otp", "promotional")
 DEFAULT_CATEGORY = "transactional"
@@ -33,6 +35,8 @@ DEFAULT_CATEGORY = "transactional"
 DEFAULT_RETRY_WAITS: Mapping[int, float] = MappingProxyType({500: 5.0, 429: 60.0, 503: 120.0})
 #: statuses that pause the whole channel for every worker (and that the channels report as such)
 PAUSE_STATUSES = frozenset({429, 503})
+#: the most sends of one channel a worker has in flight (the HTTP client's connection pool)
+MAX_CONCURRENCY = 20
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
 _UNIT = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -54,6 +58,8 @@ class ChannelPolicy:
     backoff_max: float = 3600.0
     rate_limit: tuple[int, float] | None = None
     category: str = DEFAULT_CATEGORY
+    #: sends of this channel one worker may have in flight (``None``: the worker's bound)
+    concurrency: int | None = None
 
 
 def parse_category(value: Any) -> str:
@@ -135,6 +141,13 @@ def _parse_max_attempts(value: Any) -> int:
     return number
 
 
+def _parse_concurrency(value: Any) -> int:
+    number = _parse_max_attempts(value)
+    if number > MAX_CONCURRENCY:
+        raise ValueError(f"must be at most {MAX_CONCURRENCY}")
+    return number
+
+
 def _parse_max_age(value: Any) -> float:
     seconds = parse_duration(value)
     if seconds <= 0:
@@ -148,6 +161,7 @@ _POLICY_PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_attempts": _parse_max_attempts,
     "max_age": _parse_max_age,
     "category": parse_category,
+    "concurrency": _parse_concurrency,
 }
 
 
@@ -209,4 +223,7 @@ def channel_policy(
         category=parse_category(settings["category"])
         if settings.get("category") is not None
         else DEFAULT_CATEGORY,
+        concurrency=_parse_concurrency(settings["concurrency"])
+        if settings.get("concurrency") is not None
+        else None,
     )

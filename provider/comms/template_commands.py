@@ -34,6 +34,9 @@ from provider.variables import split_entry
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 
+#: what a template may raise while it renders (a missing variable, a limit, a wrong type)
+RENDER_ERRORS = (RuleError, TemplateError, TypeError, ValueError)
+
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``templates`` sub-commands to the CLI."""
@@ -106,7 +109,8 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _pairs(entries: list[str]) -> list[tuple[str, str]]:
+def variable_pairs(entries: list[str]) -> list[tuple[str, str]]:
+    """``NAME=VALUE`` entries as pairs; ConfigError for one without ``=`` or naming a password."""
     pairs = []
     for entry in entries:
         split = split_entry(entry)
@@ -118,7 +122,8 @@ def _pairs(entries: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _event_variables(database: Database, event_id: int) -> list[tuple[str, str]]:
+def event_variables(database: Database, event_id: int) -> list[tuple[str, str]]:
+    """The input variables of stored event ``event_id`` as SmarterTrack sent them (EventNotFound)."""
     with database.session() as session:
         record = session.get(EventRecord, event_id)
         if record is None:
@@ -129,17 +134,17 @@ def _event_variables(database: Database, event_id: int) -> list[tuple[str, str]]
 def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
     if args.event is not None and args.variables:
         raise ConfigError("give either --event or NAME=VALUE variables, not both")
-    given = _pairs(args.variables)
+    given = variable_pairs(args.variables)
     with open_database(settings) as database:
         snapshot = RuleStore(database).snapshot()
         template = _template(list(snapshot.templates), args.name)
-        variables = _event_variables(database, args.event) if args.event is not None else given
+        variables = event_variables(database, args.event) if args.event is not None else given
     limits = RuleLimits(max_output=settings.rules_max_output, deadline_ms=settings.rules_deadline_ms)
     try:
         rendered = render_template(
             template, variables, global_variables(settings.read_only_vars, snapshot.variables), limits=limits
         )
-    except (RuleError, TemplateError, TypeError, ValueError) as exc:
+    except RENDER_ERRORS as exc:
         print(
             f"st-provider: template {template.name!r} does not render: {type(exc).__name__}: {exc}",
             file=sys.stderr,

@@ -9,6 +9,7 @@
   ``suppressed``),
   next attempt time and lease.
 - :class:`DeliveryAttempt` (``delivery_attempts``): every attempt, with its outcome.
+- :class:`DeliveryAudit` (``delivery_audit``): manual retries and re-sends, by whom.
 - :class:`ChannelState` (``channel_state``): the pause and rate-limit window of a
   channel, shared by every worker.
 
@@ -99,6 +100,8 @@ class DeliveryRecord(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     partner_id: Mapped[str | None] = mapped_column(String(200))
     documents: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: the message template the notify entry used (``template:``); NULL for inline entries
+    template: Mapped[str | None] = mapped_column(String(200), index=True)
 
 
 class DeliveryAttempt(Base):
@@ -120,6 +123,22 @@ class DeliveryAttempt(Base):
     worker: Mapped[str | None] = mapped_column(String(100))
     #: when the delivery was scheduled next because of this attempt (retries only)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DeliveryAudit(Base):
+    """A manual ``retry`` or ``resend`` of a delivery, by whom (CLI or ``console:NAME``)."""
+
+    __tablename__ = "delivery_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    command: Mapped[str] = mapped_column(String(500))
+    #: ``retry`` or ``resend``
+    action: Mapped[str] = mapped_column(String(20))
+    delivery_id: Mapped[int] = mapped_column(Integer, index=True)
+    #: the delivery a ``resend`` created
+    new_delivery_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class ChannelState(Base):

@@ -6,6 +6,10 @@
   (``st-provider worker``; ``st-provider serve`` runs one as a child process);
 - :mod:`provider.events.leases`: claiming due deliveries, their leases, channel pauses
   and rate-limit windows shared by every worker;
+- :mod:`provider.events.sending`: concurrent sends (a bounded thread pool, per-channel
+  windows); :mod:`provider.events.recording`: attempts recorded in groups;
+- :mod:`provider.events.wakeup`: waking idle workers (PostgreSQL ``LISTEN/NOTIFY``, SQLite
+  change polling);
 - :mod:`provider.events.channel_cache`: the configured channels as a worker knows them
   (policy, channel built on first use);
 - :mod:`provider.events.retry`: the pure retry decision over a channel's

@@ -11,7 +11,7 @@ redacted ``problem`` that its deliveries record as their error.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -68,7 +68,7 @@ class CachedChannel:
 
 
 class ChannelCache:
-    """The channels of one worker (not thread-safe: the worker's thread drives it)."""
+    """The channels of one worker (not thread-safe: the worker's thread drives it; sends run elsewhere)."""
 
     def __init__(self, settings: Settings, factory: ChannelFactory) -> None:
         # Only the variables channel settings may reference (ST_PROVIDER_SECRET_VARS, never
@@ -77,6 +77,8 @@ class ChannelCache:
         self._worker = settings.worker
         self._factory = factory
         self._entries: dict[str, CachedChannel] = {}
+        # Replaced or removed while a send may still use them: closed by close_retired().
+        self.retired: list[CachedChannel] = []
         self.fallback = default_policy(settings.worker)
 
     def get(self, name: str) -> CachedChannel | None:
@@ -91,7 +93,7 @@ class ChannelCache:
         return {name for name, entry in self._entries.items() if not entry.config.enabled}
 
     def refresh(self, session: Session) -> None:
-        """Load the channel configurations; close a channel whose type or settings changed."""
+        """Load the channel configurations; retire a channel whose type or settings changed."""
         seen: set[str] = set()
         for config in ChannelStore.all(session):
             seen.add(config.name)
@@ -100,10 +102,20 @@ class ChannelCache:
                 entry.config = config  # ``enabled`` may have changed
                 continue
             if entry is not None:
-                entry.close()
+                self.retired.append(entry)
             self._entries[config.name] = self._new_entry(config)
         for name in set(self._entries) - seen:
-            self._entries.pop(name).close()
+            self.retired.append(self._entries.pop(name))
+
+    def close_retired(self, busy: Collection[int]) -> None:
+        """Close the replaced or removed channels, except those (by ``id``) still sending."""
+        keep = []
+        for entry in self.retired:
+            if entry.channel is not None and id(entry.channel) in busy:
+                keep.append(entry)
+            else:
+                entry.close()
+        self.retired = keep
 
     def _new_entry(self, config: ChannelConfig) -> CachedChannel:
         secrets = secret_values(config.settings, self._environment)
@@ -141,6 +153,7 @@ class ChannelCache:
 
     def close(self) -> None:
         """Close every channel this worker built."""
-        for entry in self._entries.values():
+        for entry in [*self._entries.values(), *self.retired]:
             entry.close()
         self._entries.clear()
+        self.retired = []

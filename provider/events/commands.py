@@ -2,13 +2,16 @@
 
 - ``worker [--once] [--metrics-bind HOST:PORT]``: deliver queued notifications until
   SIGTERM/SIGINT (``--once``: deliver what is due now, then exit).
-- ``deliveries list`` with ``--status --suppressed --kind --channel --event-type
-  --recipient --since --until --event-id --limit --format table|json|csv`` (no
-  ``--template`` yet: deliveries do not record a template).
-- ``deliveries summary [--since T] [--by channel|status|day] [--format ...]``: counts
-  and failure rates (:mod:`provider.events.summary`).
+- ``deliveries list`` with ``--status --suppressed --kind --template --channel
+  --event-type --recipient --since --until --event-id --limit --format table|json|csv``
+  (CSV: :func:`provider.events.export.csv_text`, the console's download too).
+- ``deliveries summary [--since T] [--by channel|template|status|day] [--format ...]``:
+  counts and failure rates (:mod:`provider.events.summary`).
 - ``deliveries show ID [--format table|json]``: one delivery with every attempt.
-- ``deliveries retry ID`` or ``deliveries retry --failed [--channel NAME]``.
+- ``deliveries retry ID`` (a failed or pending one, due now; audited) or
+  ``deliveries retry --failed [--channel NAME]``.
+- ``deliveries resend ID``: a NEW delivery of a delivered one's notification (audited;
+  :mod:`provider.events.manual`, the console's **Send again**).
 - ``events list`` with ``--event-type --since --until --has-errors --limit --format``
   (``ERRORS``: the rules that raised for the event, and the error type).
 - ``events show ID [--format table|json]``: one event with its variables and rule errors.
@@ -25,9 +28,7 @@ Output to a pipe closed early (``| head -1``) ends quietly (see :func:`provider.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
 import json
 import signal
 import sys
@@ -42,8 +43,10 @@ from provider.db.events import STATUSES, SUPPRESSED
 from provider.db.migrate import pending
 from provider.db.session import Database
 from provider.errors import ConfigError, EventNotFound, ProviderError
-from provider.events import reports
+from provider.events import manual, reports
+from provider.events.export import csv_text, json_ready, utc_text
 from provider.events.summary import GROUPINGS, SummaryRow, summarise
+from provider.rules.cli_support import add_actor_argument, change_actor, command_line
 from provider.settings import Settings
 
 FORMATS = ("table", "json", "csv")
@@ -65,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--suppressed", action="store_true", help="only deliveries not sent because of an opt-out"
     )
     listing.add_argument("--kind", choices=MESSAGE_KINDS, help="message kind (by the channel's type)")
+    listing.add_argument("--template", help="only deliveries rendered from this message template")
     listing.add_argument("--channel", help="channel name")
     listing.add_argument("--event-type", type=int, help="numeric SmarterTrack event type")
     listing.add_argument("--recipient", help="part of the recipient (phone number, e-mail address)")
@@ -82,11 +86,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     show.add_argument("--format", choices=("table", "json"), default="table")
     show.set_defaults(handler=cmd_deliveries_show)
 
-    retry = dsub.add_parser("retry", help="queue failed deliveries again")
-    retry.add_argument("id", type=int, nargs="?", help="the failed delivery to retry")
-    retry.add_argument("--failed", action="store_true", help="retry every failed delivery")
-    retry.add_argument("--channel", help="with --failed: only this channel's")
-    retry.set_defaults(handler=cmd_deliveries_retry)
+    _register_manual(dsub)
 
     events = subparsers.add_parser("events", help="see received events")
     esub = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
@@ -111,9 +111,23 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     replay.set_defaults(handler=cmd_events_replay)
 
 
+def _register_manual(dsub: argparse._SubParsersAction[Any]) -> None:
+    retry = dsub.add_parser("retry", help="queue failed deliveries again")
+    retry.add_argument("id", type=int, nargs="?", help="the failed or pending delivery to retry now")
+    retry.add_argument("--failed", action="store_true", help="retry every failed delivery")
+    retry.add_argument("--channel", help="with --failed: only this channel's")
+    add_actor_argument(retry)
+    retry.set_defaults(handler=cmd_deliveries_retry)
+
+    resend = dsub.add_parser("resend", help="send a delivered notification again (a new delivery)")
+    resend.add_argument("id", type=int, help="the delivered delivery to send again")
+    add_actor_argument(resend)
+    resend.set_defaults(handler=cmd_deliveries_resend)
+
+
 def _register_summary(dsub: argparse._SubParsersAction[Any]) -> None:
     summary = dsub.add_parser(
-        "summary", help="deliveries counted by channel, status or day, with failure rates"
+        "summary", help="deliveries counted by channel, template, status or day, with failure rates"
     )
     summary.add_argument("--since", type=_since, help="created at or after (ISO 8601)")
     summary.add_argument("--by", choices=GROUPINGS, default="channel")
@@ -192,23 +206,6 @@ def _serve_metrics(bind: str) -> None:
 # --- reports ---------------------------------------------------------------------------
 
 
-def utc_text(value: datetime, timespec: str = "auto") -> str:
-    """``value`` as ISO 8601 in UTC with a ``Z`` (a naive value is taken as UTC)."""
-    aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return aware.replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
-
-
-def _json_ready(value: Any) -> Any:
-    """``value`` for ``json.dumps``: dates as UTC text (:func:`utc_text`), tuples as lists, keys as text."""
-    if isinstance(value, datetime):
-        return utc_text(value)
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    return value
-
-
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -217,7 +214,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, Mapping):
-        return json.dumps(_json_ready(value), ensure_ascii=False, sort_keys=True)
+        return json.dumps(json_ready(value), ensure_ascii=False, sort_keys=True)
     return " ".join(str(value).split())
 
 
@@ -236,33 +233,16 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _print_json(record: Any) -> None:
     """One dataclass ``record`` (a ``show`` command's answer) as indented JSON on stdout."""
-    print(json.dumps(_json_ready(dataclasses.asdict(record)), ensure_ascii=False, indent=2))
+    print(json.dumps(json_ready(dataclasses.asdict(record)), ensure_ascii=False, indent=2))
 
 
 def _emit(records: Sequence[Any], fmt: str, table: Callable[[Sequence[Any]], str]) -> None:
     if fmt == "json":
-        print(json.dumps([_json_ready(dataclasses.asdict(r)) for r in records], ensure_ascii=False, indent=2))
+        print(json.dumps([json_ready(dataclasses.asdict(r)) for r in records], ensure_ascii=False, indent=2))
     elif fmt == "csv":
-        buffer = io.StringIO()
-        if records:
-            names = [f.name for f in dataclasses.fields(records[0])]
-            writer = csv.writer(buffer, lineterminator="\n")
-            writer.writerow(names)
-            for record in records:
-                writer.writerow([_csv_cell(getattr(record, n)) for n in names])
-        sys.stdout.write(buffer.getvalue())
+        sys.stdout.write(csv_text(records))
     else:
         print(table(records) if records else "(none)")
-
-
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return utc_text(value)
-    if isinstance(value, Mapping | list):
-        return json.dumps(_json_ready(value), ensure_ascii=False, sort_keys=True)
-    return str(value)
 
 
 def _deliveries_table(rows: Sequence[reports.DeliveryRow]) -> str:
@@ -307,6 +287,7 @@ def cmd_deliveries_list(args: argparse.Namespace, settings: Settings) -> int:
     filters = reports.DeliveryFilter(
         status=SUPPRESSED if args.suppressed else args.status,
         kind=args.kind,
+        template=args.template,
         channel=args.channel,
         event_type=args.event_type,
         recipient=args.recipient,
@@ -365,9 +346,10 @@ def cmd_deliveries_show(args: argparse.Namespace, settings: Settings) -> int:
         ("Finished", d.finished_at),
         ("HTTP status", d.last_status),
         ("Partner id", d.partner_id),
+        ("Template", d.template),
         ("Last error", d.last_error),
         ("Key", detail.key),
-        ("Parameters", json.dumps(_json_ready(detail.params), ensure_ascii=False, sort_keys=True)),
+        ("Parameters", json.dumps(json_ready(detail.params), ensure_ascii=False, sort_keys=True)),
     ]
     if detail.documents:
         sizes = {name: len(json.dumps(value)) for name, value in detail.documents.items()}
@@ -410,8 +392,19 @@ def cmd_deliveries_retry(args: argparse.Namespace, settings: Settings) -> int:
             count = reports.retry_failed(database, channel=args.channel)
             print(f"{count} failed deliveries queued again")
         else:
-            reports.retry_delivery(database, args.id)
+            manual.retry_delivery(
+                database, args.id, actor=change_actor(args, settings), command=command_line()
+            )
             print(f"delivery {args.id} queued again")
+    return 0
+
+
+def cmd_deliveries_resend(args: argparse.Namespace, settings: Settings) -> int:
+    with Database(settings.database_url) as database:
+        new_id = manual.resend_delivery(
+            database, args.id, actor=change_actor(args, settings), command=command_line()
+        )
+    print(f"delivery {args.id} sent again as delivery {new_id}")
     return 0
 
 

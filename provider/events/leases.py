@@ -46,6 +46,7 @@ from provider.db.events import (
 )
 from provider.db.session import Database
 from provider.events.channel_cache import ChannelCache
+from provider.events.wakeup import PAUSED, notify_workers
 
 log = logging.getLogger("provider.events.worker")
 
@@ -74,7 +75,7 @@ def _due(now: datetime) -> ColumnElement[bool]:
 
 
 class Leases:
-    """One worker's claims, leases and view of channel pauses (not thread-safe)."""
+    """One worker's claims, leases and view of channel pauses (not thread-safe: the worker's thread only)."""
 
     def __init__(
         self,
@@ -260,14 +261,21 @@ class Leases:
         }
         if next_attempt is not None:
             values["next_attempt_at"] = next_attempt
-        self._update_leased(items, values)
+        # Due at once: wake the other workers (a hint, see provider/events/wakeup.py).
+        self._update_leased(items, values, notify=next_attempt is None)
 
     def renew(self, items: Sequence[Claimed]) -> None:
         self._update_leased(items, {"lease_expires_at": self._clock() + self.lease})
 
-    def _update_leased(self, items: Sequence[Claimed], values: Mapping[str, Any]) -> None:
+    def _update_leased(
+        self, items: Sequence[Claimed], values: Mapping[str, Any], *, notify: bool = False
+    ) -> None:
         """Set ``values`` on those of ``items`` this worker still leases (status sending, owner us)."""
+        if not items:
+            return
         with self._db.session(immediate=True) as session:
+            if notify:
+                notify_workers(session)
             session.execute(
                 update(DeliveryRecord)
                 .where(
@@ -306,6 +314,7 @@ class Leases:
     def pause(self, session: Session, name: str, until: datetime, status: int | None, now: datetime) -> None:
         """Pause the channel for every worker until ``until`` (never shortening a pause)."""
         state = self.locked_state(session, name, now)
+        notify_workers(session, f"{PAUSED}{name}")  # the other workers look at once (PostgreSQL)
         if state.paused_until is None or state.paused_until < until:
             state.paused_until = until
             state.pause_reason = f"HTTP {status}" if status is not None else "partner asked to pause"
@@ -315,6 +324,10 @@ class Leases:
             "channel paused",
             extra={"event": "channel.paused", "channel": name, "until": until.isoformat(), "status": status},
         )
+
+    def look_again(self, name: str) -> None:
+        """Another worker paused ``name``: read its pause before the next send (any thread may call)."""
+        self._pause_checked.pop(name, None)
 
     def remember_pause(self, name: str, until: datetime) -> None:
         """This worker paused ``name`` (after the pause committed)."""

@@ -33,6 +33,7 @@ from provider.db.events import PENDING, DeliveryRecord, EventDedup, EventRecord
 from provider.db.session import Database
 from provider.domain import AcceptedEvent, IncomingEvent, Notification
 from provider.errors import EventRejected, StorageError
+from provider.events.wakeup import notify_workers
 
 log = logging.getLogger("provider.events.outbox")
 
@@ -191,9 +192,12 @@ class Outbox:
                     age_from=now,
                     created_at=now,
                     updated_at=now,
+                    template=notification.template[:200] if notification.template else None,
                 )
             )
         session.flush()
+        if notifications:
+            notify_workers(session)  # workers wake when this commits (PostgreSQL)
         return len(notifications)
 
     def _repeat(self, session: Session, event_id: int, now: datetime) -> AcceptedEvent:

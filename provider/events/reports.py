@@ -34,6 +34,7 @@ from provider.db.events import (
 from provider.db.rules import ChannelRecord
 from provider.db.session import Database
 from provider.errors import DeliveryNotFound, ProviderError
+from provider.events.wakeup import notify_workers
 
 MAX_LIMIT = 100_000
 
@@ -51,6 +52,8 @@ class DeliveryFilter:
     event_id: int | None = None
     #: message kind (sms, email, webhook, docgen): deliveries of channels of those types
     kind: str | None = None
+    #: the message template the deliveries were rendered from
+    template: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class DeliveryRow:
     last_status: int | None
     last_error: str | None
     partner_id: str | None
+    template: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,11 +149,14 @@ def _row(
         last_status=record.last_status,
         last_error=hide_text(session, fingerprint, record.params, record.last_error),
         partner_id=record.partner_id,
+        template=record.template,
     )
 
 
-def list_deliveries(database: Database, filters: DeliveryFilter, *, limit: int = 100) -> list[DeliveryRow]:
-    """Deliveries matching ``filters``, newest first, at most ``limit``."""
+def list_deliveries(
+    database: Database, filters: DeliveryFilter, *, limit: int = 100, offset: int = 0
+) -> list[DeliveryRow]:
+    """Deliveries matching ``filters``, newest first, at most ``limit`` after skipping ``offset``."""
     query = _delivery_query()
     if filters.status:
         if filters.status not in STATUSES:
@@ -171,7 +178,11 @@ def list_deliveries(database: Database, filters: DeliveryFilter, *, limit: int =
         query = query.where(DeliveryRecord.event_id == filters.event_id)
     if filters.kind:
         query = query.where(DeliveryRecord.channel.in_(_channels_of_kind(filters.kind)))
-    query = query.order_by(DeliveryRecord.id.desc()).limit(max(1, min(limit, MAX_LIMIT)))
+    if filters.template:
+        query = query.where(DeliveryRecord.template == filters.template)
+    query = (
+        query.order_by(DeliveryRecord.id.desc()).limit(max(1, min(limit, MAX_LIMIT))).offset(max(0, offset))
+    )
     with database.session() as session:
         return [_row(session, *found) for found in session.execute(query)]
 
@@ -219,8 +230,8 @@ def get_delivery(database: Database, delivery_id: int) -> DeliveryDetail:
         )
 
 
-def _retry_values(now: datetime) -> dict[str, Any]:
-    # A manual retry starts afresh: attempts and max_age count from now.
+def retry_values(now: datetime) -> dict[str, Any]:
+    """The columns a manual retry sets: due now, attempts and ``max_age`` counted afresh."""
     return {
         "status": PENDING,
         "attempts": 0,
@@ -233,27 +244,6 @@ def _retry_values(now: datetime) -> dict[str, Any]:
     }
 
 
-def retry_delivery(database: Database, delivery_id: int, *, now: datetime | None = None) -> None:
-    """Queue a failed delivery again, due now, with fresh attempts and age.
-
-    Raises DeliveryNotFound, or ProviderError when it is not ``failed``.
-    """
-    now = now or utcnow()
-    with database.session(immediate=True) as session:
-        result = session.execute(
-            update(DeliveryRecord)
-            .where(DeliveryRecord.id == delivery_id, DeliveryRecord.status == FAILED)
-            .values(**_retry_values(now))
-            .execution_options(synchronize_session=False)
-        )
-        if cast("CursorResult[Any]", result).rowcount == 1:
-            return
-        status = session.scalar(select(DeliveryRecord.status).where(DeliveryRecord.id == delivery_id))
-    if status is None:
-        raise DeliveryNotFound(f"no delivery has id {delivery_id}")
-    raise ProviderError(f"delivery {delivery_id} is {status}; only failed deliveries can be retried")
-
-
 def retry_failed(database: Database, *, channel: str | None = None, now: datetime | None = None) -> int:
     """Queue every failed delivery again (of one channel, if given); how many."""
     now = now or utcnow()
@@ -262,9 +252,12 @@ def retry_failed(database: Database, *, channel: str | None = None, now: datetim
         statement = statement.where(DeliveryRecord.channel == channel)
     with database.session(immediate=True) as session:
         result = session.execute(
-            statement.values(**_retry_values(now)).execution_options(synchronize_session=False)
+            statement.values(**retry_values(now)).execution_options(synchronize_session=False)
         )
-        return int(cast("CursorResult[Any]", result).rowcount)
+        count = int(cast("CursorResult[Any]", result).rowcount)
+        if count:
+            notify_workers(session)
+        return count
 
 
 def list_events(
@@ -276,10 +269,12 @@ def list_events(
     limit: int = 100,
     has_errors: bool = False,
     event_id: int | None = None,
+    offset: int = 0,
 ) -> list[EventRow]:
     """Stored events, newest first, with their deliveries counted by status.
 
-    ``has_errors``: only events a rule raised for; ``event_id``: only that event.
+    ``has_errors``: only events a rule raised for; ``event_id``: only that event;
+    ``offset``: skip that many (paging).
     """
     query = select(EventRecord)
     if has_errors:
@@ -292,7 +287,7 @@ def list_events(
         query = query.where(EventRecord.received_at >= since)
     if until is not None:
         query = query.where(EventRecord.received_at < until)
-    query = query.order_by(EventRecord.id.desc()).limit(max(1, min(limit, MAX_LIMIT)))
+    query = query.order_by(EventRecord.id.desc()).limit(max(1, min(limit, MAX_LIMIT))).offset(max(0, offset))
     with database.session() as session:
         events = list(session.scalars(query))
         counts: dict[int, dict[str, int]] = {}

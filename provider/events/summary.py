@@ -1,6 +1,6 @@
-"""``deliveries summary``: deliveries counted by channel, status or day, with failure rates.
+"""``deliveries summary``: deliveries counted by channel, template, status or day, with failure rates.
 
-One query streams ``(channel, status, created_at)`` of the deliveries created since a
+One query streams ``(channel, status, created_at, template)`` of the deliveries created since a
 time and counts them here, so the grouping by UTC day is the same on SQLite and
 PostgreSQL. ``failure_rate`` is ``failed / (delivered + failed)``: of the deliveries
 that finished by trying, the share that failed (suppressed ones were never tried;
@@ -20,7 +20,8 @@ from provider.db.events import DELIVERED, FAILED, PENDING, SENDING, SUPPRESSED, 
 from provider.db.session import Database
 from provider.errors import ProviderError
 
-GROUPINGS = ("channel", "status", "day")
+GROUPINGS = ("channel", "template", "status", "day")
+NO_TEMPLATE = "(none)"
 _STREAM_ROWS = 5_000
 
 
@@ -40,13 +41,21 @@ def _day(value: datetime) -> str:
     return aware.date().isoformat()
 
 
-def count(rows: Iterable[tuple[str, str, datetime]], by: str) -> list[SummaryRow]:
-    """``(channel, status, created_at)`` rows counted per group, groups in order."""
+def _key(by: str, channel: str, status: str, created_at: datetime, template: str | None) -> str:
+    if by == "channel":
+        return channel
+    if by == "template":
+        return template or NO_TEMPLATE
+    return status if by == "status" else _day(created_at)
+
+
+def count(rows: Iterable[tuple[str, str, datetime, str | None]], by: str) -> list[SummaryRow]:
+    """``(channel, status, created_at, template)`` rows counted per group, groups in order."""
     if by not in GROUPINGS:
         raise ProviderError(f"unknown grouping {by!r} (known: {', '.join(GROUPINGS)})")
     groups: dict[str, dict[str, int]] = {}
-    for channel, status, created_at in rows:
-        key = channel if by == "channel" else status if by == "status" else _day(created_at)
+    for channel, status, created_at, template in rows:
+        key = _key(by, channel, status, created_at, template)
         counts = groups.setdefault(key, {})
         counts[status] = counts.get(status, 0) + 1
     result = []
@@ -70,9 +79,11 @@ def count(rows: Iterable[tuple[str, str, datetime]], by: str) -> list[SummaryRow
 
 def summarise(database: Database, *, by: str = "channel", since: datetime | None = None) -> list[SummaryRow]:
     """Deliveries created at or after ``since`` (all when ``None``), counted by ``by``."""
-    query = select(DeliveryRecord.channel, DeliveryRecord.status, DeliveryRecord.created_at)
+    query = select(
+        DeliveryRecord.channel, DeliveryRecord.status, DeliveryRecord.created_at, DeliveryRecord.template
+    )
     if since is not None:
         query = query.where(DeliveryRecord.created_at >= since)
     with database.session() as session:
         stream = session.execute(query.execution_options(yield_per=_STREAM_ROWS))
-        return count(((c, s, t) for c, s, t in stream), by)
+        return count(((c, s, t, m) for c, s, t, m in stream), by)

@@ -1,4 +1,4 @@
-"""The delivery worker: claims due deliveries, sends them, records every attempt.
+"""The delivery worker: claims due deliveries, sends them concurrently, records every attempt.
 
 Run it as ``st-provider worker`` (see :mod:`provider.events.commands`; ``st-provider
 serve`` starts one as a child process unless ``--no-worker``).
@@ -6,38 +6,52 @@ serve`` starts one as a child process unless ``--no-worker``).
 How deliveries move (table ``deliveries``):
 
 - **claim** (:mod:`provider.events.leases`): due rows become ``sending`` with a lease
-  this worker renews while it works through the batch; channels that are disabled,
-  paused or out of their rate limit are skipped.
+  this worker renews (every third of ``lease_seconds``) for as long as it holds them:
+  waiting in its queue, being sent, or waiting to be recorded. Channels that are
+  disabled, paused or out of their rate limit are skipped. While the worker has fewer
+  sends in flight than its ``concurrency``, it claims the next batch, so claiming,
+  sending and recording overlap.
 - **suppress** (:mod:`provider.comms.optouts`): just before sending, a delivery whose
   recipient is on the suppression list becomes ``suppressed`` (final, no attempt, never
   retried); an e-mail loses only its opted-out recipients. This is done at send time,
   not when the outbox creates the delivery, so an opt-out added after the event (or
   while a delivery waits for a retry) is still honoured, and removing one lets queued
   deliveries go. ``otp`` channels are exempt.
-- **send**, outside any transaction, through the channel
-  (:class:`~provider.channels.base.Channel`, built by
-  :class:`~provider.events.channel_cache.ChannelCache`), with the channel's own timeout.
-- **record** (one transaction per delivery): an attempt row (time, duration, HTTP
-  status, partner message id, redacted error) and the delivery's new state:
-  ``delivered``; ``pending`` with the next attempt time the retry policy chose
-  (:mod:`provider.events.retry`; nothing ever sleeps); or ``failed``. A 429/503
-  pauses the channel for every worker (``channel_state.paused_until``).
+- **send** (:mod:`provider.events.sending`), outside any transaction, on a bounded pool
+  of threads (``ST_PROVIDER_WORKER_CONCURRENCY``, and per channel its ``concurrency``
+  with a slow start), through the channel (:class:`~provider.channels.base.Channel`,
+  built by :class:`~provider.events.channel_cache.ChannelCache`), with the channel's own
+  timeout. A delivery of a channel paused meanwhile (by any worker) is handed back
+  unsent, due when the pause ends.
+- **record** (:mod:`provider.events.recording`; finished sends in groups, one
+  transaction each; a success waits up to 50 ms for others while sends are in flight, a
+  failure is recorded at once): an attempt row (time, duration, HTTP status, partner message id,
+  redacted error) and the delivery's new state: ``delivered``; ``pending`` with the
+  next attempt time the retry policy chose (:mod:`provider.events.retry`; nothing ever
+  sleeps); or ``failed``. A 429/503 pauses the channel for every worker
+  (``channel_state.paused_until``).
+
+Every database access happens on the worker's own thread; only the sends run on the pool.
+
+Idle workers wait for a wake-up (:mod:`provider.events.wakeup`: PostgreSQL
+``LISTEN/NOTIFY``, SQLite change polling) or ``poll_interval``, whichever comes first;
+each wake-up is logged at debug level (``worker.wake``, field ``wake``: ``notify``,
+``listening``, ``change``, ``watching`` or ``poll``).
 
 Delivery is at least once. If a worker dies after the partner accepted a
 notification but before the outcome is recorded, the lease expires, another
 worker records a ``lost`` attempt and sends it again: the partner then receives it
-twice. That window (one send per claimed delivery of the dead worker) is the only
-source of duplicates. Every send carries the delivery's stable ``key``, which
-channels pass on where the partner can de-duplicate.
+twice. That window (the sends of the dead worker that were in flight or not yet
+recorded) is the only source of duplicates. Every send carries the delivery's stable
+``key``, which channels pass on where the partner can de-duplicate.
 
-Stopping: set the ``stop`` event. The worker finishes the send in progress,
-hands the rest of its batch back (``pending``, due at once) and returns.
+Stopping: set the ``stop`` event. The worker hands the deliveries it has not started
+back (``pending``, due at once), waits for the sends in flight, records them and returns.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import random as random_module
@@ -45,44 +59,38 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import Any
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy import delete, select
 
 from provider import metrics
 from provider.channels import registry
 from provider.channels.base import SendResult
-from provider.channels.policy import ChannelPolicy
+from provider.channels.policy import MAX_CONCURRENCY
 from provider.comms import optouts
 from provider.db.base import utcnow
-from provider.db.events import (
-    DELIVERED,
-    FAILED,
-    OUTCOME_DELIVERED,
-    OUTCOME_FAILED,
-    OUTCOME_RETRY,
-    PENDING,
-    SUPPRESSED,
-    DeliveryAttempt,
-    EventDedup,
-    EventRecord,
-)
+from provider.db.events import EventDedup, EventRecord
 from provider.db.session import Database
-from provider.errors import ChannelError, ProviderError
+from provider.errors import ProviderError
 from provider.events import reports
 from provider.events.channel_cache import CachedChannel, ChannelCache, ChannelFactory
 from provider.events.leases import Claimed, Leases
-from provider.events.retry import decide
+from provider.events.recording import MAX_GROUP, Recorder
+from provider.events.sending import Job, Sender, Sent
+from provider.events.wakeup import PAUSED, Waker, start_waker
 from provider.journal.retention import PurgeSchedule
-from provider.redact import redact
 from provider.settings import Settings
 
 log = logging.getLogger("provider.events.worker")
 
 HOUSEKEEPING_SECONDS = 10.0
 ERROR_BACKOFF_SECONDS = 5.0
+#: how often a busy worker looks at ``stop``, its leases and the clock while sends are in flight
+TICK_SECONDS = 0.2
+#: the longest a finished success waits to be recorded with others while sends are in flight
+RECORD_AFTER_SECONDS = 0.05
 
 
 def default_worker_name() -> str:
@@ -106,7 +114,6 @@ class Worker:
         self._config = settings.worker
         self._db = database
         self._clock = clock
-        self._random = random or random_module.random
         self.name = (name or default_worker_name())[:100]
         self._channels = ChannelCache(settings, channel_factory or registry.build_channel)
         self._leases = Leases(
@@ -117,6 +124,23 @@ class Worker:
             batch_size=self._config.batch_size,
             clock=clock,
         )
+        self._recorder = Recorder(
+            database,
+            self._leases,
+            self._channels,
+            worker=self.name,
+            clock=clock,
+            random=random or random_module.random,
+        )
+        self._attention = threading.Event()  # a send ended, or a wake-up came
+        self._sender = Sender(self._config.concurrency, self._attention.set)
+        self._queue: deque[Claimed] = deque()  # claimed, not started
+        self._unrecorded: list[Sent] = []  # sent, not yet recorded
+        self._first_unrecorded = 0.0  # when the oldest of them finished (monotonic)
+        self._renewed = time.monotonic()
+        self._wake_reason: str | None = None  # set by the waker's thread
+        self._want_claim = True
+        self._next_poll = 0.0
         self._next_housekeeping = 0.0
         # Retention (call journal, events, rules audit): see provider/journal/retention.py.
         self._retention = PurgeSchedule(database, settings.retention)
@@ -129,116 +153,230 @@ class Worker:
         Raises StorageError when the database fails (nothing is lost: unfinished
         claims return to the queue when their lease expires).
         """
-        now = self._clock()
-        self._housekeeping(now)
-        self._retention.run_if_due(now)  # at most once a minute, bounded, never raises
-        claimed = self._leases.claim(now)
-        if claimed:
-            self._process(claimed, stop)
-        return len(claimed)
+        claimed = self._claim()
+        self._work_off(stop)
+        return claimed
 
     def drain(self, stop: threading.Event | None = None, *, max_batches: int = 100_000) -> int:
-        """Work until nothing is due (or ``stop`` is set); the number of deliveries claimed."""
+        """Work until nothing is due (or ``stop`` is set); the number of deliveries claimed.
+
+        Batches overlap: the next is claimed while the sends of the last are in flight.
+        """
         total = 0
-        for _ in range(max_batches):
-            if stop is not None and stop.is_set():
+        batches = 0
+        while stop is None or not stop.is_set():
+            if batches < max_batches and self._held() < self._sender.concurrency:
+                count = self._claim()
+                batches += 1
+                total += count
+                if count == 0:
+                    batches = max_batches  # nothing more is due: finish what is held
+            if not self._held():
                 break
-            count = self.run_once(stop)
-            total += count
-            if count == 0:
-                break
+            self._step(stop)
+        self._work_off(stop)
         return total
 
     def run(self, stop: threading.Event) -> None:
-        """Work until ``stop`` is set, polling every ``poll_interval`` when idle."""
+        """Work until ``stop`` is set; when idle, wait for a wake-up or ``poll_interval``."""
         log.info("delivery worker started", extra={"event": "worker.started", "worker": self.name})
+        waker = start_waker(self._db, self._woken, worker=self.name, listen=self._config.wakeups)
         try:
             while not stop.is_set():
                 try:
-                    count = self.run_once(stop)
+                    self._cycle(stop)
                 except ProviderError as exc:
                     log.warning(
                         "delivery worker could not reach the database",
                         extra={"event": "worker.storage_error", "worker": self.name, "error": str(exc)},
                     )
                     stop.wait(max(self._config.poll_interval, ERROR_BACKOFF_SECONDS))
-                    continue
                 except Exception:  # one bad batch must not end delivery for good
                     log.exception(
                         "delivery worker failed; continuing",
                         extra={"event": "worker.crashed_batch", "worker": self.name},
                     )
                     stop.wait(max(self._config.poll_interval, ERROR_BACKOFF_SECONDS))
-                    continue
-                if count < self._config.batch_size:
-                    stop.wait(self._config.poll_interval)
         finally:
-            self.close()
+            self._finish(waker, stop)
             log.info("delivery worker stopped", extra={"event": "worker.stopped", "worker": self.name})
 
     def close(self) -> None:
-        """Close every channel this worker built."""
+        """Stop the send threads (after the sends in flight) and close every channel this worker built."""
+        self._sender.close(wait=True)
         self._channels.close()
 
-    # --- send and record --------------------------------------------------------
-
-    def _process(self, claimed: Sequence[Claimed], stop: threading.Event | None) -> None:
-        renewed = time.monotonic()
-        for index, item in enumerate(claimed):
-            if stop is not None and stop.is_set():
-                self._leases.release(claimed[index:], None)
-                return
-            if time.monotonic() - renewed > self._leases.lease.total_seconds() / 3:
-                self._leases.renew(claimed[index:])
-                renewed = time.monotonic()
-            self._deliver(item)
-
-    def _deliver(self, item: Claimed) -> None:
-        now = self._clock()
-        paused = self._leases.paused_until(item.channel, now)
-        if paused is not None:
-            self._leases.release([item], paused)
-            return
-        entry = self._channels.get(item.channel)
-        secrets = entry.secrets if entry is not None else frozenset()
-        if entry is not None:
-            found = self._suppression(item, entry)
-            if found is not None and found.params is None:
-                self._record_suppressed(item, found)
-                return
-            if found is not None and found.params is not None:
-                item = dataclasses.replace(item, params=found.params)
-        begin = time.perf_counter()
-        outcome = self._send(item, entry)
-        duration = time.perf_counter() - begin
-        metrics.DELIVERY_LATENCY.labels(channel=item.channel).observe(duration)
-        if isinstance(outcome, SendResult):
-            self._record_success(item, now, duration, outcome, secrets)
-        else:
-            policy = self._channels.policy(item.channel)
-            self._record_failure(
-                item, started=now, duration=duration, error=outcome, policy=policy, secrets=secrets
-            )
-
-    def _send(self, item: Claimed, entry: CachedChannel | None) -> SendResult | ChannelError:
-        """Send ``item`` through its channel: the partner's answer, or the failure as a ChannelError."""
-        if entry is None:
-            return ChannelError(f"channel {item.channel!r} is not configured")
-        channel = self._channels.channel(entry)
-        if channel is None:
-            return ChannelError(entry.problem or f"channel {item.channel!r} is unavailable")
+    def _finish(self, waker: Waker | None, stop: threading.Event) -> None:
         try:
-            return channel.send(item.params, delivery_key=item.key)
-        except ChannelError as exc:
-            return exc
+            if waker is not None:
+                waker.close()
+            self._work_off(stop)
         except ProviderError as exc:
-            return ChannelError(f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # a channel bug must not stop the worker
-            log.exception(
-                "channel raised an unexpected error",
-                extra={"event": "worker.channel_bug", "channel": item.channel, "delivery_id": item.id},
+            log.warning(
+                "could not record the last sends; their leases will expire",
+                extra={"event": "worker.storage_error", "worker": self.name, "error": str(exc)},
             )
-            return ChannelError(f"unexpected {type(exc).__name__} in channel {item.channel!r}")
+        finally:
+            self.close()
+
+    def _cycle(self, stop: threading.Event) -> None:
+        """One turn of :meth:`run`: claim if there is room and reason to, then send, or wait idle."""
+        if self._take_wake() is not None or time.monotonic() >= self._next_poll:
+            self._want_claim = True
+        if self._want_claim and self._held() < self._sender.concurrency:
+            self._want_claim = self._claim() >= self._config.batch_size
+            self._next_poll = time.monotonic() + self._config.poll_interval
+        if self._held():
+            self._step(stop)
+            return
+        reason = self._idle_wait(stop)
+        if reason is not None:
+            self._want_claim = True
+
+    def _idle_wait(self, stop: threading.Event) -> str | None:
+        """Wait for a wake-up or the next poll; its reason (``None``: stopping)."""
+        log.debug("worker idle", extra={"event": "worker.idle", "worker": self.name})
+        while not stop.is_set():
+            reason = self._take_wake()
+            if reason is not None:
+                return reason
+            left = self._next_poll - time.monotonic()
+            if left <= 0:
+                log.debug("worker woken", extra={"event": "worker.wake", "worker": self.name, "wake": "poll"})
+                return "poll"
+            self._attention.wait(min(left, TICK_SECONDS))
+            self._attention.clear()
+        return None
+
+    def _woken(self, reason: str) -> None:
+        """Called by the waker's thread: a hint that deliveries may be due, or that a channel was paused."""
+        if reason.startswith(PAUSED):
+            self._leases.look_again(reason.removeprefix(PAUSED))
+            return
+        self._wake_reason = reason
+        self._attention.set()
+
+    def _take_wake(self) -> str | None:
+        """The reason of the wake-up that came since the last call (logged), if one did."""
+        reason, self._wake_reason = self._wake_reason, None
+        if reason is not None:
+            log.debug("worker woken", extra={"event": "worker.wake", "worker": self.name, "wake": reason})
+        return reason
+
+    # --- claim, send, record ----------------------------------------------------
+
+    def _held(self) -> int:
+        """Deliveries this worker holds the lease of: queued, in flight, or sent but not recorded."""
+        return len(self._queue) + self._sender.in_flight + len(self._unrecorded)
+
+    def _claim(self) -> int:
+        now = self._clock()
+        self._housekeeping(now)
+        self._retention.run_if_due(now)  # at most once a minute, bounded, never raises
+        if not self._held():
+            self._renewed = time.monotonic()
+        claimed = self._leases.claim(now)
+        self._channels.close_retired(self._sender.channels())
+        self._queue.extend(claimed)
+        return len(claimed)
+
+    def _work_off(self, stop: threading.Event | None) -> None:
+        """Send and record everything held (``stop``: hand the unstarted back first)."""
+        while self._held():
+            self._step(stop)
+
+    def _step(self, stop: threading.Event | None) -> None:
+        """Start what may start, wait a little for sends to end, record those that did, renew leases."""
+        if stop is not None and stop.is_set() and self._queue:
+            items = list(self._queue)
+            self._queue.clear()
+            self._leases.release(items, None)
+        self._dispatch()
+        if self._sender.in_flight and not self._record_now():
+            self._attention.wait(self._patience())
+        self._attention.clear()
+        finished = self._sender.finished()
+        for sent in finished:
+            metrics.DELIVERY_LATENCY.labels(channel=sent.item.channel).observe(sent.duration)
+        if finished and not self._unrecorded:
+            self._first_unrecorded = time.monotonic()
+        self._unrecorded.extend(finished)
+        if self._record_now():
+            while self._unrecorded:
+                group = self._unrecorded[:MAX_GROUP]
+                self._recorder.record(group)  # StorageError: kept, tried again on the next step
+                del self._unrecorded[: len(group)]
+        self._renew_if_due()
+
+    def _record_now(self) -> bool:
+        """Whether to record the finished sends now, rather than wait for more to record with them.
+
+        Successes wait (at most :data:`RECORD_AFTER_SECONDS`, up to a group of
+        :data:`~provider.events.recording.MAX_GROUP`) while other sends are in flight:
+        recording in larger groups is what lets one worker keep up with a fast partner.
+        A failure is recorded at once (it may pause its channel), and so is everything
+        when nothing else is in flight.
+        """
+        if not self._unrecorded:
+            return False
+        return (
+            not self._sender.in_flight
+            or len(self._unrecorded) >= MAX_GROUP
+            or time.monotonic() - self._first_unrecorded >= RECORD_AFTER_SECONDS
+            or any(not isinstance(sent.outcome, SendResult) for sent in self._unrecorded)
+        )
+
+    def _patience(self) -> float:
+        """How long to wait for a send to end before looking at everything again."""
+        if not self._unrecorded:
+            return TICK_SECONDS
+        return max(0.0, RECORD_AFTER_SECONDS - (time.monotonic() - self._first_unrecorded))
+
+    def _dispatch(self) -> None:
+        """Start the queued deliveries that fit the bounds; hand back those of paused channels."""
+        now = self._clock()
+        waiting: deque[Claimed] = deque()
+        full: set[str] = set()
+        paused: dict[datetime, list[Claimed]] = {}
+        while self._queue and self._sender.in_flight < self._sender.concurrency:
+            item = self._queue.popleft()
+            if item.channel in full:
+                waiting.append(item)
+                continue
+            until = self._leases.paused_until(item.channel, now)
+            if until is not None:
+                paused.setdefault(until, []).append(item)
+                continue
+            entry = self._channels.get(item.channel)
+            limit = self._limit(entry)
+            if not self._sender.can_start(item.channel, limit):
+                full.add(item.channel)
+                waiting.append(item)
+                continue
+            job = self._job(item, entry, limit, now)
+            if job is not None:
+                self._sender.start(job)
+        waiting.extend(self._queue)
+        self._queue = waiting
+        for until, items in paused.items():
+            self._leases.release(items, until)
+
+    def _limit(self, entry: CachedChannel | None) -> int:
+        own = entry.policy.concurrency if entry is not None else None
+        return min(own or MAX_CONCURRENCY, self._sender.concurrency)
+
+    def _job(self, item: Claimed, entry: CachedChannel | None, limit: int, now: datetime) -> Job | None:
+        """The send of ``item`` (``None``: suppressed, recorded as such)."""
+        if entry is None:
+            return Job(item, None, f"channel {item.channel!r} is not configured", limit, now)
+        found = self._suppression(item, entry)
+        if found is not None and found.params is None:
+            self._recorder.suppressed(item, found)
+            return None
+        if found is not None and found.params is not None:
+            item = dataclasses.replace(item, params=found.params)
+        channel = self._channels.channel(entry)
+        return Job(item, channel, entry.problem, limit, now)
 
     def _suppression(self, item: Claimed, entry: CachedChannel) -> optouts.Suppression | None:
         """What the suppression list says about ``item`` (``None``: send it as it is)."""
@@ -255,151 +393,14 @@ class Worker:
                 event_type=event_type,
             )
 
-    def _record_suppressed(self, item: Claimed, found: optouts.Suppression) -> None:
-        """``item`` is not sent: final status ``suppressed``, no attempt counted."""
-        finished = self._clock()
-        scopes = sorted({scope for found_scopes in found.removed.values() for scope in found_scopes})
-        values = {
-            "status": SUPPRESSED,
-            "finished_at": finished,
-            "updated_at": finished,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "last_error": f"not sent: the recipient opted out ({', '.join(scopes)})",
-        }
-        with self._db.session(immediate=True) as session:
-            owned = self._leases.owned(session, item.id, values, any_owner=False)
-        metrics.DELIVERIES.labels(channel=item.channel, outcome="suppressed").inc()
-        log.info(
-            "delivery suppressed",
-            extra={
-                "event": "delivery.suppressed",
-                "delivery_id": item.id,
-                "channel": item.channel,
-                "scopes": scopes,
-                "recorded": owned,
-            },
-        )
-
-    def _attempt(self, item: Claimed, started: datetime, duration: float, **fields: Any) -> DeliveryAttempt:
-        """The row of the attempt being recorded for ``item`` (its number: ``attempts + 1``)."""
-        return DeliveryAttempt(
-            delivery_id=item.id,
-            number=item.attempts + 1,
-            started_at=started,
-            duration=duration,
-            worker=self.name,
-            **fields,
-        )
-
-    def _record_success(
-        self, item: Claimed, started: datetime, duration: float, result: SendResult, secrets: frozenset[str]
-    ) -> None:
-        finished = self._clock()
-        number = item.attempts + 1
-        partner_id = str(result.partner_id)[:200] if result.partner_id is not None else None
-        values = {
-            **_ended(number, finished, result.status),
-            "status": DELIVERED,
-            "finished_at": finished,
-            "last_error": None,
-            "partner_id": partner_id,
-            "documents": _documents_as_json(result.documents),
-        }
-        with self._db.session(immediate=True) as session:
-            # A success is the truth even if our lease ran out meanwhile.
-            owned = self._leases.owned(session, item.id, values, any_owner=True)
-            session.add(
-                self._attempt(
-                    item,
-                    started,
-                    duration,
-                    outcome=OUTCOME_DELIVERED,
-                    http_status=result.status,
-                    partner_id=partner_id,
-                    error=None,
-                )
-            )
-        metrics.DELIVERIES.labels(channel=item.channel, outcome="delivered").inc()
-        log.info(
-            "delivered",
-            extra={
-                "event": "delivery.delivered",
-                "delivery_id": item.id,
-                "channel": item.channel,
-                "attempt": number,
-                "status": result.status,
-                "partner_id": partner_id,
-                "duration": round(duration, 4),
-                "recorded": owned,
-            },
-        )
-
-    def _record_failure(
-        self,
-        item: Claimed,
-        *,
-        started: datetime,
-        duration: float,
-        error: ChannelError,
-        policy: ChannelPolicy,
-        secrets: frozenset[str],
-    ) -> None:
-        finished = self._clock()
-        number = item.attempts + 1
-        outcome = decide(
-            policy,
-            status=error.status,
-            final=error.final,
-            retry_after=error.retry_after,
-            pause_requested=error.pause_channel,
-            attempt=number,
-            age=(finished - item.age_from).total_seconds(),
-            random=self._random,
-        )
-        message = redact(_error_text(error), secrets)
-        retry = outcome.kind == "retry"
-        next_attempt = finished + timedelta(seconds=outcome.wait) if retry else None
-        values: dict[str, Any] = {**_ended(number, finished, error.status), "last_error": message}
-        if next_attempt is not None:
-            values.update(status=PENDING, next_attempt_at=next_attempt)
-        else:
-            values.update(status=FAILED, finished_at=finished)
-        paused_until = finished + timedelta(seconds=outcome.pause) if outcome.pause else None
-        with self._db.session(immediate=True) as session:
-            owned = self._leases.owned(session, item.id, values, any_owner=False)
-            session.add(
-                self._attempt(
-                    item,
-                    started,
-                    duration,
-                    outcome=OUTCOME_RETRY if retry else OUTCOME_FAILED,
-                    http_status=error.status,
-                    error=message,
-                    next_attempt_at=next_attempt,
-                )
-            )
-            if paused_until is not None:
-                self._leases.pause(session, item.channel, paused_until, error.status, finished)
-        if paused_until is not None:
-            self._leases.remember_pause(item.channel, paused_until)
-        metrics.DELIVERIES.labels(channel=item.channel, outcome="retry" if retry else "failed").inc()
-        log.log(
-            logging.WARNING if retry else logging.ERROR,
-            "delivery attempt failed",
-            extra={
-                "event": "delivery.retry" if retry else "delivery.failed",
-                "delivery_id": item.id,
-                "channel": item.channel,
-                "attempt": number,
-                "status": error.status,
-                "final": error.final,
-                "reason": outcome.reason or None,
-                "wait": round(outcome.wait, 3) if retry else None,
-                "error": message,
-                "recorded": owned,
-            },
-        )
+    def _renew_if_due(self) -> None:
+        """Extend the leases of everything held, every third of the lease."""
+        if time.monotonic() - self._renewed <= self._leases.lease.total_seconds() / 3:
+            return
+        held = [*self._queue, *self._sender.items(), *(sent.item for sent in self._unrecorded)]
+        if held:
+            self._leases.renew(held)
+        self._renewed = time.monotonic()
 
     # --- housekeeping -----------------------------------------------------------
 
@@ -416,30 +417,3 @@ class Worker:
             )
         self._leases.forget_pauses(now)
         reports.refresh_queue_metrics(self._db, now)
-
-
-def _ended(number: int, finished: datetime, status: int | None) -> dict[str, Any]:
-    """The delivery columns every recorded attempt sets: its count, and the lease released."""
-    return {
-        "attempts": number,
-        "updated_at": finished,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "last_status": status,
-    }
-
-
-def _error_text(error: ChannelError) -> str:
-    """The failure as recorded (before redaction): the message, with the partner's code if it adds one."""
-    text = str(error)
-    if error.partner_code and error.partner_code not in text:
-        text = f"{text} (partner code {error.partner_code})"
-    return text
-
-
-def _documents_as_json(documents: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The partner's documents as plain JSON data, any other value as its text (``None`` when none)."""
-    if not documents:
-        return None
-    plain: dict[str, Any] = json.loads(json.dumps(dict(documents), default=str))
-    return plain

@@ -55,11 +55,11 @@ from provider.rules.cli_support import (
     open_database,
     print_problems,
 )
+from provider.rules.drafts import draft_warnings, parse_for_store, summary_lines
 from provider.rules.engine import NOT_REACHED
-from provider.rules.lint import unguarded_lookups
-from provider.rules.loader import channel_warnings, load_rules_file
+from provider.rules.loader import load_rules_file, read_rules_text
 from provider.rules.model import RulesFile
-from provider.rules.store import ImportSummary, RuleStore
+from provider.rules.store import RuleStore
 from provider.rules.trial import parse_operation, trial_call, variable_pairs
 from provider.rules.whatif import register_whatif
 from provider.settings import Settings
@@ -157,32 +157,11 @@ def _print_problems(exc: RulesFileError, source: str) -> None:
 def _print_warnings(rules_file: RulesFile, settings: Settings) -> None:
     """Warn (stderr, not an error) about each ``${VAR}`` a channel references that is not
     set, and each unguarded lookup of a value SmarterTrack may not send."""
-    warnings = [
-        *channel_warnings(rules_file.channels, settings.environment, settings.secret_vars),
-        *unguarded_lookups(rules_file.rules),
+    for warning in [
+        *draft_warnings(rules_file, settings.environment, settings.secret_vars),
         *otp_problems(settings, rules_file.channels, rules_file.templates),
-    ]
-    for warning in warnings:
+    ]:
         print(f"warning: {warning}", file=sys.stderr)
-
-
-def _summary_lines(summary: ImportSummary) -> list[str]:
-    lines = []
-    for kind in ("rule", "channel"):
-        unchanged = summary.unchanged_rules if kind == "rule" else summary.unchanged_channels
-        counts = ", ".join(
-            f"{summary.count(kind, action)} {action}" for action in ("created", "updated", "deleted")
-        )
-        lines.append(f"{kind}s: {counts}, {unchanged} unchanged")
-    for kind in ("template", "variable"):
-        changed = [action for action in ("created", "updated", "deleted") if summary.count(kind, action)]
-        if changed:
-            lines.append(f"{kind}s: " + ", ".join(f"{summary.count(kind, a)} {a}" for a in changed))
-    if summary.changes:
-        lines.append(f"rule set version {summary.version}")
-    else:
-        lines.append(f"no changes; rule set version {summary.version}")
-    return lines
 
 
 # --- import / export / validate ---------------------------------------------------------
@@ -191,11 +170,11 @@ def _summary_lines(summary: ImportSummary) -> list[str]:
 def load_for_store(path: str, store: RuleStore, *, replace: bool, settings: Settings) -> RulesFile:
     """The rules file at ``path`` as ``rules import`` reads it: its channels and templates checked
     against the stored ones, unless ``replace`` (which drops them). Raises :class:`RulesFileError`."""
-    return load_rules_file(
-        path,
-        stored_channels={} if replace else store.channel_types,
+    return parse_for_store(
+        read_rules_text(path),
+        store,
+        replace=replace,
         secret_vars=settings.secret_vars,
-        stored_templates=() if replace else store.templates(),
         read_only_vars=settings.read_only_vars,
     )
 
@@ -217,7 +196,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_PROBLEMS
         if args.dry_run:
             _print_warnings(rules_file, settings)
-            version_commands.print_dry_run(args.file, summary, _summary_lines(summary))
+            version_commands.print_dry_run(args.file, summary)
             version_commands.print_whatif(
                 database, rules_file, replace=args.replace, read_only_vars=settings.read_only_vars
             )
@@ -227,7 +206,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         f"imported {args.file}: {len(rules_file.rules)} rules, {len(rules_file.channels)} channels, "
         f"{len(rules_file.templates)} templates, {len(rules_file.variables)} variables"
     )
-    for line in _summary_lines(summary):
+    for line in summary_lines(summary):
         print(f"  {line}")
     return EXIT_OK
 

@@ -56,6 +56,7 @@ from provider.rules.environment import (
 )
 from provider.rules.limits import DEFAULT_LIMITS, RuleLimits, text_size
 from provider.rules.model import SKIP, FieldSpec, NotifySpec, Rule
+from provider.rules.prefilter import Guard, Plan, guard_of
 from provider.variables import InputVariables
 
 log = logging.getLogger("provider.rules")
@@ -180,7 +181,7 @@ class CompiledRule:
         set_values: tuple[tuple[str, TextTemplate], ...],
         fields: tuple[CompiledField, ...],
         html: TextTemplate | None,
-        notify: tuple[tuple[str, _Params], ...],
+        notify: tuple[tuple[str, str | None, _Params], ...],
     ) -> None:
         self.rule = rule
         self.name = rule.name
@@ -190,6 +191,8 @@ class CompiledRule:
         self.when = when
         #: The condition as a function of the scope's condition context (``None``: always).
         self.test = when.function if when is not None else None
+        #: The condition's leading term, when it can rule the call out without Jinja.
+        self.guard: Guard | None = guard_of(when.source) if when is not None else None
         self.message = message
         self.set_values = set_values
         self.fields = fields
@@ -225,8 +228,8 @@ class CompiledRule:
             fields=[f.render(scope) for f in self.fields] if self.fields else [],
             html=html.render(scope) if html is not None else None,
             notifications=[
-                Notification(rule=self.name, channel=channel, params=params.render(scope))
-                for channel, params in self.notify
+                Notification(rule=self.name, channel=channel, params=params.render(scope), template=template)
+                for channel, template, params in self.notify
             ]
             if self.notify
             else [],
@@ -291,7 +294,8 @@ class _Compiler:
             fields.append(CompiledField(spec, options, options_from))
         html = self.text(("then", "html"), then.html, html=True) if then.html is not None else None
         notify = tuple(
-            (entry.channel, self.params(("then", "notify", i), entry)) for i, entry in enumerate(then.notify)
+            (entry.channel, entry.template, self.params(("then", "notify", i), entry))
+            for i, entry in enumerate(then.notify)
         )
         if self.problems:
             raise RuleCompileError(rule.name, self.problems)
@@ -422,18 +426,25 @@ class RuleSet:
         *,
         version: int = 0,
         variables: Mapping[str, str] | None = None,
+        prefilter: bool = True,
     ) -> None:
         ordered = sorted(rules, key=lambda r: (r.rule.priority, r.position))
         self.version = version
+        #: Whether conditions' guards (:mod:`provider.rules.prefilter`) skip rules that cannot
+        #: match; off, every condition runs in Jinja (the same decisions and traces, slower).
+        self.prefilter = prefilter
         #: ``vars`` of every condition and template (global variables, names ignore case).
         self.variables = CaseInsensitiveDict((variables or {}).items())
         self.rules: tuple[CompiledRule, ...] = tuple(ordered)
         self._all: dict[Method, tuple[CompiledRule, ...]] = {}
         self._enabled: dict[Method, tuple[CompiledRule, ...]] = {}
+        self._plans: dict[tuple[Method, bool], Plan] = {}
         for operation in ALL_METHODS:
             applicable = tuple(r for r in ordered if operation in r.rule.methods)
             self._all[operation] = applicable
             self._enabled[operation] = tuple(r for r in applicable if r.rule.enabled)
+            for disabled, chosen in ((True, applicable), (False, self._enabled[operation])):
+                self._plans[operation, disabled] = Plan(r.guard if r.enabled else None for r in chosen)
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -460,13 +471,18 @@ class RuleSet:
         scope = Scope(build_context(operation, variables, identity, self.variables), limits)
         token = scope.enter()
         try:
-            return self._evaluate(rules, scope, operation, trace)
+            plan = self._plans[operation, trace is not None] if self.prefilter else None
+            return self._evaluate(rules, scope, operation, trace, plan)
         finally:
             scope.leave(token)
 
     @staticmethod
     def _evaluate(
-        rules: Sequence[CompiledRule], scope: Scope, operation: Method, trace: list[TraceEntry] | None
+        rules: Sequence[CompiledRule],
+        scope: Scope,
+        operation: Method,
+        trace: list[TraceEntry] | None,
+        plan: Plan | None,
     ) -> Decision:
         """The rules in order, with ``scope``'s budget active (what :meth:`CompiledRule.matches`
         does per rule is inlined: the deadline, then the condition in the shared context)."""
@@ -475,7 +491,9 @@ class RuleSet:
         budget = scope.budget
         deadline = budget.deadline
         context = scope.condition_context()
-        for rule in rules:
+        # The rules certainly ruled out by their guards (computed once per call, not per rule).
+        rejected = plan.rejected(scope.variables) if plan else {}
+        for index, rule in enumerate(rules):
             if stopped_by is not None:
                 if trace is not None:
                     trace.append(
@@ -493,7 +511,13 @@ class RuleSet:
                 try:
                     if monotonic() > deadline:
                         budget.check_time()
-                    matched = bool(test(context))
+                    charges = rejected.get(index)
+                    if charges is None:
+                        matched = bool(test(context))
+                    else:  # certainly false: only what its filters' results cost the budget
+                        matched = False
+                        for length in charges:
+                            budget.charge(length)
                 except Exception as exc:  # noqa: BLE001 - any error in an admin's expression is the rule's
                     if _failed(rule, operation, "when", exc, result=result, trace=trace) and rule.final:
                         stopped_by = rule.name

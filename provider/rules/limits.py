@@ -476,6 +476,16 @@ def regex_search(pattern: str, text: str) -> regex.Match[str] | None:
         raise _regex_error(exc, pattern) from exc
 
 
+def linear_search(pattern: str, text: str) -> bool | None:
+    """Whether ``pattern`` is found in ``text`` when :func:`regex_search` would search it without
+    a timeout (it would check the deadline first); ``None`` when it would use the timeout."""
+    compiled = _compiled(pattern)
+    cost = compiled.cost
+    if cost is None or (len(text) + 1) * cost > LINEAR_STEPS:
+        return None
+    return compiled.pattern.search(text) is not None
+
+
 def regex_sub(pattern: str, replacement: str, text: str, count: int = 0) -> str:
     """``regex.sub`` with the timeout, sizing each replacement before making it."""
     budget = current()

@@ -441,21 +441,25 @@ def load_rules_file(
     read_only_vars: Mapping[str, str] | None = None,
 ) -> RulesFile:
     """Read and validate the rules file at ``path`` (see :func:`parse_rules`)."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise RulesFileError([RuleProblem(message=f"cannot read {path}: {exc.strerror}")]) from exc
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise RulesFileError([RuleProblem(message=f"{path} is not UTF-8 text")]) from exc
     return parse_rules(
-        text,
+        read_rules_text(path),
         stored_channels=stored_channels,
         secret_vars=secret_vars,
         stored_templates=stored_templates,
         read_only_vars=read_only_vars,
     )
+
+
+def read_rules_text(path: str | Path) -> str:
+    """The text of the rules file at ``path`` (UTF-8, a BOM dropped); RulesFileError when unreadable."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise RulesFileError([RuleProblem(message=f"cannot read {path}: {exc.strerror}")]) from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RulesFileError([RuleProblem(message=f"{path} is not UTF-8 text")]) from exc
 
 
 def channel_warnings(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -153,20 +153,14 @@ def _change_lines(summary: ImportSummary) -> list[str]:
     return lines
 
 
-def print_dry_run(source: str, summary: ImportSummary, lines: Sequence[str]) -> None:
+def print_dry_run(source: str, summary: ImportSummary) -> None:
     """The output of ``rules import --dry-run``: the diff, then what would change."""
-    current = summary.version - 1 if summary.changes else summary.version
-    diff = versions.unified_diff(
-        summary.before, summary.after, before_label=f"version {current} (current)", after_label=source
-    )
+    from provider.rules.drafts import dry_run_diff, dry_run_lines
+
     print(f"dry run of {source}: nothing was stored")
-    sys.stdout.write(diff or "no differences\n")
-    for line in lines[:-1]:
+    sys.stdout.write(dry_run_diff(summary, source) or "no differences\n")
+    for line in dry_run_lines(summary):
         print(f"  {line}")
-    if summary.changes:
-        print(f"  would be rule set version {summary.version}")
-    else:
-        print(f"  no changes; rule set version {summary.version}")
 
 
 def print_whatif(
@@ -178,8 +172,7 @@ def print_whatif(
 ) -> None:
     """The what-if summary of ``import --dry-run``: the journaled calls of the last 24 hours
     replayed against the current rules and the draft (see :mod:`provider.rules.whatif`)."""
-    from provider.rules.whatif import current_rule_set, draft_rule_set, print_report, whatif
+    from provider.rules.drafts import whatif_report
+    from provider.rules.whatif import print_report
 
-    snapshot = RuleStore(database).snapshot()
-    draft = draft_rule_set(snapshot, rules_file, replace=replace, read_only_vars=read_only_vars)
-    print_report(whatif(database, current_rule_set(snapshot, read_only_vars), draft))
+    print_report(whatif_report(database, rules_file, replace=replace, read_only_vars=read_only_vars))

@@ -348,7 +348,8 @@ def cmd_whatif(args: argparse.Namespace, settings: Any) -> int:
 
 def print_report(report: WhatIfReport) -> None:
     """The table form of ``report`` (also the what-if part of ``rules import --dry-run``)."""
-    from provider.events.commands import format_table, utc_text
+    from provider.events.commands import format_table
+    from provider.events.export import utc_text
 
     print(f"of the last {report.replayed} calls, {report.changed} would be answered differently")
     if report.by_operation:

@@ -26,6 +26,7 @@ from provider.variables import InputVariables
 
 # Everything outside XML 1.0's Char production.
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_MEMBERS = {name: frozenset(m.name for m in members) for name, members in TYPES.items()}
 
 
 def xml_safe(text: str) -> str:
@@ -59,27 +60,42 @@ def decode_request(
     )
 
 
-def encode_result(spec: OperationSpec, result: CallResult, types: ContractTypes) -> Any:
-    """The ``<Op>Result`` object for ``result``; members the result type lacks are ignored."""
-    members = {m.name for m in TYPES[spec.result]}
+def result_values(spec: OperationSpec, result: CallResult) -> dict[str, Any]:
+    """The member values of the ``<Op>Result`` for ``result``, ready to write.
+
+    Plain values (``bool``, ``str``, ``None``, lists, one ``dict`` per custom field in
+    contract member order): the one place the outgoing values are prepared, used by the
+    Spyne path (:func:`encode_result`) and the fast path (:mod:`provider.soap.fastpath`)
+    alike. Members the result type lacks are left out.
+    """
+    members = _MEMBERS[spec.result]
     values: dict[str, Any] = {"Success": bool(result.success), "Message": _optional(result.message)}
     if "OutputVariables" in members:
         values["OutputVariables"] = [xml_safe(entry) for entry in result.output.to_list()]
     if "CustomFieldDataItems" in members:
-        values["CustomFieldDataItems"] = [_encode_field(f, types) for f in result.custom_fields]
+        values["CustomFieldDataItems"] = [field_values(f) for f in result.custom_fields]
     if "UserInfoHtml" in members:
         values["UserInfoHtml"] = _optional(result.user_info_html)
+    return values
+
+
+def field_values(data: CustomFieldData) -> dict[str, Any]:
+    """The member values of one ``ExternalCustomFieldData``, in contract order."""
+    return {
+        "CustomFieldName": xml_safe(data.name),
+        "DisplayWithInformationLookup": bool(data.display_with_information_lookup),
+        "ChangeListOptions": bool(data.change_list_options),
+        "ListOptions": [xml_safe(option) for option in data.list_options],
+        "ChangeRequired": bool(data.change_required),
+        "NewRequiredValue": bool(data.new_required_value),
+        "ChangeVisible": bool(data.change_visible),
+        "NewVisibleValue": bool(data.new_visible_value),
+    }
+
+
+def encode_result(spec: OperationSpec, result: CallResult, types: ContractTypes) -> Any:
+    """The ``<Op>Result`` Spyne object for ``result``; members the result type lacks are ignored."""
+    values = result_values(spec, result)
+    if "CustomFieldDataItems" in values:
+        values["CustomFieldDataItems"] = [types.field_data(**f) for f in values["CustomFieldDataItems"]]
     return types[spec.result](**values)
-
-
-def _encode_field(data: CustomFieldData, types: ContractTypes) -> Any:
-    return types.field_data(
-        CustomFieldName=xml_safe(data.name),
-        DisplayWithInformationLookup=bool(data.display_with_information_lookup),
-        ChangeListOptions=bool(data.change_list_options),
-        ListOptions=[xml_safe(option) for option in data.list_options],
-        ChangeRequired=bool(data.change_required),
-        NewRequiredValue=bool(data.new_required_value),
-        ChangeVisible=bool(data.change_visible),
-        NewVisibleValue=bool(data.new_visible_value),
-    )

@@ -61,9 +61,6 @@ def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
     With a ``Content-Length`` exactly that many bytes are read; without one (chunked)
     at most ``limit + 1``, so an oversized body is never read whole.
     """
-    too_large = Refused(
-        "too_large", f"The request body is larger than {limit} bytes.", status="413 Content Too Large"
-    )
     raw_length = str(environ.get("CONTENT_LENGTH") or "").strip()
     stream = environ.get("wsgi.input")
     if raw_length:
@@ -72,7 +69,7 @@ def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
         except ValueError:
             raise Refused("bad_length", "Invalid Content-Length.", status="400 Bad Request") from None
         if length > limit:
-            raise too_large
+            raise _too_large(limit)
         if length <= 0 or stream is None:
             raise Refused("empty", "The request body is empty.")
         return bytes(stream.read(length))
@@ -80,8 +77,14 @@ def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
         raise Refused("empty", "The request body is empty.")
     body = _read_to_end(stream, limit + 1)
     if len(body) > limit:
-        raise too_large
+        raise _too_large(limit)
     return body
+
+
+def _too_large(limit: int) -> Refused:
+    return Refused(
+        "too_large", f"The request body is larger than {limit} bytes.", status="413 Content Too Large"
+    )
 
 
 def _read_to_end(stream: Any, most: int) -> bytes:

@@ -22,7 +22,10 @@ and this module owns everything around it:
    request costs (libxml2 keeps each distinct name it has parsed, a few dozen bytes,
    as for any element name; worker recycling bounds that). Any other namespace, and
    those of the XML and SOAP specifications, are refused with a fault;
-4. ``GET ?wsdl`` (any case) renders the contract with the configured public URL or
+4. an ordinary call (SmarterTrack's one request shape, UTF-8) is read and answered by
+   :mod:`provider.soap.fastpath`, byte for byte as Spyne would answer it; anything else goes
+   through Spyne, and so does an answer the fast writer declines (the domain is called once);
+5. ``GET ?wsdl`` (any case) renders the contract with the configured public URL or
    the request's own address, fresh for every request.
 
 Faults are short, fixed messages: never a stack trace, a path or the request's
@@ -56,6 +59,7 @@ from provider.soap.contract import (
     ContractTypes,
     OperationSpec,
 )
+from provider.soap.fastpath import FastReader, FastWriter, utf8_request
 from provider.soap.request import (
     UNKNOWN_OPERATION,
     EnvelopeParser,
@@ -69,6 +73,7 @@ from provider.soap.request import (
 from provider.soap.spyne_server import SpyneCall, build_servers
 from provider.soap.versions import BY_MEDIA_TYPE, SOAP11, SoapVersion, xml_headers
 from provider.soap.wsdl import WsdlDocument, service_address
+from provider.variables import InputVariables
 
 log = logging.getLogger("provider.soap")
 
@@ -90,7 +95,8 @@ class CallRecord:
     refused) or ``error`` (an internal error); ``fault`` is a short fixed reason;
     ``permission_denied``: the domain refused the Web Service Password. ``request`` and
     ``result`` are the decoded call and the domain's answer, when it got that far (for
-    the call journal).
+    the call journal). ``fast_path``: the answer was read and written by
+    :mod:`provider.soap.fastpath` rather than Spyne.
     """
 
     operation: str
@@ -101,6 +107,7 @@ class CallRecord:
     permission_denied: bool = False
     request: CallRequest | None = None
     result: CallResult | None = None
+    fast_path: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,8 @@ class SoapRouter:
     ``public_url`` (optional) is the externally visible URL written into the WSDL;
     ``max_body_bytes`` caps request bodies. Thread-safe: one router serves every thread
     of a worker. The Spyne applications are built here, once; requests build nothing.
+    ``fast_path`` (on by default) answers ordinary calls without Spyne's generic
+    (de)serialisation (:mod:`provider.soap.fastpath`); off, every call goes through Spyne.
     """
 
     def __init__(
@@ -134,6 +143,7 @@ class SoapRouter:
         max_body_bytes: int,
         public_url: str | None = None,
         accept_namespaces: Iterable[str] = (ANY_NAMESPACE,),
+        fast_path: bool = True,
     ) -> None:
         self._call = call
         self.namespace = namespace
@@ -145,6 +155,8 @@ class SoapRouter:
         self._wsdl = WsdlDocument(namespace)
         self._servers = build_servers(namespace, self._invoke)
         self._envelopes = EnvelopeParser()
+        self._reader = FastReader(namespace) if fast_path else None
+        self._writer = FastWriter(namespace)
 
     # --- entry points ---------------------------------------------------------------
 
@@ -193,6 +205,9 @@ class SoapRouter:
         except Refused as refused:
             return self._fault(version, refused, operation=refused.operation)
         call = SpyneCall(envelope=envelope, request_id=request_id, client=client, foreign=foreign)
+        entries = self._ordinary_entries(call, version, params.get("charset"), spec)
+        if entries is not None:
+            return self._fast_answer(version, spec, call, entries)
         return self._answer(version, spec, call)
 
     # --- steps ------------------------------------------------------------------------
@@ -224,6 +239,64 @@ class SoapRouter:
         rename_namespace(element, namespace, self.namespace)
         return _SPECS[qname.localname], namespace
 
+    def _ordinary_entries(
+        self, call: SpyneCall, version: SoapVersion, charset: str | None, spec: OperationSpec
+    ) -> list[str] | None:
+        """The call's input strings when the fast path may answer it, else ``None`` (Spyne answers)."""
+        if self._reader is None:
+            return None
+        try:
+            if not utf8_request(charset, call.envelope):
+                return None
+            return self._reader.entries(call.envelope, version)
+        except Exception:  # a bug in the reader: Spyne reads the request instead
+            log.exception(
+                "fast path reader failed",
+                extra={
+                    "event": "soap.fastpath_failed",
+                    "operation": spec.name,
+                    "request_id": call.request_id,
+                    "step": "read",
+                },
+            )
+            return None
+
+    def _fast_answer(
+        self, version: SoapVersion, spec: OperationSpec, call: SpyneCall, entries: list[str]
+    ) -> SoapResponse:
+        """Answer an ordinary call: the domain once, then the fast writer (Spyne writes on any doubt)."""
+        try:
+            request = CallRequest(
+                operation=spec.operation,
+                variables=InputVariables.parse(entries),
+                client_address=call.client,
+                request_id=call.request_id,
+            )
+            call.request = request
+            call.result = self._call(request)
+        except Exception:  # a bug below: answered as an internal-error fault, as on the Spyne path
+            log.exception(
+                "operation failed",
+                extra={"event": "soap.internal_error", "operation": spec.name, "request_id": call.request_id},
+            )
+            return self._internal_error(version, spec, call)
+        try:
+            body = self._writer.write(spec, version, codec.result_values(spec, call.result), call.foreign)
+        except Exception:  # a bug in the writer: Spyne writes the same result instead
+            log.exception(
+                "fast path writer failed",
+                extra={
+                    "event": "soap.fastpath_failed",
+                    "operation": spec.name,
+                    "request_id": call.request_id,
+                    "step": "write",
+                },
+            )
+            body = None
+        if body is None:
+            return self._answer(version, spec, call)
+        return self._success(version, spec, call, body, fast_path=True)
+
     def _answer(self, version: SoapVersion, spec: OperationSpec, call: SpyneCall) -> SoapResponse:
         request_id, namespace = call.request_id, call.foreign
         try:
@@ -236,9 +309,7 @@ class SoapRouter:
             call.failed = True
             ctx, body = None, None
         if call.failed or ctx is None:
-            status, fault = version.fault(sender=False, message=f"Internal error (request id {request_id})")
-            record = CallRecord(spec.name, "error", version.name, "internal", namespace, request=call.request)
-            return SoapResponse(status, xml_headers(version, fault), fault, record)
+            return self._internal_error(version, spec, call)
         if body is None:
             # Spyne refused the content (a value that does not fit the contract).
             error = ctx.in_error or ctx.out_error
@@ -246,6 +317,13 @@ class SoapRouter:
             status, fault = version.fault(sender=sender, message="The request does not match the contract.")
             record = CallRecord(spec.name, "fault", version.name, "invalid", namespace)
             return SoapResponse(status, xml_headers(version, fault), fault, record)
+        return self._success(version, spec, call, body)
+
+    @staticmethod
+    def _success(
+        version: SoapVersion, spec: OperationSpec, call: SpyneCall, body: bytes, *, fast_path: bool = False
+    ) -> SoapResponse:
+        """The 200 answer carrying ``body``, the domain's result for ``call``."""
         result = call.result
         outcome = "success" if result is not None and result.success else "failure"
         denied = result is not None and result.permission_denied
@@ -254,23 +332,34 @@ class SoapRouter:
             outcome,
             version.name,
             None,
-            namespace,
+            call.foreign,
             permission_denied=denied,
             request=call.request,
             result=result,
+            fast_path=fast_path,
         )
         return SoapResponse("200 OK", xml_headers(version, body), body, record)
 
+    @staticmethod
+    def _internal_error(version: SoapVersion, spec: OperationSpec, call: SpyneCall) -> SoapResponse:
+        status, fault = version.fault(sender=False, message=f"Internal error (request id {call.request_id})")
+        record = CallRecord(spec.name, "error", version.name, "internal", call.foreign, request=call.request)
+        return SoapResponse(status, xml_headers(version, fault), fault, record)
+
     def _invoke(self, spec: OperationSpec, inputs: Any, types: ContractTypes, call: SpyneCall) -> Any:
-        """Spyne's service methods land here: decode, call the domain, encode."""
+        """Spyne's service methods land here: decode, call the domain, encode.
+
+        A call the fast path already answered (``call.result`` set, its writer declined)
+        is only encoded: the domain is never called twice.
+        """
         try:
-            request = codec.decode_request(
-                spec.operation, inputs, client_address=call.client, request_id=call.request_id
-            )
-            call.request = request
-            result = self._call(request)
-            call.result = result
-            return codec.encode_result(spec, result, types)
+            if call.result is None:
+                request = codec.decode_request(
+                    spec.operation, inputs, client_address=call.client, request_id=call.request_id
+                )
+                call.request = request
+                call.result = self._call(request)
+            return codec.encode_result(spec, call.result, types)
         except Exception:  # a bug below: answered as an internal-error fault
             log.exception(
                 "operation failed",

@@ -2,7 +2,8 @@
 
 An admin created with ``st-provider users add --admin`` signs in, sees each page with real data
 (a rule set imported by the CLI, SOAP calls in the journal), disables a rule and sees a real SOAP
-call's answer change, finds a NotifyEventFired call in Events and Deliveries, then signs out. Screenshots are saved under the pytest temp dir (and copied
+call's answer change, finds a NotifyEventFired call in Events and Deliveries, then signs out, on
+SQLite and on PostgreSQL. Screenshots are saved under the pytest temp dir (and copied
 to /work/notes/screens/console-*.png when that directory's parent exists, for review).
 """
 
@@ -50,8 +51,9 @@ pytestmark = [
 
 
 @pytest.fixture
-def console_server(sqlite_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
-    env = base_env(sqlite_url)
+def console_server(database_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
+    """The console on SQLite and on PostgreSQL (``database_url`` is parametrised)."""
+    env = base_env(database_url)
     added = run_cli(
         ["users", "add", "alice", "--admin"], env, input_text=f"{ADMIN_PASSWORD}\n{ADMIN_PASSWORD}\n"
     )

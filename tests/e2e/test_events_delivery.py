@@ -31,6 +31,7 @@ from provider.db.session import Database
 from provider.domain import CallRequest, Operation
 from provider.settings import Settings
 from provider.variables import InputVariables
+from tests.emulators.base import Reply, Request
 from tests.emulators.webhook import WebhookReceiver
 from tests.support import (
     WEB_SERVICE_PASSWORD,
@@ -352,3 +353,49 @@ def test_worker_once_drains_and_exits(configured: Configured) -> None:
     assert result.stdout.strip() == "6 deliveries processed"
     assert sorted(r.json()["ticket"] for r in c.receiver.accepted) == sorted(events)
     assert everything_delivered(c.database, 6)
+
+
+def test_worker_killed_during_a_concurrent_batch_loses_nothing(pipeline: Pipeline, database_url: str) -> None:
+    """SIGKILL while several sends to a slow partner are in flight at once: another worker
+    delivers everything; the partner sees a notification twice only where a ``lost``
+    attempt was recorded."""
+    p = pipeline
+    p.workers.env.update(ST_PROVIDER_WORKER_CONCURRENCY="8", ST_PROVIDER_WORKER_BATCH_SIZE="20")
+    arrived: list[str] = []
+    answer = p.receiver.handle
+
+    def counting(request: Request) -> Reply:
+        arrived.append(request.headers.get("idempotency-key", ""))
+        return answer(request)
+
+    p.receiver.handle = counting  # type: ignore[method-assign]
+    p.receiver.delay = 1.0
+    first = p.workers.start("a")
+    if "postgresql" in database_url:
+        p.workers.start("b")
+    p.workers.wait_ready("a")
+    fired = fire(p.endpoint, [f"K-{n}" for n in range(40)])
+
+    # The partner has at least three of worker a's requests at once (arrived, not yet answered).
+    def several_in_flight() -> bool:
+        waiting = Counter(arrived) - Counter(
+            r.headers.get("idempotency-key", "") for r in p.receiver.received
+        )
+        leased = {
+            d.key
+            for d in all_deliveries(p.database)
+            if d.status == SENDING and f":{first.pid}:" in (d.lease_owner or "")
+        }
+        return len(set(waiting) & leased) >= 3
+
+    wait_until(several_in_flight, 60, "several sends in flight")
+    p.workers.kill(first)
+    p.receiver.delay = 0.1
+    p.workers.start("c")
+
+    wait_until(lambda: everything_delivered(p.database, len(fired)), 120, "every delivery")
+    counts = assert_nothing_lost(p, fired)
+    lost = [a for attempts in all_attempts(p.database).values() for a in attempts if a.outcome == "lost"]
+    assert len(lost) >= 3, "the killed worker had several sends in flight"
+    assert all(f":{first.pid}:" in (a.worker or "") for a in lost)
+    assert sum(counts.values()) - len(counts) <= len(lost)  # duplicates only as documented

@@ -160,9 +160,12 @@ def test_a_worker_is_replaced_after_max_requests(tmp_path: Path) -> None:
     config.write_text("max_requests = 3\nmax_requests_jitter = 0\n")
     env = base_env(f"sqlite:///{tmp_path / 'provider.db'}", ST_PROVIDER_LOG_FORMAT="json")
     args = ("--no-worker", "--gunicorn-config", str(config))
+    # A new connection per request: a stopping gthread worker may still answer a request
+    # already sent on a kept-alive connection (gunicorn's STOP_KEEPALIVE_LINGER), which would
+    # make the count depend on how fast the client sends its next request.
     with (
         serve(env, tmp_path / "server.log", workers=1, extra_args=args) as server,
-        httpx.Client(timeout=30) as client,
+        httpx.Client(timeout=30, headers={"Connection": "close"}) as client,
     ):
         for _ in range(7):  # /healthz at start was the first
             assert client.get(f"{server.url}/healthz").status_code == 200

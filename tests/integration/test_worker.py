@@ -22,7 +22,7 @@ from provider.db.events import (
 )
 from provider.db.session import Database
 from provider.errors import ChannelError
-from provider.events import reports
+from provider.events import manual, reports
 from provider.events.worker import Worker
 from provider.settings import Settings, WorkerSettings
 from tests.integration.test_worker_channel import (
@@ -218,7 +218,7 @@ def test_final_error_fails_at_once_and_can_be_retried_by_hand(
     assert (d.status, d.attempts, d.last_status) == (FAILED, 1, 403)
     assert d.last_error is not None and "E1042" in d.last_error and "template missing" in d.last_error
     assert worker.run_once() == 0
-    reports.retry_delivery(database, d.id, now=clock.now)
+    manual.retry_delivery(database, d.id, actor="t", command="test", now=clock.now)
     assert worker.run_once() == 1
     [d] = deliveries(database)
     assert (d.status, d.attempts) == (DELIVERED, 1)
@@ -306,7 +306,10 @@ def test_crashed_worker_deliveries_are_taken_over(database: Database, partner: P
     assert lost.error is not None and "may have received" in lost.error
     # The one the partner saw when the worker died is sent again (the documented duplicate).
     assert partner.keys().count(second.key) == 2
-    assert partner.keys().count(third.key) == 1
+    # The third was sent at the same time as the second (the channel's window had grown to
+    # two): the partner may have seen it before the worker died; a lost attempt says so.
+    assert [a.outcome for a in attempts(database, third.id)] == ["lost", "delivered"]
+    assert 1 <= partner.keys().count(third.key) <= 2
     assert partner.keys().count(first.key) == 1
 
 

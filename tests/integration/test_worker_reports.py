@@ -17,7 +17,7 @@ from provider.cli import EXIT_BROKEN_PIPE, main
 from provider.db.events import DELIVERED, FAILED, PENDING
 from provider.db.session import Database
 from provider.errors import ChannelError, DeliveryNotFound, ProviderError
-from provider.events import reports
+from provider.events import manual, reports
 from provider.events.reports import DeliveryFilter
 from provider.events.worker import Worker
 from provider.settings import Settings, WorkerSettings
@@ -99,9 +99,9 @@ def test_retry_rules(database: Database, history: Clock) -> None:
     [hook] = reports.list_deliveries(database, DeliveryFilter(channel="hook"))
     [sms] = reports.list_deliveries(database, DeliveryFilter(channel="sms"))
     with pytest.raises(ProviderError, match="only failed"):
-        reports.retry_delivery(database, sms.id)
+        manual.retry_delivery(database, sms.id, actor="t", command="test")
     with pytest.raises(DeliveryNotFound):
-        reports.retry_delivery(database, 999_999)
+        manual.retry_delivery(database, 999_999, actor="t", command="test")
     assert reports.retry_failed(database, channel="sms") == 0
     assert reports.retry_failed(database, channel="hook", now=history.now) == 1
     again = reports.get_delivery(database, hook.id).delivery
@@ -183,9 +183,12 @@ def test_cli_reports(database_url: str, history_url: None, capsys: pytest.Captur
     code, out, err = cli("deliveries", "retry", "--failed", "--channel", "hook")
     assert code == 0, err
     assert out.startswith("1 ")
-    code, _, err = cli("deliveries", "retry", str(failed["id"]))
+    code, out, err = cli("deliveries", "retry", str(failed["id"]))  # pending now: due at once
+    assert (code, out) == (0, f"delivery {failed['id']} queued again\n"), err
+    delivered = json.loads(cli("deliveries", "list", "--status", "delivered", "--format", "json")[1])[0]
+    code, _, err = cli("deliveries", "retry", str(delivered["id"]))
     assert code == 1
-    assert "only failed deliveries" in err
+    assert "only failed or pending deliveries" in err
 
     _, out, _ = cli("events", "list", "--format", "json")
     assert [e["deliveries"] for e in json.loads(out)] == [{"pending": 1}, {"pending": 1}, {"delivered": 1}]

@@ -200,11 +200,12 @@ def test_generic_keys_are_validated_and_ignored_by_channels() -> None:
         "max_age": "12h",
         "rate_limit": "50/60s",
         "category": "promotional",
+        "concurrency": 4,
     }
     assert validate_channel_settings("smartcomm", settings) == []
     channel = build_channel("c", "smartcomm", settings, environment=ENVIRONMENT, timeout=1)
     channel.close()
-    assert {"retry_waits", "max_attempts", "max_age", "rate_limit", "category"} == GENERIC_KEYS
+    assert {"retry_waits", "max_attempts", "max_age", "rate_limit", "category", "concurrency"} == GENERIC_KEYS
 
 
 @pytest.mark.parametrize(

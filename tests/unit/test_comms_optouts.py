@@ -100,12 +100,12 @@ def test_summary_counts_and_failure_rates() -> None:
     late = datetime(2024, 5, 1, 23, 59, tzinfo=UTC)
     early = datetime(2024, 5, 2, 0, 1, tzinfo=UTC)
     rows = [
-        ("sms", "delivered", late),
-        ("sms", "failed", late),
-        ("sms", "failed", early),
-        ("sms", "suppressed", early),
-        ("mail", "pending", early),
-        ("mail", "sending", early),
+        ("sms", "delivered", late, "otp-sms"),
+        ("sms", "failed", late, "otp-sms"),
+        ("sms", "failed", early, None),
+        ("sms", "suppressed", early, None),
+        ("mail", "pending", early, None),
+        ("mail", "sending", early, None),
     ]
     by_channel = count(rows, "channel")
     assert [(r.group, r.total, r.failed, r.suppressed, r.pending, r.failure_rate) for r in by_channel] == [
@@ -120,8 +120,12 @@ def test_summary_counts_and_failure_rates() -> None:
         "sending",
         "suppressed",
     ]
+    assert [(r.group, r.total, r.failure_rate) for r in count(rows, "template")] == [
+        ("(none)", 4, 1.0),
+        ("otp-sms", 2, 0.5),
+    ]
     with pytest.raises(ProviderError):
-        count(rows, "template")
+        count(rows, "week")
 
 
 def test_a_rules_file_with_an_unknown_category_is_refused_at_its_channel() -> None:

@@ -9,15 +9,15 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from flask import Flask
-
-from provider.db.session import Database
-from provider.domain import Authenticator
 from provider.settings import Settings
-from provider.web.console.app import build_console
-from provider.web.console.services import ConsoleServices
-from provider.web.console.signin import ConsoleSignIn
+
+if TYPE_CHECKING:  # Flask is imported only when a console is built (session_secret needs none of it)
+    from flask import Flask
+
+    from provider.db.session import Database
+    from provider.domain import Authenticator
 
 log = logging.getLogger("provider.web.console")
 
@@ -42,6 +42,10 @@ def build_console_app(
     readiness: Mapping[str, Callable[[], bool]],
 ) -> Flask:
     """The console for ``settings`` (which must have it enabled)."""
+    from provider.web.console.app import build_console
+    from provider.web.console.services import ConsoleServices
+    from provider.web.console.signin import ConsoleSignIn
+
     services = ConsoleServices(
         database=database,
         sign_in=ConsoleSignIn.from_settings(settings, database, directory),

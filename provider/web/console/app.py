@@ -22,7 +22,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, abort, g, redirect, request, session, url_for
+from flask import Flask, Response, abort, flash, g, redirect, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 
 from provider.client_address import IPNetwork, is_trusted, parse_address
@@ -102,7 +102,13 @@ def build_console(
     trusted_proxies: tuple[IPNetwork, ...] = (),
 ) -> Flask:
     """The console WSGI application over ``services``, signing sessions with ``secret``."""
-    from provider.web.console import directory_views, test_call_views  # noqa: F401 (their routes)
+    from provider.web.console import (  # the modules that add routes to the blueprint
+        delivery_views,  # noqa: F401
+        directory_views,  # noqa: F401
+        rules_views,  # noqa: F401
+        template_views,  # noqa: F401
+        test_call_views,  # noqa: F401
+    )
     from provider.web.console.views import blueprint  # the views import this module's helpers
 
     app = Flask(
@@ -170,6 +176,7 @@ def _session_user(services: ConsoleServices, idle_seconds: float) -> ConsoleUser
     now = services.clock()
     if now - seen > idle_seconds:
         session.clear()
+        flash("Your session ended after a time without use. Sign in again.")
         log.info("console session expired", extra={"event": "console.session_expired", "user": name})
         return None
     user = services.sign_in.current(ConsoleUser(str(name), str(role), str(source)))

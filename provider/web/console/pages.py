@@ -16,6 +16,7 @@ class Page:
 PAGES: tuple[Page, ...] = (
     Page("console.overview", "Overview"),
     Page("console.rules", "Rules"),
+    Page("console.templates", "Templates"),
     Page("console.test_call", "Test a call"),
     Page("console.directory", "Directory"),
     Page("console.calls", "Calls"),

@@ -31,7 +31,7 @@ class ConsoleServices:
     clock: Callable[[], float] = time.time
     template_folder: Path = Path(str(_WEB.joinpath("templates")))
     static_folder: Path = Path(str(_WEB.joinpath("static")))
-    #: the serving settings (Test a call, Directory); None in tests that need neither
+    #: the serving settings (Test a call, Directory, the rules editor); None in tests that need neither
     settings: Settings | None = None
     #: the provider's (throttled) authenticator: user lookups and directory password tests
     authenticator: Authenticator | None = None

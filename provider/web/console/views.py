@@ -25,18 +25,11 @@ from flask import (
 )
 
 from provider.client_address import client_address
-from provider.db.events import STATUSES
 from provider.domain import Operation
 from provider.errors import DirectoryUnavailable, ProviderError, RuleNotFound, StorageError
 from provider.events.commands import _since, _until
-from provider.events.reports import (
-    DeliveryFilter,
-    deliveries_by_channel,
-    list_deliveries,
-    list_events,
-    queue_stats,
-)
-from provider.journal import queries
+from provider.events.reports import deliveries_by_channel, queue_stats
+from provider.journal import latency, queries
 from provider.journal.entry import OUTCOMES
 from provider.rules import versions
 from provider.web.console.app import admin_only, current_user, start_session
@@ -50,7 +43,6 @@ blueprint = Blueprint("console", __name__)
 
 OPERATIONS = tuple(op.value for op in Operation)
 CALLS_LIMIT = 200
-LIST_LIMIT = 100
 
 
 def _services() -> ConsoleServices:
@@ -103,6 +95,7 @@ def overview() -> str:
     checks = {"database": services.database.ping, **services.readiness}
     health = {name: bool(check()) for name, check in checks.items()}
     counts = queries.calls_per_operation(services.database, since=now - timedelta(hours=1))
+    p95 = latency.p95_per_operation(services.database, since=now - timedelta(hours=1))
     calls_chart = bar_chart([(c.operation, c.calls, c.failures) for c in counts])
     queue = queue_stats(services.database, now)
     channels = deliveries_by_channel(services.database)
@@ -117,6 +110,7 @@ def overview() -> str:
         rules_version=services.rules.version(),
         rules_changed=latest[0] if latest else None,
         calls=counts,
+        p95=p95,
         calls_chart=calls_chart,
         queue=queue,
         channels=channels,
@@ -187,58 +181,6 @@ def calls() -> Any:
         operations=OPERATIONS,
         outcomes=OUTCOMES,
         limit=CALLS_LIMIT,
-    )
-    return (page, 400) if errors else page
-
-
-@blueprint.route("/events")
-def events() -> Any:
-    """Stored events with the filters of ``events list`` (type, dates, rule errors)."""
-    args = request.args
-    errors: dict[str, str] = {}
-    event_type = _number(args.get("event_type"), "event_type", errors)
-    since = _when(args.get("since"), "since", errors)
-    until = _when(args.get("until"), "until", errors)
-    has_errors = args.get("has_errors") == "yes"
-    rows = (
-        []
-        if errors
-        else list_events(
-            _services().database,
-            event_type=event_type,
-            since=since,
-            until=until,
-            has_errors=has_errors,
-            limit=LIST_LIMIT,
-        )
-    )
-    page = _page("events.html", "Events", rows=rows, form=args, errors=errors, limit=LIST_LIMIT)
-    return (page, 400) if errors else page
-
-
-@blueprint.route("/deliveries")
-def deliveries() -> Any:
-    """Deliveries with the filters of ``deliveries list`` (status, channel, type, recipient, dates)."""
-    args = request.args
-    errors: dict[str, str] = {}
-    filters = DeliveryFilter(
-        status=_choice(args.get("status"), STATUSES),
-        channel=(args.get("channel") or "").strip() or None,
-        event_type=_number(args.get("event_type"), "event_type", errors),
-        recipient=(args.get("recipient") or "").strip() or None,
-        since=_when(args.get("since"), "since", errors),
-        until=_when(args.get("until"), "until", errors),
-    )
-    rows = [] if errors else list_deliveries(_services().database, filters, limit=LIST_LIMIT)
-    page = _page(
-        "deliveries.html",
-        "Deliveries",
-        rows=rows,
-        filters=filters,
-        form=args,
-        errors=errors,
-        statuses=STATUSES,
-        limit=LIST_LIMIT,
     )
     return (page, 400) if errors else page
 
