@@ -95,13 +95,18 @@ def test_reports_cli_and_console_never_show_the_code(
     users.add("watcher", CONSOLE_PASSWORD, console_role=VIEWER)
     console = Client(build_application(console_settings(database_url), database=setup))
     assert sign_in(console, "watcher", CONSOLE_PASSWORD).status_code == 302
+    event_id = detail.delivery.event_id
     for path in (
         "/admin/deliveries",
+        "/admin/deliveries.csv",
+        f"/admin/deliveries/{delivery_id}",
         "/admin/events",
-        f"/admin/deliveries?event_id={detail.delivery.event_id}",
+        f"/admin/events/{event_id}",
+        f"/admin/deliveries?event_id={event_id}",
     ):
         page = console.get(path)
         assert page.status_code == 200
+        assert "alice@example.org" in page.get_data(as_text=True) or "events" in path, path
         assert code not in page.get_data(as_text=True), path
 
 
