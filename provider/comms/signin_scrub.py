@@ -3,7 +3,8 @@
 A code's rendered message sits in its delivery's parameters until it is sent. The code
 row keeps only the code's hash, so the code is *found* in a text by hashing every run of
 code characters of a code length (4, 6, 8) with the row's salt and address
-(:func:`codes_in`): exact, whatever the template around it, and nothing else is touched.
+(:func:`codes_in`): exact, whatever the template around it, and nothing else is touched
+(a code is found as it was made: digits, upper-case letters).
 
 - The event of a code's delivery carries the code row's id in its fingerprint
   (:func:`event_fingerprint`, ``signin-code:ID:random``), which links the two.
@@ -37,8 +38,8 @@ from provider.redact import REDACTED, replace_values
 FINGERPRINT_PREFIX = "signin-code:"
 CODE_LENGTHS = (4, 6, 8)
 CODE_CHARACTERS = frozenset(string.digits + string.ascii_uppercase)
-#: texts longer than this are searched only in their first part (codes are near the top)
-MAX_SEARCH_CHARS = 4000
+#: texts longer than this are searched only in their first part (a message is far shorter)
+MAX_SEARCH_CHARS = 200_000
 PURGE_BATCH = 500
 
 
@@ -66,12 +67,12 @@ def codes_in(texts: Iterable[str], row: SignInCode) -> set[str]:
     salt = bytes.fromhex(row.salt)
     found: set[str] = set()
     for text in texts:
-        upper = text[:MAX_SEARCH_CHARS].upper()
+        searched = text[:MAX_SEARCH_CHARS]
         for length in CODE_LENGTHS:
-            for start in range(0, len(upper) - length + 1):
-                window = upper[start : start + length]
+            for start in range(0, len(searched) - length + 1):
+                window = searched[start : start + length]
                 if all(c in CODE_CHARACTERS for c in window) and _is_code(salt, row, window):
-                    found.add(text[start : start + length])
+                    found.add(window)
         if found:
             return found
     return found
