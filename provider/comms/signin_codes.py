@@ -138,7 +138,8 @@ class SignInCodes:
     def issue_code(self, session: Session, address: Address, identity: Identity) -> IssuedCode:
         """:meth:`issue`, with the new row's id (for :func:`~provider.comms.signin_scrub.event_fingerprint`).
 
-        The replaced codes are scrubbed from their deliveries (they can no longer sign in).
+        The replaced codes can no longer sign in; they are scrubbed from their deliveries already
+        sent (an unsent one goes out as written, and is scrubbed when the code expires).
         """
         now = self._clock()
         code = generate_code(self._settings.length, self._settings.alphabet, self._choice)
@@ -152,7 +153,7 @@ class SignInCodes:
         ).all()
         for old in replaced:
             old.replaced_at = now
-        scrub_codes(session, replaced)
+        scrub_codes(session, replaced, sent_only=True)
         row = SignInCode(
             address=address.value,
             kind=address.kind,

@@ -30,7 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from provider.db.events import DeliveryAttempt, DeliveryRecord, EventRecord
+from provider.db.events import PENDING, SENDING, DeliveryAttempt, DeliveryRecord, EventRecord
 from provider.db.session import Database
 from provider.db.signin import SignInCode
 from provider.redact import REDACTED, replace_values
@@ -102,16 +102,24 @@ def _without(value: Any, codes: set[str]) -> Any:
     return value
 
 
-def scrub_codes(session: Session, rows: Sequence[SignInCode]) -> int:
-    """Replace each row's code in its deliveries (parameters, errors); how many deliveries changed."""
+def scrub_codes(session: Session, rows: Sequence[SignInCode], *, sent_only: bool = False) -> int:
+    """Replace each row's code in its deliveries (parameters, errors); how many deliveries changed.
+
+    With ``sent_only`` a delivery still waiting to be sent (pending, sending) is left whole: a
+    replaced code no longer signs in, so its message may still go out as written (a customer
+    never gets "your code is [redacted]"), and the expiry purge scrubs it later.
+    """
     changed = 0
     for row in rows:
         pattern = f"{FINGERPRINT_PREFIX}{row.id}:%"
-        deliveries = session.scalars(
+        query = (
             sa.select(DeliveryRecord)
             .join(EventRecord, EventRecord.id == DeliveryRecord.event_id)
             .where(EventRecord.fingerprint.like(pattern))
-        ).all()
+        )
+        if sent_only:
+            query = query.where(DeliveryRecord.status.not_in((PENDING, SENDING)))
+        deliveries = session.scalars(query).all()
         for delivery in deliveries:
             attempts = session.scalars(
                 sa.select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == delivery.id)

@@ -183,12 +183,29 @@ def test_a_partner_answer_echoing_the_code_is_hidden_then_scrubbed(
         assert stored.last_error == attempt.error == echo.replace(code, REDACTED)
 
 
-def test_a_replaced_code_is_scrubbed_and_the_newer_one_kept(setup: Database) -> None:
+def test_a_replaced_code_is_scrubbed_once_sent_and_the_newer_one_kept(setup: Database) -> None:
     first = requested_code(setup, "alice@example.org")
+    with setup.session() as session:  # the first message went out
+        session.scalars(sa.select(DeliveryRecord)).one().status = "delivered"
     second = requested_code(setup, "alice@example.org")
     older, newer = stored_params(setup)
     assert first not in older and REDACTED in older
     assert second in newer
+
+
+def test_a_replaced_code_still_unsent_goes_out_as_written_and_no_longer_signs_in(
+    setup: Database,
+) -> None:
+    first = requested_code(setup, "alice@example.org")
+    second = requested_code(setup, "alice@example.org")
+    older, newer = stored_params(setup)
+    assert first in older and second in newer
+    provider = provider_for(settings(), setup)
+    if first != second:
+        assert login(provider, "alice@example.org", first)["Authentication"] == "FAIL"
+    assert login(provider, "alice@example.org", second)["Authentication"] == "OK"
+    purge(setup, RetentionSettings(), now=datetime.now(UTC) + timedelta(hours=1))
+    assert all(code not in text for text in stored_params(setup) for code in (first, second))
 
 
 def test_expired_codes_are_scrubbed_and_removed_by_the_retention_purge(setup: Database) -> None:
@@ -199,3 +216,18 @@ def test_expired_codes_are_scrubbed_and_removed_by_the_retention_purge(setup: Da
     assert code not in stored_params(setup)[0]
     with setup.session() as session:
         assert session.scalars(sa.select(SignInCode)).all() == []
+
+
+def test_a_sign_in_code_message_is_never_sent_again(
+    setup: Database, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    requested_code(setup, "alice@example.org")
+    with setup.session() as session:
+        delivery = session.scalars(sa.select(DeliveryRecord)).one()
+        delivery.status = "delivered"
+        delivery_id = delivery.id
+    status, _out, err = Cli(base_env(database_url), capsys)("deliveries", "resend", str(delivery_id))
+    assert status != 0 and "sign-in code" in err
+    with setup.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(DeliveryRecord)) == 1
+        assert session.scalar(sa.text("SELECT count(*) FROM delivery_audit")) == 0
