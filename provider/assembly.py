@@ -6,12 +6,12 @@ from __future__ import annotations
 from provider.auth import build_authenticator, build_user_lookup
 from provider.calls import Provider
 from provider.comms.signin_codes import SignInCodes
-from provider.comms.signin_delivery import AddressFinder, SignInCodeRequests
+from provider.comms.signin_delivery import SignInCodeRequests, address_finders
 from provider.db.session import Database
 from provider.domain import Authenticator
 from provider.events import build_sink
 from provider.metrics import PREVIOUS_PASSWORD_CALLS
-from provider.rules import build_evaluator
+from provider.rules.evaluator import build_evaluator
 from provider.rules.limits import RuleLimits
 from provider.settings import Settings
 
@@ -53,14 +53,3 @@ def build_signin_requests(
         read_only_vars=settings.read_only_vars,
         limits=RuleLimits(max_output=settings.rules_max_output, deadline_ms=settings.rules_deadline_ms),
     )
-
-
-def address_finders(authenticator: Authenticator | None) -> list[AddressFinder]:
-    """The backends wrapped in ``authenticator`` (through ``.inner``) that find users by address."""
-    found: list[AddressFinder] = []
-    inner: object | None = authenticator
-    while inner is not None:
-        if callable(getattr(inner, "lookup_address", None)):
-            found.append(inner)  # type: ignore[arg-type]
-        inner = getattr(inner, "inner", None)
-    return found

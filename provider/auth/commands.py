@@ -202,7 +202,7 @@ def _cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         records = LocalUsers(database).list_users()
         keys = {record.username: user_key(record.username) for record in records}
         locks = Throttle(database, settings.throttle).status(k for k in keys.values() if k)
-    print("username\tstatus\temail\tdisplay name\tgroups\tconsole")
+    print("username\tstatus\temail\tphone\tdisplay name\tgroups\tconsole")
     for record in records:
         key = keys[record.username]
         print(
@@ -211,6 +211,7 @@ def _cmd_list(args: argparse.Namespace, settings: Settings) -> int:
                     record.username,
                     user_status(record.enabled, locks.get(key) if key else None),
                     record.email or "-",
+                    record.phone or "-",
                     record.display_name or "-",
                     ", ".join(record.groups) or "-",
                     record.console_role or "-",

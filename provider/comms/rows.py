@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from provider.changes import CREATED, DELETED, UPDATED, Change
 from provider.comms.templates import MessageTemplate
 from provider.db.rules import TemplateRecord, VariableRecord
-from provider.rules.rows import CREATED, DELETED, UPDATED, Change
 
 Changes = list[tuple[Change, Any, Any]]
 

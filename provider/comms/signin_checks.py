@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from provider.channels.config import ChannelConfig, ChannelStore
+from provider.comms.rows import stored_templates
 from provider.comms.templates import MessageTemplate
 from provider.db.session import Database
 from provider.errors import StorageError
@@ -66,9 +67,6 @@ def warn_at_start(settings: Settings) -> list[str]:
     """Log a warning per problem of the stored channels and templates; never raises."""
     if not settings.otp.enabled:
         return []
-    import provider.rules.store  # noqa: F401  (first: it and provider.comms.rows import each other)
-    from provider.comms.rows import stored_templates
-
     with Database(settings.database_url) as database:
         try:
             with database.session() as session:

@@ -18,7 +18,6 @@ The clock is injected (tests move time); every method raises
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import string
@@ -30,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from provider.comms.addresses import AddressKind, InvalidAddress, kind_of, normalise
+from provider.comms.signin_scrub import code_hash, purge_expired, scrub_codes
 from provider.db.session import Database
 from provider.db.signin import SignInCode, SignInRequest
 from provider.domain import Identity
@@ -40,6 +40,14 @@ ALPHABETS = {
     "alphanumeric": "ABCDEFGHJKLMNPQRSTUVWXYZ23456789",
 }
 SALT_BYTES = 16
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    """A new code (to render into its message) and its row's id."""
+
+    code: str
+    id: int
 
 
 @dataclass(frozen=True)
@@ -65,12 +73,6 @@ def generate_code(length: int, alphabet: str, choice: Callable[[str], str] = sec
     """A new code of ``length`` characters from the named ``alphabet``."""
     letters = ALPHABETS[alphabet]
     return "".join(choice(letters) for _ in range(length))
-
-
-def code_hash(salt: bytes, address: str, code: str) -> str:
-    """HMAC-SHA256 (keyed by ``salt``) of the address and the code, as hex."""
-    message = address.encode("utf-8") + b"\x00" + code.encode("utf-8")
-    return hmac.new(salt, message, hashlib.sha256).hexdigest()
 
 
 def canonical_code(text: str, alphabet: str) -> str:
@@ -131,33 +133,41 @@ class SignInCodes:
         Earlier codes of the address are marked replaced. The caller commits ``session``
         (with the code's delivery, so both are stored or neither).
         """
+        return self.issue_code(session, address, identity).code
+
+    def issue_code(self, session: Session, address: Address, identity: Identity) -> IssuedCode:
+        """:meth:`issue`, with the new row's id (for :func:`~provider.comms.signin_scrub.event_fingerprint`).
+
+        The replaced codes can no longer sign in; they are scrubbed from their deliveries already
+        sent (an unsent one goes out as written, and is scrubbed when the code expires).
+        """
         now = self._clock()
         code = generate_code(self._settings.length, self._settings.alphabet, self._choice)
         salt = secrets.token_bytes(SALT_BYTES)
-        session.execute(
-            sa.update(SignInCode)
-            .where(
+        replaced = session.scalars(
+            sa.select(SignInCode).where(
                 SignInCode.address == address.value,
                 SignInCode.used_at.is_(None),
                 SignInCode.replaced_at.is_(None),
             )
-            .values(replaced_at=now)
+        ).all()
+        for old in replaced:
+            old.replaced_at = now
+        scrub_codes(session, replaced, sent_only=True)
+        row = SignInCode(
+            address=address.value,
+            kind=address.kind,
+            salt=salt.hex(),
+            code_hash=code_hash(salt, address.value, code),
+            username=identity.username[:320],
+            email=(identity.email or None) and str(identity.email)[:320],
+            display_name=(identity.display_name or None) and str(identity.display_name)[:255],
+            created_at=now,
+            expires_at=now + timedelta(seconds=self._settings.ttl_seconds),
         )
-        session.add(
-            SignInCode(
-                address=address.value,
-                kind=address.kind,
-                salt=salt.hex(),
-                code_hash=code_hash(salt, address.value, code),
-                username=identity.username[:320],
-                email=(identity.email or None) and str(identity.email)[:320],
-                display_name=(identity.display_name or None) and str(identity.display_name)[:255],
-                created_at=now,
-                expires_at=now + timedelta(seconds=self._settings.ttl_seconds),
-            )
-        )
+        session.add(row)
         session.flush()
-        return code
+        return IssuedCode(code, row.id)
 
     def redeem(self, address: str, code: str) -> Identity | None:
         """The identity the current code of ``address`` signs in as, if ``code`` is it (see
@@ -191,6 +201,7 @@ class SignInCodes:
             )
             if int(getattr(used, "rowcount", 0) or 0) != 1:
                 return None
+            scrub_codes(session, [row])
             return Identity(
                 username=row.username,
                 email=row.email,
@@ -199,11 +210,11 @@ class SignInCodes:
             )
 
     def purge(self) -> int:
-        """Remove codes that expired more than a window ago; how many."""
-        horizon = self._clock() - timedelta(seconds=self._settings.window_seconds)
-        with self._database.session() as session:
-            result = session.execute(sa.delete(SignInCode).where(SignInCode.expires_at < horizon))
-            return int(getattr(result, "rowcount", 0) or 0)
+        """Scrub the deliveries of expired codes and remove those codes; how many (one batch).
+
+        The retention purge does the same (:func:`~provider.comms.signin_scrub.purge_expired`).
+        """
+        return purge_expired(self._database, self._clock())
 
 
 def _count(session: Session, condition: sa.ColumnElement[bool], since: datetime) -> int:

@@ -16,7 +16,9 @@
    recipient parameter (``to``) unless the template sets it;
 4. store the code (hash only) and an event ``Sign-in code`` with one pending delivery on
    the kind's channel, in one transaction: the delivery workers send it like any
-   notification (``category: otp`` on the channel exempts it from opt-outs).
+   notification (``category: otp`` on the channel exempts it from opt-outs). The event's
+   fingerprint names the code row; reports hide the message and the code is scrubbed
+   from the delivery once spent (:mod:`provider.comms.signin_scrub`).
 
 The answer (:class:`Outcome`) is for logs and tests only: the page says the same thing
 whatever it is. Nothing here raises for an unknown or refused address; a storage or
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -40,10 +41,11 @@ from provider.channels.specs import SPECS
 from provider.comms.render import render_in_context
 from provider.comms.rows import stored_templates, stored_variables
 from provider.comms.signin_codes import Address, SignInCodes, parse_address
+from provider.comms.signin_scrub import event_fingerprint
 from provider.comms.templates import MessageTemplate, global_variables
 from provider.db.events import EventRecord
 from provider.db.session import Database
-from provider.domain import Identity, Notification, RuleEvaluator, RulesMethod
+from provider.domain import Authenticator, Identity, Notification, RuleEvaluator, RulesMethod
 from provider.errors import ProviderError
 from provider.events.outbox import Outbox
 from provider.rules.context import CaseInsensitiveDict, build_context
@@ -76,6 +78,50 @@ class AddressFinder(Protocol):
     def lookup_address(self, address: str, kind: str) -> Identity | None:
         """The enabled user with that normalised e-mail address or phone number, else ``None``."""
         ...
+
+
+def address_finders(authenticator: Authenticator | None) -> list[AddressFinder]:
+    """The backends wrapped in ``authenticator`` (through ``.inner``) that find users by address."""
+    found: list[AddressFinder] = []
+    inner: object | None = authenticator
+    while inner is not None:
+        if callable(getattr(inner, "lookup_address", None)):
+            found.append(inner)  # type: ignore[arg-type]
+        inner = getattr(inner, "inner", None)
+    return found
+
+
+def find_customer(finders: Sequence[AddressFinder], address: Address) -> Identity | None:
+    """The first enabled user of ``finders`` with that address, else ``None``."""
+    return next((i for f in finders if (i := f.lookup_address(address.value, address.kind))), None)
+
+
+def request_variables(address: Address) -> InputVariables:
+    """What the ``RequestSignInCode`` rules see for ``address`` (see the module docstring)."""
+    variables = [("username", address.value), ("address", address.value), ("kind", address.kind)]
+    variables.append(("email", address.value) if address.kind == "email" else ("phone", address.value))
+    return InputVariables(variables)
+
+
+def decide_customer(
+    known: Identity | None, rules: RuleEvaluator | None, address: Address
+) -> tuple[Identity | None, Outcome]:
+    """Who gets a code for ``address`` (``known``: the customer found; the rules decide), and why.
+
+    A known customer gets one unless a rule says ``allow: false``; an unknown address only
+    when some rule matched and none denied. ``rules test RequestSignInCode`` runs this too.
+    """
+    if rules is None:
+        return known, Outcome.SENT if known is not None else Outcome.UNKNOWN
+    decision = rules.evaluate(RulesMethod.REQUEST_SIGN_IN_CODE, request_variables(address), known)
+    if not decision.allow:
+        return None, Outcome.REFUSED
+    if known is not None:
+        return known, Outcome.SENT
+    if not decision.matched:
+        return None, Outcome.UNKNOWN
+    email = address.value if address.kind == "email" else None
+    return Identity(username=address.value, email=email), Outcome.SENT
 
 
 class SignInCodeRequests:
@@ -155,20 +201,7 @@ class SignInCodeRequests:
 
     def _customer(self, address: Address) -> tuple[Identity | None, Outcome]:
         """The customer ``address`` belongs to (or one the rules allow), else ``None`` and why."""
-        known = next((i for f in self._finders if (i := f.lookup_address(address.value, address.kind))), None)
-        if self._rules is None:
-            return known, Outcome.UNKNOWN
-        variables = [("username", address.value), ("address", address.value), ("kind", address.kind)]
-        variables.append(("email", address.value) if address.kind == "email" else ("phone", address.value))
-        decision = self._rules.evaluate(RulesMethod.REQUEST_SIGN_IN_CODE, InputVariables(variables), known)
-        if not decision.allow:
-            return None, Outcome.REFUSED
-        if known is not None:
-            return known, Outcome.SENT
-        if not decision.matched:
-            return None, Outcome.UNKNOWN
-        email = address.value if address.kind == "email" else None
-        return Identity(username=address.value, email=email), Outcome.SENT
+        return decide_customer(find_customer(self._finders, address), self._rules, address)
 
     # --- what -----------------------------------------------------------------------------
 
@@ -190,14 +223,14 @@ class SignInCodeRequests:
                 )
                 return Outcome.NOT_CONFIGURED
             global_vars = global_variables(self._read_only_vars, stored_variables(session))
-            code = self._codes.issue(session, address, identity)
-            params = self._render(template, address, identity, code, global_vars)
+            issued = self._codes.issue_code(session, address, identity)
+            params = self._render(template, address, identity, issued.code, global_vars)
             event = EventRecord(
                 event_type=None,
                 event_name=EVENT_NAME,
                 arguments={},
                 variables=[],
-                fingerprint=secrets.token_hex(32),
+                fingerprint=event_fingerprint(issued.id),
                 received_at=now,
                 repeats=0,
                 rule_errors=None,

@@ -23,8 +23,9 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
 
+from provider.comms.signin_scrub import code_id_of
 from provider.db.base import utcnow
-from provider.db.events import DELIVERED, FAILED, PENDING, DeliveryAudit, DeliveryRecord
+from provider.db.events import DELIVERED, FAILED, PENDING, DeliveryAudit, DeliveryRecord, EventRecord
 from provider.db.session import Database
 from provider.errors import DeliveryNotFound, ProviderError
 from provider.events.reports import retry_values
@@ -69,6 +70,11 @@ def _refuse(session: Session, delivery_id: int, allowed: tuple[str, ...], what: 
     )
 
 
+def _carries_sign_in_code(session: Session, delivery: DeliveryRecord) -> bool:
+    fingerprint = session.scalar(select(EventRecord.fingerprint).where(EventRecord.id == delivery.event_id))
+    return code_id_of(fingerprint) is not None
+
+
 def retry_delivery(
     database: Database, delivery_id: int, *, actor: str, command: str, now: datetime | None = None
 ) -> None:
@@ -98,7 +104,8 @@ def resend_delivery(
 ) -> int:
     """Queue a new delivery of a delivered one's notification (due now), audited; its id.
 
-    Raises DeliveryNotFound, or ProviderError when the delivery is not ``delivered``.
+    Raises DeliveryNotFound, or ProviderError when the delivery is not ``delivered`` or carried a
+    one-time sign-in code (a code is never sent twice; nothing is changed or audited then).
     """
     now = now or utcnow()
     with database.session(immediate=True) as session:
@@ -107,6 +114,11 @@ def resend_delivery(
                 DeliveryRecord.id == delivery_id, DeliveryRecord.status.in_(RESENDABLE)
             )
         )
+        if original is not None and _carries_sign_in_code(session, original):
+            raise ProviderError(
+                f"delivery {delivery_id} carried a one-time sign-in code and is not sent again: "
+                "the customer asks for a new code"
+            )
         if original is not None:
             copy = DeliveryRecord(
                 event_id=original.event_id,

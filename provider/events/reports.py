@@ -2,8 +2,9 @@
 
 Every function takes the :class:`~provider.db.session.Database` and returns plain
 frozen rows (no ORM objects escape), newest first. Nothing here shows a secret:
-attempt errors were redacted before they were stored, and channel settings are not
-read at all.
+attempt errors were redacted before they were stored, channel settings are not
+read at all, and a sign-in code delivery's parameters are hidden (but the recipient)
+and its code is taken out of its errors (:mod:`provider.comms.signin_scrub`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Select, func, select, update
+from sqlalchemy.orm import Session
 
 from provider import metrics
 from provider.channels.specs import MESSAGE_KINDS, SPECS
+from provider.comms.signin_scrub import code_id_of, hide_params, hide_text
 from provider.db.base import utcnow
 from provider.db.events import (
     FAILED,
@@ -120,13 +123,15 @@ class QueueStats:
     channels: tuple[str, ...] = ()
 
 
-def _delivery_query() -> Select[DeliveryRecord, int | None, str | None]:
-    return select(DeliveryRecord, EventRecord.event_type, EventRecord.event_name).join(
-        EventRecord, EventRecord.id == DeliveryRecord.event_id
-    )
+def _delivery_query() -> Select[DeliveryRecord, int | None, str | None, str]:
+    return select(
+        DeliveryRecord, EventRecord.event_type, EventRecord.event_name, EventRecord.fingerprint
+    ).join(EventRecord, EventRecord.id == DeliveryRecord.event_id)
 
 
-def _row(record: DeliveryRecord, event_type: int | None, event_name: str | None) -> DeliveryRow:
+def _row(
+    session: Session, record: DeliveryRecord, event_type: int | None, event_name: str | None, fingerprint: str
+) -> DeliveryRow:
     return DeliveryRow(
         id=record.id,
         event_id=record.event_id,
@@ -142,7 +147,7 @@ def _row(record: DeliveryRecord, event_type: int | None, event_name: str | None)
         next_attempt_at=record.next_attempt_at if record.status == PENDING else None,
         finished_at=record.finished_at,
         last_status=record.last_status,
-        last_error=record.last_error,
+        last_error=hide_text(session, fingerprint, record.params, record.last_error),
         partner_id=record.partner_id,
         template=record.template,
     )
@@ -179,7 +184,7 @@ def list_deliveries(
         query.order_by(DeliveryRecord.id.desc()).limit(max(1, min(limit, MAX_LIMIT))).offset(max(0, offset))
     )
     with database.session() as session:
-        return [_row(record, event_type, name) for record, event_type, name in session.execute(query)]
+        return [_row(session, *found) for found in session.execute(query)]
 
 
 def _channels_of_kind(kind: str) -> Select[str]:
@@ -196,16 +201,17 @@ def get_delivery(database: Database, delivery_id: int) -> DeliveryDetail:
         found = session.execute(_delivery_query().where(DeliveryRecord.id == delivery_id)).first()
         if found is None:
             raise DeliveryNotFound(f"no delivery has id {delivery_id}")
-        record, event_type, event_name = found
+        record, event_type, event_name, fingerprint = found
+        secret = code_id_of(fingerprint) is not None
         attempts = session.scalars(
             select(DeliveryAttempt)
             .where(DeliveryAttempt.delivery_id == delivery_id)
             .order_by(DeliveryAttempt.id)
         )
         return DeliveryDetail(
-            delivery=_row(record, event_type, event_name),
+            delivery=_row(session, record, event_type, event_name, fingerprint),
             key=record.key,
-            params=dict(record.params),
+            params=hide_params(record.params, record.recipient) if secret else dict(record.params),
             documents=dict(record.documents) if record.documents else None,
             attempts=tuple(
                 AttemptRow(
@@ -215,7 +221,7 @@ def get_delivery(database: Database, delivery_id: int) -> DeliveryDetail:
                     outcome=a.outcome,
                     http_status=a.http_status,
                     partner_id=a.partner_id,
-                    error=a.error,
+                    error=hide_text(session, fingerprint, record.params, a.error),
                     worker=a.worker,
                     next_attempt_at=a.next_attempt_at,
                 )

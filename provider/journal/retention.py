@@ -5,7 +5,9 @@
 * call journal rows older than ``journal_days``, then the oldest beyond ``journal_max_rows``;
 * events older than ``events_days`` with their de-duplication window, deliveries and
   delivery attempts; an event with a delivery still ``pending`` or ``sending`` is kept;
-* rules audit entries older than ``audit_days``.
+* rules audit entries older than ``audit_days``;
+* expired sign-in codes, once scrubbed from their deliveries
+  (:func:`provider.comms.signin_scrub.purge_expired`; not counted in the report).
 
 The delivery worker runs it at most once every :data:`PURGE_INTERVAL_SECONDS` with a
 bounded number of batches (:class:`PurgeSchedule`); ``st-provider db purge [--dry-run]``
@@ -24,6 +26,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.orm import Session
 
+from provider.comms.signin_scrub import purge_expired
 from provider.db.events import DeliveryAttempt, DeliveryRecord, EventDedup, EventRecord
 from provider.db.journal import CallJournalRecord
 from provider.db.rules import RuleAudit
@@ -91,6 +94,7 @@ def purge(
     batches(lambda: _delete_excess_journal(database, report, retention.journal_max_rows, batch_size))
     batches(lambda: _delete_events(database, report, events_cutoff, batch_size))
     batches(lambda: _delete_ids(database, report, RuleAudit, _old_audit(audit_cutoff, batch_size)))
+    batches(lambda: purge_expired(database, now, batch=batch_size))
     for table, count in report.removed.items():
         if count:
             PURGED_ROWS.labels(table).inc(count)

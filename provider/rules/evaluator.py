@@ -26,13 +26,15 @@ import time
 from collections.abc import Callable, Mapping
 
 from provider.comms.templates import global_variables
-from provider.domain import Decision, Identity, Method
+from provider.db.session import Database
+from provider.domain import Decision, Identity, Method, RuleEvaluator
 from provider.errors import StorageError
 from provider.metrics import RULE_ERRORS, RULES_RELOADED
 from provider.rules.engine import CompiledRule, RuleCompileError, RuleSet, compile_rule
 from provider.rules.limits import DEFAULT_LIMITS, RuleLimits
 from provider.rules.optout_test import OptOutLookup, lookup_scope
 from provider.rules.store import RuleStore, Snapshot
+from provider.settings import Settings
 from provider.variables import InputVariables
 
 log = logging.getLogger("provider.rules")
@@ -147,3 +149,23 @@ class StoredRules:
         self._compiled = compiled
         variables = global_variables(self._read_only_vars, snapshot.variables)
         return RuleSet(compiled.values(), version=snapshot.version, variables=variables)
+
+
+def build_evaluator(settings: Settings, database: Database) -> RuleEvaluator:
+    """The rule evaluator for a serving process.
+
+    It caches the compiled rules and checks the rule-set version in ``database`` at
+    most every ``settings.rules_refresh_seconds``, reloading when it changed. Nothing
+    is read until the first call. Every evaluation is bounded by the settings' rule
+    limits; the ``opted_out`` test reads the suppression list in ``database``.
+    """
+    from provider.comms.optouts import DatabaseLookup  # the suppression list, for ``is opted_out``
+
+    limits = RuleLimits(max_output=settings.rules_max_output, deadline_ms=settings.rules_deadline_ms)
+    return StoredRules(
+        RuleStore(database),
+        refresh_seconds=settings.rules_refresh_seconds,
+        limits=limits,
+        optout_lookup=DatabaseLookup(database),
+        read_only_vars=settings.read_only_vars,
+    )

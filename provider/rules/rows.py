@@ -4,29 +4,14 @@ inside its transaction and audits what it returns)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from provider.changes import CREATED, DELETED, UPDATED, Change
 from provider.db.rules import RuleRecord
 from provider.rules.model import Rule, RulesFile
-
-CREATED = "created"
-UPDATED = "updated"
-DELETED = "deleted"
-ENABLED = "enabled"
-DISABLED = "disabled"
-
-
-@dataclass(frozen=True)
-class Change:
-    """One rule or channel an import or command changed."""
-
-    kind: str  # "rule" or "channel"
-    subject: str
-    action: str  # created, updated, deleted, enabled, disabled
 
 
 def rule_mapping(record: RuleRecord) -> dict[str, Any]:

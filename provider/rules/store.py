@@ -40,6 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from provider.changes import DISABLED, ENABLED, Change
 from provider.channels.config import ChannelStore
 from provider.channels.validation import DEFAULT_SECRET_VARS
 from provider.comms.rows import stored_templates, stored_variables, write_templates, write_variables
@@ -51,7 +52,7 @@ from provider.errors import RuleNotFound, RuleProblem, RulesFileError, StorageEr
 from provider.rules import versions
 from provider.rules.loader import dump_rules, parse_rules, rule_from_mapping
 from provider.rules.model import ChannelEntry, Rule, RulesFile
-from provider.rules.rows import DISABLED, ENABLED, Change, rule_mapping, write_rules
+from provider.rules.rows import rule_mapping, write_rules
 
 log = logging.getLogger("provider.rules.store")
 

@@ -6,6 +6,12 @@ outcome (matched, no match and why, error, disabled, not reached). It never send
 anything: the provider has no event sink, so a ``notify`` action is rendered and reported,
 never delivered. Users are looked up, never password-checked: a login is evaluated as if the
 password were right, and password variables are refused (:func:`variable_pairs`).
+
+The rules-only method ``RequestSignInCode`` is tried too (who may get a sign-in code): the
+variable ``address`` (or ``username``) is the address typed on ``/signin-code``; the
+customer is found by it as the page finds them (or ``user`` is taken), the rules see what
+the page's rules see, and the answer says whether a code would be sent and to whom.
+Nothing is recorded, counted against the limits, stored or sent.
 """
 
 from __future__ import annotations
@@ -15,14 +21,25 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from provider.calls import Provider
+from provider.comms.signin_codes import parse_address
+from provider.comms.signin_delivery import address_finders, decide_customer, find_customer
 from provider.comms.templates import global_variables
 from provider.db.session import Database
-from provider.domain import Authenticator, CallRequest, CallResult, Decision, Identity, Method, Operation
+from provider.domain import (
+    Authenticator,
+    CallRequest,
+    CallResult,
+    Decision,
+    Identity,
+    Method,
+    Operation,
+    RulesMethod,
+)
 from provider.errors import AuthenticationFailed, ConfigError
 from provider.redact import is_secret_variable
 from provider.rules.engine import RuleSet, TraceEntry, compile_rules
 from provider.rules.limits import RuleLimits
-from provider.rules.store import RuleStore
+from provider.rules.store import RuleStore, Snapshot
 from provider.settings import Secret, Settings
 from provider.variables import InputVariables, split_entry
 
@@ -73,12 +90,16 @@ class _TracingEvaluator:
         return self.decision
 
 
-def parse_operation(name: str) -> Operation:
-    """The operation called ``name`` (any case); raises ConfigError naming the known ones."""
-    for op in Operation:
+#: what ``rules test`` and the console's Test a call accept: the operations, then the rules-only methods
+TRIAL_METHODS: tuple[Method, ...] = (*Operation, *RulesMethod)
+
+
+def parse_operation(name: str) -> Method:
+    """The operation or rules-only method called ``name`` (any case); raises ConfigError naming the known ones."""
+    for op in TRIAL_METHODS:
         if op.value.lower() == name.strip().lower():
             return op
-    raise ConfigError(f"unknown operation {name!r} (known: {', '.join(op.value for op in Operation)})")
+    raise ConfigError(f"unknown operation {name!r} (known: {', '.join(op.value for op in TRIAL_METHODS)})")
 
 
 def variable_pairs(entries: list[str]) -> list[tuple[str, str]]:
@@ -110,7 +131,7 @@ class TrialReport:
     """What a trial call showed: each rule's outcome in order, the decision, the answer."""
 
     version: int
-    operation: Operation
+    operation: Method
     #: the username the rules saw, or None
     user: str | None
     #: False when the call ended before the rules (for a login: no such user)
@@ -157,7 +178,7 @@ def find_user(authenticator: Authenticator | None, username: str) -> Identity:
 def trial_call(
     settings: Settings,
     database: Database,
-    operation: Operation,
+    operation: Method,
     pairs: list[tuple[str, str]],
     *,
     authenticator: Authenticator | None,
@@ -181,6 +202,9 @@ def trial_call(
     )
     limits = RuleLimits(max_output=settings.rules_max_output, deadline_ms=settings.rules_deadline_ms)
     evaluator = _TracingEvaluator(rule_set, identity, limits)
+    if operation is RulesMethod.REQUEST_SIGN_IN_CODE:
+        result = _code_request(pairs, authenticator, identity, evaluator)
+        return _report(snapshot, operation, evaluator, result)
     token = secrets.token_urlsafe(16)
     provider = Provider(
         Secret(token), authenticator=_TestAuthenticator(authenticator, identity), rules=evaluator
@@ -189,6 +213,32 @@ def trial_call(
     if operation is Operation.AUTHENTICATE:
         variables.append(("loginPassword", UNCHECKED_PASSWORD))
     result = provider.call(CallRequest(operation=operation, variables=InputVariables(variables)))
+    return _report(snapshot, operation, evaluator, result)
+
+
+def _code_request(
+    pairs: list[tuple[str, str]],
+    authenticator: Authenticator | None,
+    user: Identity | None,
+    evaluator: _TracingEvaluator,
+) -> CallResult:
+    """``RequestSignInCode`` for the ``address`` (or ``username``) of ``pairs``, as ``/signin-code`` decides it."""
+    given = {name.strip().lower(): value for name, value in pairs}
+    address = parse_address(given.get("address") or given.get("username") or "")
+    if address is None:
+        raise ConfigError("RequestSignInCode needs address=EMAIL-OR-PHONE (with its country code)")
+    known = user if user is not None else find_customer(address_finders(authenticator), address)
+    identity, outcome = decide_customer(known, evaluator, address)
+    if identity is None:
+        return CallResult(success=False, message=f"no code would be sent ({outcome.value})")
+    return CallResult(
+        success=True, message=f"a code would be sent to {address.value} for {identity.username}"
+    )
+
+
+def _report(
+    snapshot: Snapshot, operation: Method, evaluator: _TracingEvaluator, result: CallResult
+) -> TrialReport:
     decision = evaluator.decision
     return TrialReport(
         version=snapshot.version,

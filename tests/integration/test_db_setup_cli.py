@@ -113,7 +113,7 @@ def test_admin_commands_from_another_directory_refuse_a_new_empty_database(tmp_p
     created = run_cli(["users", "list", "--create"], env, cwd=elsewhere)
     assert created.returncode == 0, created.stderr
     assert f"created the database {elsewhere / 'st-provider.db'}" in created.stderr
-    assert created.stdout.splitlines() == ["username\tstatus\temail\tdisplay name\tgroups\tconsole"]
+    assert created.stdout.splitlines() == ["username\tstatus\temail\tphone\tdisplay name\tgroups\tconsole"]
 
 
 def test_validate_needs_no_database_and_says_so(tmp_path: Path) -> None:

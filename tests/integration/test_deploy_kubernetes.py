@@ -173,7 +173,9 @@ def test_the_migration_job_runs_db_upgrade_once(docs: list[tuple[str, dict[str, 
     assert spec["template"]["spec"]["containers"][0]["args"] == ["db", "upgrade"]
 
 
-def test_the_ingress_routes_only_the_soap_endpoint(docs: list[tuple[str, dict[str, Any]]]) -> None:
+def test_the_ingress_routes_only_the_soap_endpoint_and_the_sign_in_code_page(
+    docs: list[tuple[str, dict[str, Any]]],
+) -> None:
     (ingress,) = by_kind(docs, "Ingress")
     assert ingress["spec"]["tls"]
     paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
@@ -181,6 +183,7 @@ def test_the_ingress_routes_only_the_soap_endpoint(docs: list[tuple[str, dict[st
     assert {(p["path"], p["pathType"]) for p in paths} == {
         (r"/ExternalProvider\.asmx$", "ImplementationSpecific"),
         ("/$", "ImplementationSpecific"),
+        ("/signin-code$", "ImplementationSpecific"),
     }
     assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/use-regex"] == "true"
     body = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]

@@ -353,6 +353,24 @@ def test_the_console_answers_the_admin_network_only(
     assert _last(upstream, before).path == "/admin/signin"
 
 
+def test_the_sign_in_code_page_is_public_small_and_rate_limited(
+    nginx: Nginx, upstream: Upstream, certificate: tuple[Path, Path]
+) -> None:
+    before = len(upstream.requests)
+    with client(certificate, OTHER_CLIENT) as customer:  # not an admin or monitoring address
+        assert customer.get(f"{nginx.https}/signin-code").status_code == 200
+        assert (
+            customer.post(f"{nginx.https}/signin-code", content=b"address=a%40b.example").status_code == 200
+        )
+        assert customer.put(f"{nginx.https}/signin-code", content=b"x").status_code == 403
+        assert customer.post(f"{nginx.https}/signin-code", content=b"x" * 9000).status_code == 413
+    forwarded = upstream.requests[before:]
+    assert [(r.method, r.path) for r in forwarded] == [("GET", "/signin-code"), ("POST", "/signin-code")]
+    with client(certificate, OTHER_CLIENT) as flood:
+        statuses = [flood.get(f"{nginx.https}/signin-code").status_code for _ in range(25)]
+    assert 429 in statuses, "a flood from one address is cut off by nginx"
+
+
 def test_other_methods_are_refused(nginx: Nginx, upstream: Upstream, certificate: tuple[Path, Path]) -> None:
     before = len(upstream.requests)
     with client(certificate) as http:

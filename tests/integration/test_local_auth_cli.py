@@ -36,7 +36,7 @@ def test_user_management_round_trip(sqlite_url: str) -> None:
     listed = run_cli(["users", "list"], env)
     assert listed.returncode == 0, listed.stderr
     assert (
-        "Jürgen\tenabled\tj@example.org\tJürgen M\tSupport\t-" in listed.stdout.splitlines()
+        "Jürgen\tenabled\tj@example.org\t-\tJürgen M\tSupport\t-" in listed.stdout.splitlines()
     )  # no console role
 
     database = Database(sqlite_url)

@@ -19,8 +19,7 @@ from provider.db.migrate import upgrade
 from provider.db.session import Database
 from provider.domain import CallRequest, CallResult, Operation
 from provider.errors import StorageError
-from provider.rules import build_evaluator
-from provider.rules.evaluator import StoredRules
+from provider.rules.evaluator import StoredRules, build_evaluator
 from provider.rules.loader import load_rules_file, parse_rules
 from provider.rules.store import RuleStore
 from provider.settings import Secret, Settings

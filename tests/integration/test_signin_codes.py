@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from provider.assembly import address_finders, build_signin_requests
+from provider.assembly import build_signin_requests
 from provider.auth import build_authenticator
 from provider.auth.local import LocalUsers
 from provider.auth.throttle import Throttle, user_key
 from provider.calls import Provider
 from provider.comms.signin_codes import SignInCodes
-from provider.comms.signin_delivery import EVENT_NAME, Outcome, SignInCodeRequests
+from provider.comms.signin_delivery import EVENT_NAME, Outcome, SignInCodeRequests, address_finders
 from provider.db.events import DeliveryRecord, EventRecord
 from provider.db.session import Database
 from provider.db.signin import SignInCode
@@ -219,9 +219,13 @@ def test_a_later_code_replaces_the_earlier_and_wrong_codes_are_throttled(
     settings = otp_settings()
     requests = requests_for(settings, setup)
     requests.request("alice@example.org", None)
+    with setup.session() as session:
+        first = code_in(json.dumps(session.scalars(sa.select(DeliveryRecord.params)).one()))
     requests.request("alice@example.org", None)
     assert deliver(settings, setup, workers) == 2
-    first, second = (code_in(m.message.get_body(("plain",)).get_content()) for m in smtp_server.messages)  # type: ignore[union-attr]
+    replaced, latest = (m.message.get_body(("plain",)).get_content() for m in smtp_server.messages)  # type: ignore[union-attr]
+    assert f"your code is {first}" in replaced  # unsent when replaced: sent as written
+    second = code_in(latest)
     provider = provider_for(settings, setup)
     if first != second:
         assert login(provider, "alice@example.org", first)["Authentication"] == "FAIL"
@@ -288,6 +292,9 @@ def test_users_phone_from_the_command_line(sqlite_url: str) -> None:
     try:
         users = {u.username: u.phone for u in LocalUsers(database).list_users()}
         assert users == {"dora": "+442079460018"}
+        listed = run_cli(["users", "list"], env)
+        assert listed.stdout.splitlines()[0].split("\t")[3] == "phone"
+        assert listed.stdout.splitlines()[1].split("\t")[:4] == ["dora", "enabled", "-", "+442079460018"]
         changed = run_cli(["users", "phone", "dora", "+1 415 555 0199"], env)
         assert changed.returncode == 0 and "+14155550199" in changed.stdout
         assert LocalUsers(database).list_users()[0].phone == "+14155550199"

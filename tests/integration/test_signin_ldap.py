@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from provider.assembly import address_finders
 from provider.auth import build_authenticator
 from provider.auth.ldap import LdapAuthenticator
 from provider.comms.signin_codes import SignInCodes
+from provider.comms.signin_delivery import address_finders
 from provider.db.session import Database
 from provider.settings import Settings
 from tests.fixtures.slapd import USERS, SlapdServer

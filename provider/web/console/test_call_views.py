@@ -1,6 +1,6 @@
 """The console's **Test a call** page: what ``st-provider rules test`` shows, in a form.
 
-Pick an operation, give its input variables as ``name=value`` lines (pre-filled per operation
+Pick an operation (or the rules-only ``RequestSignInCode``: who may get a sign-in code), give its input variables as ``name=value`` lines (pre-filled per operation
 from the help page's :data:`provider.web.operations.DOCS`), optionally a directory user; the
 page shows each stored rule's outcome in order, the answer SmarterTrack would get and the
 notifications the rules rendered (never sent). It runs :func:`provider.rules.trial.trial_call`,
@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import request
 
-from provider.domain import Operation
+from provider.domain import Method, Operation, RulesMethod
 from provider.errors import ConfigError, DirectoryUnavailable
 from provider.redact import is_secret_name, is_secret_variable
 from provider.rules.engine import ERROR, MATCHED, NO_MATCH
@@ -54,8 +54,10 @@ _EXTRA = {Operation.NOTIFY_EVENT_FIRED: ("args_ticketNumber=ABC-12345", "args_su
 OUTCOME_CLASSES = {MATCHED: "ok", ERROR: "bad", NO_MATCH: "muted"}
 
 
-def default_variables(operation: Operation) -> str:
+def default_variables(operation: Method) -> str:
     """The ``name=value`` lines a test of ``operation`` starts from (no password variable)."""
+    if operation is RulesMethod.REQUEST_SIGN_IN_CODE:
+        return "address=customer@example.com"
     lines = [
         f"{v.name}={EXAMPLES.get(v.name, '')}"
         for v in DOCS[operation].variables
@@ -68,7 +70,7 @@ def default_variables(operation: Operation) -> str:
 class TestForm:
     """What was submitted, cleaned of passwords, and the problems found at each field."""
 
-    operation: Operation
+    operation: Method
     variables: str
     user: str = ""
     notes: list[str] = field(default_factory=list)
@@ -134,7 +136,10 @@ def test_call() -> Any:
             user=form.user or None,
         )
     except ConfigError as exc:
-        form.errors["user"] = str(exc).replace("--user needs", "A directory user needs")
+        field_name = (
+            "variables" if form.operation is RulesMethod.REQUEST_SIGN_IN_CODE and not form.user else "user"
+        )
+        form.errors[field_name] = str(exc).replace("--user needs", "A directory user needs")
         return _render(form), 400
     except DirectoryUnavailable:
         form.errors["user"] = "The directory did not answer: the user could not be looked up."
@@ -158,6 +163,6 @@ def _render(form: TestForm, report: TrialReport | None = None) -> str:
         TITLE,
         form=form,
         report=report,
-        operations=OPERATIONS,
+        operations=[*OPERATIONS, *(m.value for m in RulesMethod)],
         outcome_classes=OUTCOME_CLASSES,
     )
