@@ -46,13 +46,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
@@ -65,8 +64,8 @@ from provider.domain import CallObserver
 from provider.errors import ProviderError
 from provider.events.reports import refresh_queue_metrics
 from provider.journal import build_journal
-from provider.journal.entry import journal_entry
-from provider.metrics import AUTHPW_BLOCKS, JOURNAL_DROPPED, SOAP_CALLS, SOAP_FAULTS, SOAP_LATENCY
+from provider.journal.entry import PendingCall
+from provider.metrics import AUTHPW_BLOCKS, SOAP_CALLS, SOAP_FAULTS, SOAP_LATENCY
 from provider.password_limiter import PasswordFailureLimiter
 from provider.settings import Settings
 from provider.soap.contract import ENDPOINT_PATH
@@ -172,7 +171,7 @@ class ProviderApplication:
 
     def _soap(self, environ: dict[str, Any]) -> Response:
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         client = client_address(environ, self.trusted_proxies)
         bucket = address_bucket(client)
         if self.limiter is not None:
@@ -290,14 +289,45 @@ def _is_help_request(environ: Mapping[str, Any]) -> bool:
     return method in ("GET", "HEAD") and not is_wsdl_query(str(environ.get("QUERY_STRING", "")))
 
 
+def new_request_id() -> str:
+    """A fresh request id: 32 hex digits of a random (version 4) UUID, as ``uuid.uuid4().hex``
+    writes it, without building the ``UUID`` object."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
+
+
+_MAX_CALL_METRICS: Final = 256
+#: (operation, outcome) -> the children of SOAP_CALLS and SOAP_LATENCY (``labels()`` takes a
+#: lock and builds a key per call; operations and outcomes are a few fixed names)
+_CALL_METRICS: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
+def _call_metrics(operation: str, outcome: str) -> tuple[Any, Any]:
+    """The call counter and the latency histogram of ``operation`` and ``outcome``."""
+    key = (operation, outcome)
+    children = _CALL_METRICS.get(key)
+    if children is None:
+        children = (SOAP_CALLS.labels(operation, outcome), SOAP_LATENCY.labels(operation))
+        if len(_CALL_METRICS) < _MAX_CALL_METRICS:
+            _CALL_METRICS[key] = children
+    return children
+
+
 def _count_and_log(
     record: CallRecord, status: str, elapsed: float, request_id: str, client: str | None
 ) -> None:
-    """The metrics and the one ``soap.call`` log line of a SOAP call."""
-    SOAP_CALLS.labels(record.operation, record.outcome).inc()
-    SOAP_LATENCY.labels(record.operation).observe(elapsed)
+    """The metrics and the one ``soap.call`` log line of a SOAP call (the line's fields are
+    only gathered when its level is on)."""
+    calls, latency = _call_metrics(record.operation, record.outcome)
+    calls.inc()
+    latency.observe(elapsed)
     if record.fault is not None:
         SOAP_FAULTS.labels(record.fault).inc()
+    level = logging.WARNING if record.outcome == "error" else logging.INFO
+    if not log.isEnabledFor(level):
+        return
     extra: dict[str, Any] = {
         "event": "soap.call",
         "operation": record.operation,
@@ -313,31 +343,29 @@ def _count_and_log(
         extra["fault"] = record.fault
     if record.namespace is not None:
         extra["namespace"] = record.namespace[:200]
-    log.log(logging.WARNING if record.outcome == "error" else logging.INFO, "soap call", extra=extra)
+    log.log(level, "soap call", extra=extra)
 
 
 def _journal(
     journal: CallObserver, record: CallRecord, request_id: str, client: str | None, elapsed: float
 ) -> None:
-    """Tell the journal about this call; a failure here is counted, never raised."""
-    try:
-        entry = journal_entry(
-            at=datetime.now(UTC),
-            operation=record.operation,
-            transport_outcome=record.outcome,
-            fault=record.fault,
-            permission_denied=record.permission_denied,
-            request=record.request,
-            result=record.result,
-            request_id=request_id,
-            client=client,
-            duration_ms=elapsed * 1000,
+    """Tell the journal about this call: its raw values, the entry (secrets removed) is built
+    by the journal's writer thread (:class:`~provider.journal.entry.PendingCall`). The journal never
+    raises (a lost entry is counted)."""
+    journal.record(
+        PendingCall(
+            time.time(),
+            record.operation,
+            record.outcome,
+            record.fault,
+            record.permission_denied,
+            record.request,
+            record.result,
+            request_id,
+            client,
+            elapsed,
         )
-    except Exception:
-        log.exception("call journal entry failed", extra={"event": "journal.entry_failed"})
-        JOURNAL_DROPPED.labels("error").inc()
-        return
-    journal.record(entry)
+    )
 
 
 def _log_block(limiter: PasswordFailureLimiter, client: str | None, request_id: str) -> None:

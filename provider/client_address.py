@@ -90,14 +90,32 @@ def _peer(text: str) -> IPAddress | None:
     return _remembered_peer(text) if len(text) <= _REMEMBER_LENGTH else parse_address(text)
 
 
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _remembered_peer_text(text: str) -> str | None:
+    peer = _remembered_peer(text)
+    return None if peer is None else str(peer)
+
+
+def _peer_text(text: str) -> str | None:
+    """``text`` as a normalised address, ``None`` when it is none (remembered when short)."""
+    if len(text) <= _REMEMBER_LENGTH:
+        return _remembered_peer_text(text)
+    peer = parse_address(text)
+    return None if peer is None else str(peer)
+
+
 def client_address(environ: Mapping[str, Any], trusted: tuple[IPNetwork, ...]) -> str | None:
     """The client's address for this request (see the module docstring), or ``None``."""
-    peer = _peer(str(environ.get("REMOTE_ADDR") or ""))
+    remote = str(environ.get("REMOTE_ADDR") or "")
+    raw_forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+    if not trusted or not raw_forwarded:  # the peer is the client: one remembered look-up
+        return _peer_text(remote)
+    peer = _peer(remote)
     if peer is None:
         return None
-    if not trusted or not is_trusted(peer, trusted):
+    if not is_trusted(peer, trusted):
         return str(peer)
-    forwarded = str(environ.get("HTTP_X_FORWARDED_FOR") or "")
+    forwarded = str(raw_forwarded)
     hops = [hop for hop in forwarded.split(",") if hop.strip()]
     client = peer
     for hop in reversed(hops[-MAX_FORWARDED_ENTRIES:]):

@@ -208,11 +208,21 @@ class JournalEntry:
     answer: Mapping[str, Any] | None = None
 
 
+class PendingEntry(Protocol):
+    """A call's journal entry not built yet: the call's raw values, secrets included, until
+    :meth:`build` makes the entry (secrets removed). Never stored, logged or kept after that."""
+
+    def build(self) -> JournalEntry:
+        """The journal entry of the call (see :mod:`provider.journal.entry`)."""
+        ...
+
+
 class CallObserver(Protocol):
     """Told about every SOAP call after it was answered (the call journal)."""
 
-    def record(self, entry: JournalEntry) -> None:
-        """Take note of ``entry``. Returns at once; never raises (a lost entry is counted)."""
+    def record(self, entry: JournalEntry | PendingEntry) -> None:
+        """Take note of ``entry`` (a pending one is built later, before anything of it is
+        stored). Returns at once; never raises (a lost entry is counted)."""
         ...
 
 

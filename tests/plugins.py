@@ -13,6 +13,7 @@ from provider.domain import (
     JournalEntry,
     Notification,
     Operation,
+    PendingEntry,
 )
 from provider.errors import AuthenticationFailed, DirectoryUnavailable, EventRejected
 from provider.variables import InputVariables
@@ -85,5 +86,5 @@ class RecordingJournal:
 
     entries: list[JournalEntry] = field(default_factory=list)
 
-    def record(self, entry: JournalEntry) -> None:
-        self.entries.append(entry)
+    def record(self, entry: JournalEntry | PendingEntry) -> None:
+        self.entries.append(entry if isinstance(entry, JournalEntry) else entry.build())

@@ -18,14 +18,19 @@
   internal error), ``denied`` (the answer refuses what was asked: ``Success=false``,
   ``Authentication=FAIL``, ``TicketCreation``/``ChatCreation`` ``FALSE``, or a rule
   denied tickets or chats) or ``ok``.
+
+A serving process does not build the entry on the request thread: it hands the journal a
+:class:`PendingCall` (the call's raw, finished values, secrets included) and the journal's
+writer thread builds the entry with :meth:`PendingCall.build` just before it stores it. The
+secrets are then held no longer than until that flush (never stored, never logged).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from provider.domain import CallRequest, CallResult, CustomFieldData, Identity, JournalEntry
 from provider.redact import REDACTED, is_secret_variable
@@ -48,18 +53,36 @@ def is_secret_name(name: str) -> bool:
     return _is_secret_name(name)
 
 
-@functools.lru_cache(maxsize=4096)
-def _never_stored(name: str) -> bool:
-    return is_secret_variable(name)
+_KEEP, _REDACT, _DROP = 0, 1, 2
+_MAX_TREATMENTS = 4096
+#: name -> what happens to its value (one dictionary look-up per variable; bounded)
+_TREATMENTS: dict[str, int] = {}
+
+
+def _treatment(name: str) -> int:
+    """``_DROP`` (a password variable), ``_REDACT`` (a secret-looking name) or ``_KEEP``."""
+    treatment = _TREATMENTS.get(name)
+    if treatment is None:
+        treatment = _DROP if is_secret_variable(name) else _REDACT if _is_secret_name(name) else _KEEP
+        if len(_TREATMENTS) >= _MAX_TREATMENTS:
+            _TREATMENTS.clear()
+        _TREATMENTS[name] = treatment
+    return treatment
 
 
 def kept_variables(pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """``pairs`` without ``authPW``/``loginPassword`` and with other secret values redacted."""
-    return tuple(
-        (name, REDACTED if is_secret_name(name) else value)
-        for name, value in pairs
-        if not _never_stored(name)
-    )
+    kept: list[tuple[str, str]] = []
+    for pair in pairs:
+        name = pair[0]
+        treatment = _TREATMENTS.get(name)
+        if treatment is None:
+            treatment = _treatment(name)
+        if treatment == _KEEP:
+            kept.append((name, pair[1]))
+        elif treatment == _REDACT:
+            kept.append((name, REDACTED))
+    return tuple(kept)
 
 
 def classify(transport_outcome: str, *, permission_denied: bool, result: CallResult | None) -> str:
@@ -68,7 +91,7 @@ def classify(transport_outcome: str, *, permission_denied: bool, result: CallRes
         return "permission_denied"
     if transport_outcome in ("fault", "error") or result is None:
         return transport_outcome if transport_outcome in ("fault", "error") else "error"
-    if not result.success or any(pair in _DENIED_OUTPUTS for pair in result.output.items()):
+    if not result.success or not _DENIED_OUTPUTS.isdisjoint(result.output.items()):
         return "denied"
     decision = result.trace.decision if result.trace is not None else None
     if decision is not None and not (decision.allow and decision.allow_tickets and decision.allow_chats):
@@ -180,3 +203,43 @@ def journal_entry(
         matched=tuple(decision.matched) if decision is not None else (),
         answer=answer_document(result) if result is not None else None,
     )
+
+
+class PendingCall(NamedTuple):
+    """One SOAP call handed to the journal before its entry is built (see the module docstring).
+
+    Holds the call's raw values as the router finished them, secrets included (``request``
+    carries ``authPW``): never store, log or print one; build its entry (:meth:`build`) and
+    drop it. ``at`` is the wall-clock time (``time.time()``) the call was answered,
+    ``elapsed`` its duration in seconds. ``request`` and ``result`` are not changed after
+    they were handed over (the router is done with them).
+    """
+
+    at: float
+    operation: str
+    transport_outcome: str
+    fault: str | None
+    permission_denied: bool
+    request: CallRequest | None
+    result: CallResult | None
+    request_id: str
+    client: str | None
+    elapsed: float
+
+    def __repr__(self) -> str:  # never the request's secrets in a traceback or a log line
+        return f"PendingCall({self.operation!r}, request_id={self.request_id!r})"
+
+    def build(self) -> JournalEntry:
+        """The journal entry of this call: :func:`journal_entry` of its values."""
+        return journal_entry(
+            at=datetime.fromtimestamp(self.at, UTC),
+            operation=self.operation,
+            transport_outcome=self.transport_outcome,
+            fault=self.fault,
+            permission_denied=self.permission_denied,
+            request=self.request,
+            result=self.result,
+            request_id=self.request_id,
+            client=self.client,
+            duration_ms=self.elapsed * 1000,
+        )

@@ -13,6 +13,13 @@ killed (SIGKILL, out of memory) loses the entries of the calls it completed with
 the last ``flush_seconds`` (plus a batch being written at that moment). A process
 that exits normally writes what is queued first (for up to ``close_seconds``).
 
+Pending entries: the request thread only queues the call's raw values
+(:class:`~provider.journal.entry.PendingCall`); this thread builds each entry (secrets
+removed, see :mod:`provider.journal.entry`) when it takes it off the queue, before the
+batch is written, and drops the raw call then. Secrets are thus held in memory only until
+the writer takes the call off the queue (the next flush, or later while a slow database
+holds the writer up), and never written.
+
 Forks: the thread starts on the first entry in each process (a gunicorn worker, never
 the master); a forked child starts with an empty queue and its own thread.
 """
@@ -25,7 +32,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import cast
 
 from sqlalchemy import Table
@@ -33,7 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from provider.db.journal import CallJournalRecord
 from provider.db.session import Database, storage_error
-from provider.domain import JournalEntry
+from provider.domain import JournalEntry, PendingEntry
 from provider.errors import ProviderError
 from provider.metrics import JOURNAL_DROPPED, JOURNAL_WRITTEN
 
@@ -85,7 +92,7 @@ class JournalWriter:
         self._clock = clock
         self._lock = threading.Lock()
         self._pid: int | None = None
-        self._queue: deque[JournalEntry] = deque()
+        self._queue: deque[JournalEntry | PendingEntry] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -95,8 +102,12 @@ class JournalWriter:
 
     # --- the request side -------------------------------------------------------------
 
-    def record(self, entry: JournalEntry) -> None:
-        """Queue ``entry`` for the next flush; drop it (counted) when the queue is full."""
+    def record(self, entry: JournalEntry | PendingEntry) -> None:
+        """Queue ``entry`` for the next flush; drop it (counted) when the queue is full.
+
+        A :class:`~provider.domain.PendingEntry` (the app hands over a
+        :class:`~provider.journal.entry.PendingCall`) is built in the writer thread at the
+        flush, before anything of it is stored (see :meth:`_take_rows`)."""
         try:
             self._ensure_started()
             queued = len(self._queue)
@@ -138,33 +149,53 @@ class JournalWriter:
         """Write everything queued now, in batches; the number of entries written."""
         written = 0
         while True:
-            batch: list[JournalEntry] = []
-            while len(batch) < self._batch_size:
-                try:
-                    batch.append(self._queue.popleft())
-                except IndexError:
-                    break
-            if not batch:
+            rows = self._take_rows(self._batch_size)
+            if rows is None:
                 return written
-            written += self._write(batch)
+            if rows:
+                written += self._write(rows)
 
-    def _write(self, batch: Sequence[JournalEntry]) -> int:
+    def _take_rows(self, limit: int) -> list[dict[str, object]] | None:
+        """Up to ``limit`` queued entries as table rows, ``None`` when nothing is queued.
+
+        A pending entry is built here, in the writer thread (its secrets removed), and
+        dropped at once: the rows hold no secret, and the raw call is not kept while the
+        database is written. An entry that cannot be built is logged (``journal.entry_failed``)
+        and counted as dropped (``error``).
+        """
+        rows: list[dict[str, object]] = []
+        taken = 0
+        queue = self._queue
+        while taken < limit:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            taken += 1
+            try:
+                rows.append(_row(item if isinstance(item, JournalEntry) else item.build()))
+            except Exception:
+                log.exception("call journal entry failed", extra={"event": "journal.entry_failed"})
+                JOURNAL_DROPPED.labels("error").inc()
+            del item
+        return rows if taken else None
+
+    def _write(self, rows: list[dict[str, object]]) -> int:
         try:
-            rows = [_row(e) for e in batch]
             try:
                 with self._db.engine.begin() as connection:  # Core executemany: no ORM work per row
                     connection.execute(_TABLE.insert(), rows)
             except SQLAlchemyError as exc:
                 raise storage_error(exc, self._db.url, "journal write failed") from exc
         except ProviderError as exc:
-            self._dropped("storage", len(batch), error=type(exc).__name__)
+            self._dropped("storage", len(rows), error=type(exc).__name__)
             return 0
         except Exception:
             log.exception("call journal write failed", extra={"event": "journal.write_failed"})
-            self._dropped("error", len(batch))
+            self._dropped("error", len(rows))
             return 0
-        JOURNAL_WRITTEN.inc(len(batch))
-        return len(batch)
+        JOURNAL_WRITTEN.inc(len(rows))
+        return len(rows)
 
     def _dropped(self, reason: str, count: int, *, error: str | None = None) -> None:
         JOURNAL_DROPPED.labels(reason).inc(count)

@@ -134,10 +134,12 @@ def test_template_attacks_fail_fast_without_allocating(
         f'  - {{name: attack, method: StartTicket, then: {{set: {{cf_A: "{_yaml(template)}"}}}}}}\n'
     )
     before = errors_for("attack")
-    started = time.perf_counter()
+    # CPU time of this thread: what the attack costs, not how loaded the machine is (without the
+    # limits each attack runs for minutes to years; the deadline is 200 ms).
+    started = time.thread_time()
     with caplog.at_level(logging.WARNING, logger="provider.rules"):
         decision = decide(rule_set, Operation.START_TICKET, f"subject={CATASTROPHIC_SUBJECT}")
-    elapsed = time.perf_counter() - started
+    elapsed = time.thread_time() - started
     assert decision.matched == [] and decision.variables == []
     [record] = rule_errors(caplog)
     assert (record.rule, record.error, record.stage, record.outcome) == (
@@ -157,10 +159,10 @@ def test_condition_attacks_fail_fast(condition: str, limit: str, caplog: pytest.
     rule_set = rules(
         f'  - {{name: attack, method: StartChat, when: "{_yaml(condition)}", then: {{set: {{cf_A: a}}}}}}\n'
     )
-    started = time.perf_counter()
+    started = time.thread_time()
     with caplog.at_level(logging.WARNING, logger="provider.rules"):
         decision = decide(rule_set, Operation.START_CHAT, f"subject={CATASTROPHIC_SUBJECT}")
-    assert time.perf_counter() - started < 1.0
+    assert time.thread_time() - started < 1.0
     assert decision.matched == []
     [record] = rule_errors(caplog)
     assert (record.error, record.limit, record.stage) == ("RuleLimitExceeded", limit, "when")
@@ -171,9 +173,9 @@ def test_the_issues_catastrophic_subject_answers_at_once() -> None:
     rule_set = rules(
         "  - {name: m, method: StartChat, when: \"subject is matching('^(a+)+$')\", then: {allow: false}}\n"
     )
-    started = time.perf_counter()
+    started = time.thread_time()
     decision = decide(rule_set, Operation.START_CHAT, f"subject={CATASTROPHIC_SUBJECT}")
-    assert time.perf_counter() - started < 1.0
+    assert time.thread_time() - started < 1.0
     assert decision.allow and decision.matched == []
     assert not decide(rule_set, Operation.START_CHAT, "subject=aaaa").allow
 
