@@ -19,7 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 
-from provider.errors import InvalidInput
+from provider.errors import ConfigError, InvalidInput
+from provider.redact import is_secret_variable
 
 CUSTOM_FIELD_PREFIX = "cf_"
 ARGUMENT_PREFIX = "args_"
@@ -54,6 +55,23 @@ def split_entry(entry: str) -> tuple[str, str] | None:
     if not sep:
         return None
     return name, value
+
+
+def name_value_pairs(entries: Iterable[str], *, reader: str) -> list[tuple[str, str]]:
+    """``NAME=VALUE`` entries an admin typed (``rules test``, ``templates render``, the console) as pairs.
+
+    Raises ConfigError for an entry without ``=`` or one naming a password variable (``reader``
+    says who never sees passwords: "rules", "templates").
+    """
+    pairs = []
+    for entry in entries:
+        split = split_entry(entry)
+        if split is None or not split[0].strip():
+            raise ConfigError(f"{entry!r} is not NAME=VALUE")
+        if is_secret_variable(split[0]):
+            raise ConfigError(f"do not give {split[0].strip()}: {reader} never see passwords")
+        pairs.append((split[0].strip(), split[1]))
+    return pairs
 
 
 def format_entry(name: str, value: str) -> str:

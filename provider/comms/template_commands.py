@@ -24,12 +24,11 @@ from provider.comms.templates import MessageTemplate, global_variables
 from provider.db.events import EventRecord
 from provider.db.session import Database
 from provider.errors import ConfigError, EventNotFound, RuleError, TemplateNotFound
-from provider.redact import SECRET_VARIABLES
 from provider.rules.cli_support import open_database
 from provider.rules.limits import RuleLimits
 from provider.rules.store import RuleStore
 from provider.settings import Settings
-from provider.variables import split_entry
+from provider.variables import name_value_pairs
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -111,15 +110,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def variable_pairs(entries: list[str]) -> list[tuple[str, str]]:
     """``NAME=VALUE`` entries as pairs; ConfigError for one without ``=`` or naming a password."""
-    pairs = []
-    for entry in entries:
-        split = split_entry(entry)
-        if split is None or not split[0].strip():
-            raise ConfigError(f"{entry!r} is not NAME=VALUE")
-        if split[0].strip().lower() in SECRET_VARIABLES:
-            raise ConfigError(f"do not give {split[0].strip()}: templates never see passwords")
-        pairs.append((split[0].strip(), split[1]))
-    return pairs
+    return name_value_pairs(entries, reader="templates")
 
 
 def event_variables(database: Database, event_id: int) -> list[tuple[str, str]]:

@@ -41,7 +41,7 @@ from provider.rules.engine import RuleSet, TraceEntry, compile_rules
 from provider.rules.limits import RuleLimits
 from provider.rules.store import RuleStore, Snapshot
 from provider.settings import Secret, Settings
-from provider.variables import InputVariables, split_entry
+from provider.variables import InputVariables, name_value_pairs
 
 #: The placeholder given as the login password of an Authenticate test (never checked).
 UNCHECKED_PASSWORD = "(not checked by rules test)"  # noqa: S105 - a placeholder, never checked
@@ -104,15 +104,7 @@ def parse_operation(name: str) -> Method:
 
 def variable_pairs(entries: list[str]) -> list[tuple[str, str]]:
     """``NAME=VALUE`` entries as pairs; raises ConfigError for a malformed entry or a password variable."""
-    pairs = []
-    for entry in entries:
-        split = split_entry(entry)
-        if split is None or not split[0].strip():
-            raise ConfigError(f"{entry!r} is not NAME=VALUE")
-        if is_secret_variable(split[0]):
-            raise ConfigError(f"do not give {split[0].strip()}: rules never see passwords")
-        pairs.append((split[0].strip(), split[1]))
-    return pairs
+    return name_value_pairs(entries, reader="rules")
 
 
 def result_payload(result: CallResult) -> dict[str, Any]:
