@@ -247,6 +247,23 @@ def provider_env(password: str, database_url: str, **extra: str) -> dict[str, st
     return env
 
 
+def import_rules(env: Mapping[str, str], path: Path, *, replace: bool = False) -> None:
+    """``st-provider rules import PATH`` (``--replace``) in a child process with ``env``;
+    raises RuntimeError with its output if the import fails."""
+    command = [sys.executable, "-m", "provider.cli", "rules", "import", str(path)]
+    result = subprocess.run(
+        [*command, "--replace"] if replace else command,
+        env=dict(env),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"rules import failed: {result.stdout}{result.stderr}")
+
+
 @dataclass(frozen=True)
 class ProviderServer:
     """A running ``st-provider serve`` on loopback (see :func:`provider_server`)."""

@@ -63,6 +63,7 @@ from _common import (  # the benchmarks directory is not a package
     combine,
     format_table,
     generator_name,
+    import_rules,
     percentile,
     provider_env,
     provider_server,
@@ -285,12 +286,8 @@ def notify_latency(
     upgrade(database_url)
     rules = workdir / "rules.yaml"
     rules.write_text(RULES.format(url=partner), encoding="utf-8")
+    import_rules(env, rules)
     cli = [sys.executable, "-m", "provider.cli"]
-    imported = subprocess.run(
-        [*cli, "rules", "import", str(rules)], env=env, cwd=REPO, capture_output=True, text=True, check=False
-    )
-    if imported.returncode != 0:
-        raise RuntimeError(f"rules import failed: {imported.stderr}")
     load = load_httpx if args.httpx or generator_name() != "wrk" else load_wrk
     cases = {"fast": (0.0, 200), "slow": (args.slow, 200), "failing": (0.0, 500)}
     results: dict[str, list[LoadResult]] = {name: [] for name in cases}

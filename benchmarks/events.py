@@ -59,6 +59,7 @@ from _common import (  # the benchmarks directory is not a package
     format_table,
     generator_name,
     httpx_result,
+    import_rules,
     provider_env,
     provider_server,
     run_wrk,
@@ -249,12 +250,8 @@ def notify_latency(
     upgrade(database_url)
     rules = workdir / "rules.yaml"
     rules.write_text(RULES.format(url=partner), encoding="utf-8")
+    import_rules(env, rules)
     cli = [sys.executable, "-m", "provider.cli"]
-    imported = subprocess.run(
-        [*cli, "rules", "import", str(rules)], env=env, cwd=REPO, capture_output=True, text=True, check=False
-    )
-    if imported.returncode != 0:
-        raise RuntimeError(f"rules import failed: {imported.stderr}")
     load = load_httpx if args.httpx or generator_name() != "wrk" else load_wrk
     with provider_server(env, workdir / "serve.log", workers=2, no_worker=True) as server:
         worker_log = (workdir / "worker.log").open("ab")

@@ -37,7 +37,6 @@ import dataclasses
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -61,6 +60,7 @@ from _common import (  # the benchmarks directory is not a package
     check_answer,
     format_table,
     generator_name,
+    import_rules,
     measure_load,
     print_notes,
     process_group_cpu_seconds,
@@ -149,17 +149,7 @@ def prepare(database_url: str, tmp: Path) -> None:
     upgrade(database_url)
     rules = tmp / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
-    imported = subprocess.run(
-        [sys.executable, "-m", "provider.cli", "rules", "import", str(rules)],
-        env=server_env(database_url),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if imported.returncode != 0:
-        raise RuntimeError(f"rules import failed: {imported.stdout}{imported.stderr}")
+    import_rules(server_env(database_url), rules)
 
 
 # --- the servers ------------------------------------------------------------------------------------

@@ -48,7 +48,12 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import percentile, provider_env, provider_server  # the benchmarks directory is not a package
+from _common import (  # the benchmarks directory is not a package
+    import_rules,
+    percentile,
+    provider_env,
+    provider_server,
+)
 
 from provider.db.migrate import upgrade
 from provider.domain import Operation
@@ -113,21 +118,6 @@ class ArrivalRecorder(WebhookReceiver):
             return self.arrivals[key]
 
 
-def import_rules(env: dict[str, str], path: Path) -> None:
-    import subprocess
-
-    result = subprocess.run(
-        [sys.executable, "-m", "provider.cli", "rules", "import", str(path), "--replace"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"rules import failed: {result.stderr}")
-
-
 class Customer:
     """A browser on ``/signin-code``: its cookie and CSRF token, fetched once."""
 
@@ -172,7 +162,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     try:
         rules = workdir / "rules.yaml"
         rules.write_text(RULES.format(url=receiver.url), encoding="utf-8")
-        import_rules(env, rules)
+        import_rules(env, rules, replace=True)
         with provider_server(env, workdir / "server.log", workers=2, no_worker=False) as server:
             result = run_samples(args.samples, server.url, server.endpoint, receiver)
             if result["lost"]:
