@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, Engine, create_engine, event, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -237,13 +237,14 @@ class Database:
         self.url = normalize_url(url)
         self.engine = create_db_engine(self.url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._immediate = sessionmaker(
-            self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
-        )
+        immediate = self.engine.execution_options(sqlite_immediate=True)
+        self._immediate = sessionmaker(immediate, expire_on_commit=False)
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        self._immediate_engine = immediate if self._sqlite else self.engine
 
     @property
     def is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
+        return self._sqlite
 
     @property
     def is_postgresql(self) -> bool:
@@ -260,6 +261,20 @@ class Database:
         try:
             with maker() as session, session.begin():
                 yield session
+        except SQLAlchemyError as exc:
+            raise storage_error(exc, self.url) from exc
+
+    @contextmanager
+    def transaction(self, *, immediate: bool = False) -> Iterator[Connection]:
+        """A Core connection in one transaction: committed at the end of the block, rolled back on error.
+
+        The cheap form of :meth:`session` for hot paths that write with Core statements (no
+        ORM session, identity map or flush); ``immediate`` as there.
+        """
+        engine = self._immediate_engine if immediate else self.engine
+        try:
+            with engine.begin() as connection:
+                yield connection
         except SQLAlchemyError as exc:
             raise storage_error(exc, self.url) from exc
 
