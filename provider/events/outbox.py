@@ -11,8 +11,12 @@ fingerprint (every variable but ``authPW``) was accepted less than
 (``repeats``) and answered ``duplicate=True`` with that event's id. The window is a
 row in ``event_dedup`` keyed by the fingerprint, so two processes accepting the
 same call at the same moment cannot both create deliveries: one inserts the key,
-the other gets a unique violation (PostgreSQL) or waits for the write lock
-(SQLite) and then sees it.
+the other's insert of it does nothing once the first committed (PostgreSQL: it waits
+for the first transaction, then takes its event out again and answers duplicate) or
+it waits for the write lock (SQLite) and then sees it.
+
+The statements are SQLAlchemy Core on one connection (no ORM session, no savepoint):
+this runs on every NotifyEventFired call while SmarterTrack waits.
 """
 
 from __future__ import annotations
@@ -154,7 +158,7 @@ class Outbox:
             raise EventRejected(
                 f"{len(notifications)} notifications for one event (at most {MAX_NOTIFICATIONS})"
             )
-        params = _json_ready(notifications) if notifications else []
+        params = _json_ready(notifications)
         with self._db.transaction(immediate=True) as connection:
             accepted = self._accept(connection, event, notifications, params, rule_errors)
         _RECEIVED[accepted.duplicate].inc()
