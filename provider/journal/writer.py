@@ -36,10 +36,9 @@ from collections.abc import Callable
 from typing import cast
 
 from sqlalchemy import Table
-from sqlalchemy.exc import SQLAlchemyError
 
 from provider.db.journal import CallJournalRecord
-from provider.db.session import Database, storage_error
+from provider.db.session import Database
 from provider.domain import JournalEntry, PendingEntry
 from provider.errors import ProviderError
 from provider.metrics import JOURNAL_DROPPED, JOURNAL_WRITTEN
@@ -182,11 +181,10 @@ class JournalWriter:
 
     def _write(self, rows: list[dict[str, object]]) -> int:
         try:
-            try:
-                with self._db.engine.begin() as connection:  # Core executemany: no ORM work per row
-                    connection.execute(_TABLE.insert(), rows)
-            except SQLAlchemyError as exc:
-                raise storage_error(exc, self._db.url, "journal write failed") from exc
+            with self._db.write_connection(
+                "journal write failed"
+            ) as connection:  # Core executemany: no ORM work per row
+                connection.execute(_TABLE.insert(), rows)
         except ProviderError as exc:
             self._dropped("storage", len(rows), error=type(exc).__name__)
             return 0
