@@ -25,6 +25,10 @@ the same run:
    between a partner that answers at once (the **baseline**), one that answers after
    ``--slow`` seconds, and one that fails every request with 500 (retried after 0.5 s):
    p50/p99 per case and the ratios to the baseline. The SOAP side only stores the event.
+   By default ``--connections`` clients send as fast as the server answers (saturating the
+   machine, so the p99 is mostly queueing); ``--rate R`` sends R calls a second on a fixed
+   schedule instead (open loop, latency counted from when each call was due), the load a
+   help desk puts on its provider.
 3. **Pick-up latency** (in this process): ``--events`` single events stored one at a time
    while a worker (``poll_interval`` 1 s) idles, time until the partner has the
    notification, with wake-ups (PostgreSQL ``LISTEN/NOTIFY``, SQLite change polling)
@@ -69,7 +73,7 @@ from _common import (  # the benchmarks directory is not a package
     provider_server,
     stop_process,
 )
-from events import PASSWORD, envelope_parts, load_httpx, load_wrk
+from events import PASSWORD, envelope_parts, load_httpx, load_paced, load_wrk
 
 from provider.channels.registry import build_channel
 from provider.db.events import DeliveryRecord
@@ -315,8 +319,11 @@ def notify_latency(
             for n in range(args.rounds):
                 for name, (delay, status) in cases.items():
                     control(partner, delay=delay, status=status)
+                    run = f"{name}{n}"
                     results[name].append(
-                        load(name, server.endpoint, f"{name}{n}", args.connections, per_round)
+                        load_paced(name, server.endpoint, run, args.rate, per_round)
+                        if args.rate
+                        else load(name, server.endpoint, run, args.connections, per_round)
                     )
             control(partner)
         finally:
@@ -389,6 +396,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20, help="single events for the pick-up latency")
     parser.add_argument("--database-url", help="an empty database to use (default: fresh SQLite files)")
     parser.add_argument("--skip-notify", action="store_true", help="skip the NotifyEventFired measurement")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="NotifyEventFired calls per second, sent on a fixed schedule (open loop); "
+        "default 0: as fast as --connections allow (closed loop, saturating)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--httpx", action="store_true", help="use the httpx load generator even with wrk")
     args = parser.parse_args(argv)
@@ -443,7 +457,8 @@ def print_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
     if "notify" in report:
         n = report["notify"]
         print()
-        print("NotifyEventFired under load while one concurrent delivery worker runs")
+        pace = f"{args.rate:g} calls/s on a fixed schedule" if args.rate else "as fast as it answers"
+        print(f"NotifyEventFired under load ({pace}) while one concurrent delivery worker runs")
         print(format_table(n["rows"]))
         ratios = ", ".join(f"{name} x{value:.2f}" for name, value in n["p99_ratios"].items())
         print(f"p99 / baseline: {ratios}")

@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -235,6 +235,58 @@ def load_httpx(label: str, url: str, run: str, connections: int, seconds: float)
     for thread in pool:
         thread.join(seconds + 30)
     return httpx_result(label, latencies, errors[0], time.perf_counter() - began)
+
+
+def load_paced(label: str, url: str, run: str, rate: float, seconds: float) -> LoadResult:
+    """An open-loop load: request ``i`` is due at ``start + i / rate`` whatever the answers do.
+
+    Latency counts from the moment a request was due, not from when a client got to send it,
+    so a stalled server cannot hide its queue (no coordinated omission). 32 keep-alive
+    clients share the schedule; each opens its connection (a GET of the endpoint) before
+    the schedule starts, so connection set-up is not counted.
+    """
+    head, tail, headers = envelope_parts()
+    total = max(1, int(rate * seconds))
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    counter = iter(range(total))
+    clients = 32
+    schedule = [0.0]  # when request 0 is due: set as the last client is ready
+
+    def begin() -> None:
+        schedule[0] = time.perf_counter() + 0.05
+
+    ready = threading.Barrier(clients, action=begin)
+
+    def client(index: int) -> None:
+        with httpx.Client(timeout=10, headers=headers) as http:
+            with suppress(httpx.HTTPError):
+                http.get(url)
+            ready.wait(30)
+            while True:
+                with lock:
+                    n = next(counter, None)
+                if n is None:
+                    return
+                due = schedule[0] + n / rate
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                try:
+                    ok = http.post(url, content=f"{head}{run}-{n}{tail}".encode()).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                with lock:
+                    latencies.append(time.perf_counter() - due)
+                    errors[0] += 0 if ok else 1
+
+    pool = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(seconds + 60)
+    return httpx_result(label, latencies, errors[0], time.perf_counter() - schedule[0])
 
 
 def notify_latency(

@@ -15,7 +15,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from provider.db import write_gate
 from provider.errors import ConfigError, DatabaseMissing, StorageError
 
 log = logging.getLogger("provider.db")
@@ -208,6 +209,17 @@ def create_db_engine(url: str) -> Engine:
         ) from exc
 
 
+@contextmanager
+def _gate_turn(gate: write_gate.WriteGate, url: str) -> Iterator[None]:
+    try:
+        with gate.held(SQLITE_BUSY_TIMEOUT_MS / 1000):
+            yield
+    except write_gate.GateTimeout as exc:
+        raise StorageError(
+            f"database error: {_sqlite_cause('database is locked', sqlite_file(url))}"
+        ) from exc
+
+
 def _configure_sqlite(engine: Engine) -> None:
     """Take over transaction control so ``BEGIN IMMEDIATE`` is possible (SQLAlchemy's recipe)."""
 
@@ -244,10 +256,13 @@ class Database:
         self.url = normalize_url(url)
         self.engine = create_db_engine(self.url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        immediate = self.engine.execution_options(sqlite_immediate=True)
-        self._immediate = sessionmaker(immediate, expire_on_commit=False)
         self._sqlite = self.engine.dialect.name == "sqlite"
-        self._immediate_engine = immediate if self._sqlite else self.engine
+        self._immediate_engine = self.engine.execution_options(sqlite_immediate=True)
+        self._immediate = sessionmaker(self._immediate_engine, expire_on_commit=False)
+        file = sqlite_file(self.url) if self._sqlite else None
+        self._gate_path: str | None = (
+            write_gate.gate_path(str(file) if file else None) if self._sqlite else None
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -262,28 +277,33 @@ class Database:
         """A session in one transaction: committed at the end of the block, rolled back on error.
 
         ``immediate=True`` takes SQLite's write lock at the start (for claim-style
-        read-then-write work); it changes nothing on PostgreSQL.
+        read-then-write work and every transaction that writes), queueing for it behind
+        this project's other writers (:mod:`provider.db.write_gate`); it changes nothing
+        on PostgreSQL.
         """
         maker = self._immediate if immediate and self.is_sqlite else self._sessions
         try:
-            with maker() as session, session.begin():
+            with self._write_turn(immediate), maker() as session, session.begin():
                 yield session
         except SQLAlchemyError as exc:
             raise storage_error(exc, self.url) from exc
 
     @contextmanager
-    def transaction(self, *, immediate: bool = False) -> Iterator[Connection]:
-        """A Core connection in one transaction: committed at the end of the block, rolled back on error.
-
-        The cheap form of :meth:`session` for hot paths that write with Core statements (no
-        ORM session, identity map or flush); ``immediate`` as there.
-        """
-        engine = self._immediate_engine if immediate else self.engine
+    def write_connection(self, action: str = "database error") -> Iterator[Connection]:
+        """A Core connection in one writing transaction (``BEGIN IMMEDIATE`` on SQLite, in
+        its turn), committed at the end of the block; StorageError (its message starting
+        with ``action``) if the database fails."""
         try:
-            with engine.begin() as connection:
+            with self._write_turn(True), self._immediate_engine.begin() as connection:
                 yield connection
         except SQLAlchemyError as exc:
-            raise storage_error(exc, self.url) from exc
+            raise storage_error(exc, self.url, action) from exc
+
+    def _write_turn(self, immediate: bool) -> AbstractContextManager[None]:
+        """SQLite: this process's turn at the write lock (see :mod:`provider.db.write_gate`)."""
+        if not immediate or self._gate_path is None:
+            return nullcontext()
+        return _gate_turn(write_gate.gate_for(self._gate_path), self.url)
 
     def ping(self) -> bool:
         """Whether the database answers a trivial query (for /readyz)."""

@@ -159,7 +159,7 @@ class Outbox:
                 f"{len(notifications)} notifications for one event (at most {MAX_NOTIFICATIONS})"
             )
         params = _json_ready(notifications)
-        with self._db.transaction(immediate=True) as connection:
+        with self._db.write_connection() as connection:
             accepted = self._accept(connection, event, notifications, params, rule_errors)
         _RECEIVED[accepted.duplicate].inc()
         return accepted

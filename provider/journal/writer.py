@@ -38,10 +38,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Dialect, Table
-from sqlalchemy.exc import SQLAlchemyError
 
 from provider.db.journal import CallJournalRecord
-from provider.db.session import Database, storage_error
+from provider.db.session import Database
 from provider.domain import JournalEntry, PendingEntry
 from provider.errors import ProviderError
 from provider.metrics import JOURNAL_DROPPED, JOURNAL_WRITTEN
@@ -252,11 +251,8 @@ class JournalWriter:
 
     def _write(self, rows: Sequence[tuple[Any, ...]]) -> int:
         try:
-            try:
-                with self._db.engine.begin() as connection:  # one DB-API executemany
-                    connection.exec_driver_sql(self._insert.sql, list(rows))
-            except SQLAlchemyError as exc:
-                raise storage_error(exc, self._db.url, "journal write failed") from exc
+            with self._db.write_connection("journal write failed") as connection:
+                connection.exec_driver_sql(self._insert.sql, list(rows))  # one DB-API executemany
         except ProviderError as exc:
             self._dropped("storage", len(rows), error=type(exc).__name__)
             return 0

@@ -253,7 +253,7 @@ def test_a_window_opened_by_an_uncommitted_transaction_makes_the_waiting_one_a_d
     event = Provider(Secret(PW)).incoming_event(InputVariables.parse(["eventType=502000", "args_x=held"]))
     outcome: list[object] = []
     try:
-        with first.transaction() as held:
+        with first.write_connection() as held:
             mine = Outbox(first)._accept(held, event, notifications("sms"), [{"to": "+15550000"}], ())
             backend = held.exec_driver_sql("SELECT pg_backend_pid()").scalar()
             waiting = threading.Thread(

@@ -130,7 +130,7 @@ def test_a_sqlite_file_locked_by_another_process_is_a_storage_error_saying_so(tm
     try:
         holder.execute("BEGIN IMMEDIATE")
         locked = "stayed locked by another process"
-        with pytest.raises(StorageError, match=locked) as core, database.transaction(immediate=True):
+        with pytest.raises(StorageError, match=locked) as core, database.write_connection():
             pass
         with pytest.raises(StorageError, match=locked) as orm, database.session(immediate=True) as session:
             session.execute(text("SELECT 1"))
@@ -138,7 +138,7 @@ def test_a_sqlite_file_locked_by_another_process_is_a_storage_error_saying_so(tm
             assert isinstance(raised.__cause__, OperationalError)
             assert isinstance(raised.__cause__.orig, sqlite3.OperationalError)
         holder.execute("ROLLBACK")
-        with database.transaction(immediate=True) as connection:  # the lock is free again
+        with database.write_connection() as connection:  # the lock is free again
             assert connection.execute(text("SELECT 1")).scalar() == 1
     finally:
         holder.close()
