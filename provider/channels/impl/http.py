@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from provider.channels.policy import PAUSE_STATUSES
+from provider.channels.policy import MAX_CONCURRENCY, PAUSE_STATUSES
 from provider.errors import ChannelError, ConfigError
 from provider.logging import quiet_http_clients
 from provider.redact import Redactor
@@ -36,8 +36,12 @@ from provider.redact import Redactor
 USER_AGENT = "st-provider"
 RETRYABLE_4XX = frozenset({408, 425, 429})
 MAX_DETAIL = 300
-#: every client's connection pool (a worker's sends to one channel share it)
-LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
+#: every client's connection pool (a worker's sends to one channel share it). As many kept
+#: alive as open: httpcore 1.0.9 closes a "surplus" idle connection (it counts every
+#: connection, not the idle ones) even when another thread was just handed it, so a send
+#: fails mid-request (ReadError, EBADF) or hangs until its read timeout
+#: (encode/httpcore#1000, #1110); with one URL per pool and no surplus that cannot happen.
+LIMITS = httpx.Limits(max_connections=MAX_CONCURRENCY, max_keepalive_connections=MAX_CONCURRENCY)
 
 
 def timeouts(timeout: float) -> httpx.Timeout:
