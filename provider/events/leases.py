@@ -8,7 +8,8 @@ How a worker takes work (table ``deliveries``, see :mod:`provider.events.worker`
   PostgreSQL takes them with ``SELECT ... FOR UPDATE SKIP LOCKED`` so any number of
   workers on any number of hosts share the table; SQLite takes its write lock first
   (``BEGIN IMMEDIATE``), so claimers simply take turns. Claimed rows become
-  ``sending`` with a lease the worker renews while it works through the batch.
+  ``sending`` with a lease the worker renews while it works through the batch, in one
+  ``UPDATE ... RETURNING`` (SQLAlchemy Core, no ORM objects; see :meth:`Leases.claim`).
   Channels that are disabled, paused, or out of their rate limit for the current
   window are skipped; the window is counted in ``channel_state``, shared by every worker.
 - **release** hands claimed rows back without an attempt (stopping, or a paused channel);
