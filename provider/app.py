@@ -17,10 +17,10 @@ Routes:
   take the instance out of the load balancer, do not restart it;
 * ``/admin/...``: the admin console (:mod:`provider.web.console`, a Flask app) unless
   ``ST_PROVIDER_CONSOLE`` is off, when it is a 404 like any unknown path. It is built on a
-  worker's first ``/admin`` request (:class:`LazyConsole`), so a worker that only answers
+  worker's first ``/admin`` request (:class:`LazyApp`), so a worker that only answers
   SOAP never imports Flask;
 * ``/signin-code``: the public sign-in code page (:mod:`provider.web.signin_code`) when
-  ``ST_PROVIDER_OTP`` is on; a 404 otherwise;
+  ``ST_PROVIDER_OTP`` is on, also built on its first request; a 404 otherwise;
 * ``/metrics``: Prometheus text; aggregated over every worker when the server set
   ``PROMETHEUS_MULTIPROC_DIR`` (passed here as ``metrics_dir``).
 
@@ -260,7 +260,7 @@ class ProviderApplication:
 QUEUE_REFRESH_SECONDS = 5.0
 
 
-class LazyConsole:
+class LazyApp:
     """A WSGI app built by ``build`` on its first request (once, whichever thread comes first)."""
 
     def __init__(self, build: Callable[[], WsgiApp]) -> None:
@@ -441,7 +441,7 @@ def build_application(
             )
             return cast("WsgiApp", flask_app)
 
-        console = LazyConsole(build_console)
+        console = LazyApp(build_console)
     return ProviderApplication(
         router,
         console=console,
@@ -456,14 +456,19 @@ def build_application(
 
 
 def _signin_code_page(settings: Settings, database: Database, provider: Provider) -> WsgiApp | None:
-    """The ``/signin-code`` page when ``ST_PROVIDER_OTP`` is on (Flask imported only then)."""
+    """The ``/signin-code`` page when ``ST_PROVIDER_OTP`` is on, built on its first request
+    (so a worker imports Flask only once someone asks for a code)."""
     requests = build_signin_requests(settings, database, provider.authenticator)
     if requests is None:
         return None
-    from provider.web.console import session_secret
-    from provider.web.signin_code import build_signin_app
 
-    app = build_signin_app(
-        requests, secret=session_secret(settings), trusted_proxies=settings.trusted_proxies
-    )
-    return cast("WsgiApp", app)
+    def build_page() -> WsgiApp:
+        from provider.web.console import session_secret  # Flask: on the first /signin-code request
+        from provider.web.signin_code import build_signin_app
+
+        app = build_signin_app(
+            requests, secret=session_secret(settings), trusted_proxies=settings.trusted_proxies
+        )
+        return cast("WsgiApp", app)
+
+    return LazyApp(build_page)

@@ -20,8 +20,9 @@ in order:
 The lock is released when the transaction has ended (committed or rolled back). A
 process that dies releases its ``flock`` with it. The gate only orders this project's
 own writers: any other program writing to the file still meets SQLite's busy handler,
-as before. A lock file that cannot be opened (a read-only directory) leaves only the
-process's lock; SQLite's busy handler then orders the processes, as before.
+as before. A lock file that cannot be opened or locked (a read-only directory, a file system
+without ``flock``) leaves only the process's lock, with a warning (``db.write_gate_unavailable``);
+SQLite's busy handler then orders the processes, as before.
 
 Callers: :meth:`provider.db.session.Database.session` with ``immediate=True`` and
 :meth:`~provider.db.session.Database.write_connection`. :class:`GateTimeout` means the
@@ -52,7 +53,17 @@ class _FileLock:
     """An exclusive ``flock`` taken by a waiter thread on behalf of this process's current writer."""
 
     def __init__(self, path: str) -> None:
+        """Open (or create) the lock file; OSError if it cannot be opened or locked at all
+        (a read-only directory, a file system or system call filter without ``flock``)."""
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            pass  # another process holds it: flock works here
+        except OSError:
+            os.close(self._fd)
+            raise
         self._cond = threading.Condition(threading.Lock())
         self._pending = False  # the waiter thread is (or is about to be) blocked in flock
         self._wanted = False  # this process's writer waits for the waiter's result

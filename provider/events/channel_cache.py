@@ -89,6 +89,10 @@ class ChannelCache:
         entry = self._entries.get(name)
         return entry.policy if entry is not None else self.fallback
 
+    def names(self) -> list[str]:
+        """The configured channels' names."""
+        return list(self._entries)
+
     def disabled(self) -> set[str]:
         return {name for name, entry in self._entries.items() if not entry.config.enabled}
 

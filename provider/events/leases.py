@@ -8,7 +8,8 @@ How a worker takes work (table ``deliveries``, see :mod:`provider.events.worker`
   PostgreSQL takes them with ``SELECT ... FOR UPDATE SKIP LOCKED`` so any number of
   workers on any number of hosts share the table; SQLite takes its write lock first
   (``BEGIN IMMEDIATE``), so claimers simply take turns. Claimed rows become
-  ``sending`` with a lease the worker renews while it works through the batch.
+  ``sending`` with a lease the worker renews while it works through the batch, in one
+  ``UPDATE ... RETURNING`` (SQLAlchemy Core, no ORM objects; see :meth:`Leases.claim`).
   Channels that are disabled, paused, or out of their rate limit for the current
   window are skipped; the window is counted in ``channel_state``, shared by every worker.
 - **release** hands claimed rows back without an attempt (stopping, or a paused channel);
@@ -25,9 +26,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
-from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy import CursorResult, Row, Subquery, Table, and_, case, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -67,10 +68,50 @@ class Claimed:
     event_id: int = 0
 
 
+_Row: TypeAlias = Row[*tuple[Any, ...]]
+_DELIVERIES = cast("Table", DeliveryRecord.__table__)
+_ATTEMPTS = cast("Table", DeliveryAttempt.__table__)
+#: what a claim returns of each taken row (besides its previous lease)
+_CLAIMED_COLUMNS = tuple(
+    _DELIVERIES.c[name]
+    for name in ("id", "key", "channel", "params", "attempts", "age_from", "event_id", "next_attempt_at")
+)
+
+
+@dataclass(frozen=True)
+class _Taken:
+    """A row the claim set to ``sending`` (``attempts`` already counts a ``lost`` one), and its lease before."""
+
+    id: int
+    key: str
+    channel: str
+    params: dict[str, Any]
+    attempts: int
+    age_from: datetime
+    event_id: int
+    next_attempt_at: datetime
+    prev_status: str
+    prev_owner: str | None
+    prev_expires: datetime | None
+
+
+def _claimed(row: _Taken) -> Claimed:
+    return Claimed(
+        id=row.id,
+        key=row.key,
+        channel=row.channel,
+        params=dict(row.params),
+        attempts=row.attempts,
+        age_from=row.age_from,
+        event_id=row.event_id,
+    )
+
+
 def _due(now: datetime) -> ColumnElement[bool]:
+    deliveries = _DELIVERIES.c
     return or_(
-        and_(DeliveryRecord.status == PENDING, DeliveryRecord.next_attempt_at <= now),
-        and_(DeliveryRecord.status == SENDING, DeliveryRecord.lease_expires_at <= now),
+        and_(deliveries.status == PENDING, deliveries.next_attempt_at <= now),
+        and_(deliveries.status == SENDING, deliveries.lease_expires_at <= now),
     )
 
 
@@ -99,46 +140,100 @@ class Leases:
     # --- claim ------------------------------------------------------------------
 
     def claim(self, now: datetime) -> list[Claimed]:
-        """Take up to one batch of due deliveries (refreshing the channels first)."""
+        """Take up to one batch of due deliveries (refreshing the channels first).
+
+        Works on the table with SQLAlchemy Core (no ORM objects): on PostgreSQL, when no
+        channel has a rate limit, one ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED
+        LIMIT n) RETURNING``; otherwise (SQLite, under its write lock, or a rate-limited
+        channel to count) the due rows' few columns are selected, the rate limits applied,
+        and the kept rows taken with one ``UPDATE ... WHERE id IN (...) RETURNING``.
+        """
         if self._db.is_sqlite:
             # Look before taking SQLite's only write lock (NotifyEventFired needs it too).
             with self._db.session() as session:
-                if session.scalar(select(DeliveryRecord.id).where(_due(now)).limit(1)) is None:
+                if session.scalar(select(_DELIVERIES.c.id).where(_due(now)).limit(1)) is None:
                     return []
         with self._db.session(immediate=True) as session:
             self._channels.refresh(session)
             states = {state.channel: state for state in session.scalars(select(ChannelState))}
             self._note_pauses(states, now)
             blocked = self._blocked(states, now)
-            query = select(DeliveryRecord).where(_due(now))
-            if blocked:
-                query = query.where(DeliveryRecord.channel.not_in(sorted(blocked)))
-            query = (
-                query.order_by(DeliveryRecord.next_attempt_at, DeliveryRecord.id)
+            candidates = (
+                select(
+                    _DELIVERIES.c.id,
+                    _DELIVERIES.c.channel.label("prev_channel"),
+                    _DELIVERIES.c.status.label("prev_status"),
+                    _DELIVERIES.c.lease_owner.label("prev_owner"),
+                    _DELIVERIES.c.lease_expires_at.label("prev_expires"),
+                )
+                .where(_due(now))
+                .order_by(_DELIVERIES.c.next_attempt_at, _DELIVERIES.c.id)
                 .limit(self._batch_size)
-                .with_for_update(skip_locked=True, of=DeliveryRecord)
+                .with_for_update(skip_locked=True)
             )
-            rows = self._within_rate_limits(session, list(session.scalars(query)), now)
+            if blocked:
+                candidates = candidates.where(_DELIVERIES.c.channel.not_in(sorted(blocked)))
+            if self._db.is_postgresql and not self._any_rate_limit():
+                taken = self._take_at_once(session, candidates.subquery("due"), now)
+            else:
+                rows = self._within_rate_limits(session, session.execute(candidates).all(), now)
+                taken = self._take(session, rows, now)
+            taken.sort(key=lambda row: (row.next_attempt_at, row.id))
             return [
-                self._take(row, now)
-                for row in rows
-                if row.status != SENDING or self._recover(session, row, now)
+                _claimed(row)
+                for row in taken
+                if row.prev_status != SENDING or self._recover(session, row, now)
             ]
 
-    def _take(self, row: DeliveryRecord, now: datetime) -> Claimed:
-        row.status = SENDING
-        row.lease_owner = self.owner
-        row.lease_expires_at = now + self.lease
-        row.updated_at = now
-        return Claimed(
-            id=row.id,
-            key=row.key,
-            channel=row.channel,
-            params=dict(row.params),
-            attempts=row.attempts,
-            age_from=row.age_from,
-            event_id=row.event_id,
+    def _take_at_once(self, session: Session, due: Subquery, now: datetime) -> list[_Taken]:
+        """Lock and take the due rows in one statement (PostgreSQL); their previous lease with them."""
+        statement = (
+            update(_DELIVERIES)
+            .where(_DELIVERIES.c.id == due.c.id)
+            .values(self._taken_values(now))
+            .returning(*_CLAIMED_COLUMNS, due.c.prev_status, due.c.prev_owner, due.c.prev_expires)
         )
+        return [_Taken(**row._mapping) for row in session.execute(statement)]
+
+    def _take(self, session: Session, rows: Sequence[_Row], now: datetime) -> list[_Taken]:
+        """Take the selected (locked) rows with one ``UPDATE ... RETURNING``; their previous lease with them."""
+        if not rows:
+            return []
+        previous = {row.id: row for row in rows}
+        statement = (
+            update(_DELIVERIES)
+            .where(_DELIVERIES.c.id.in_(sorted(previous)))
+            .values(self._taken_values(now))
+            .returning(*_CLAIMED_COLUMNS)
+        )
+        taken = []
+        for row in session.execute(statement):
+            before = previous[row.id]
+            taken.append(
+                _Taken(
+                    **row._mapping,
+                    prev_status=before.prev_status,
+                    prev_owner=before.prev_owner,
+                    prev_expires=before.prev_expires,
+                )
+            )
+        return taken
+
+    def _taken_values(self, now: datetime) -> dict[str, Any]:
+        """The claim's new values: ``sending`` under this worker's lease; a taken-over row counts an attempt."""
+        return {
+            "status": SENDING,
+            "lease_owner": self.owner,
+            "lease_expires_at": now + self.lease,
+            "updated_at": now,
+            # evaluated on the row before the update: an expired lease is a ``lost`` attempt
+            "attempts": case(
+                (_DELIVERIES.c.status == SENDING, _DELIVERIES.c.attempts + 1), else_=_DELIVERIES.c.attempts
+            ),
+        }
+
+    def _any_rate_limit(self) -> bool:
+        return any(self._rate_limit(name) is not None for name in self._channels.names())
 
     def _blocked(self, states: Mapping[str, ChannelState], now: datetime) -> set[str]:
         """Channels not to claim for now: disabled, paused, or their rate-limit window full."""
@@ -158,17 +253,16 @@ class Leases:
         entry = self._channels.get(name)
         return entry.policy.rate_limit if entry is not None else None
 
-    def _within_rate_limits(
-        self, session: Session, rows: list[DeliveryRecord], now: datetime
-    ) -> list[DeliveryRecord]:
-        by_channel: dict[str, list[DeliveryRecord]] = {}
+    def _within_rate_limits(self, session: Session, rows: Sequence[_Row], now: datetime) -> list[_Row]:
+        """The candidate rows the channels' rate-limit windows allow (counted in ``channel_state``)."""
+        by_channel: dict[str, list[_Row]] = {}
         for row in rows:
-            by_channel.setdefault(row.channel, []).append(row)
-        kept: list[DeliveryRecord] = []
+            by_channel.setdefault(row.prev_channel, []).append(row)
+        kept: set[int] = set()
         for name in sorted(by_channel):  # a fixed lock order across workers
             limit = self._rate_limit(name)
             if limit is None:
-                kept.extend(by_channel[name])
+                kept.update(row.id for row in by_channel[name])
                 continue
             calls, per = limit
             state = self.locked_state(session, name, now)
@@ -179,9 +273,8 @@ class Leases:
             taken = by_channel[name][:allowed]
             state.window_count += len(taken)
             state.updated_at = now
-            kept.extend(taken)
-        kept.sort(key=lambda r: (r.next_attempt_at, r.id))
-        return kept
+            kept.update(row.id for row in taken)
+        return [row for row in rows if row.id in kept]
 
     def locked_state(self, session: Session, name: str, now: datetime) -> ChannelState:
         """The channel's shared state row, created if missing, locked until the transaction ends."""
@@ -197,20 +290,23 @@ class Leases:
             .execution_options(populate_existing=True)
         ).scalar_one()
 
-    def _recover(self, session: Session, row: DeliveryRecord, now: datetime) -> bool:
-        """A delivery whose worker's lease expired: count a ``lost`` attempt; whether to send again."""
-        number = row.attempts + 1
-        previous = row.lease_owner
-        row.attempts = number
+    def _recover(self, session: Session, row: _Taken, now: datetime) -> bool:
+        """A delivery whose worker's lease expired: record a ``lost`` attempt; whether to send again.
+
+        The claim already counted the attempt (``row.attempts``) and took the lease; if that
+        was the delivery's last attempt it fails here instead.
+        """
+        number = row.attempts
+        previous = row.prev_owner
         message = (
             f"worker {previous} did not record an outcome before its lease expired; "
             "the partner may have received this notification"
         )
-        session.add(
-            DeliveryAttempt(
+        session.execute(
+            insert(_ATTEMPTS).values(
                 delivery_id=row.id,
                 number=number,
-                started_at=row.lease_expires_at or now,
+                started_at=row.prev_expires or now,
                 duration=0.0,
                 outcome=OUTCOME_LOST,
                 error=message,
@@ -222,12 +318,18 @@ class Leases:
             extra={"event": "worker.lease_expired", "delivery_id": row.id, "previous_worker": previous},
         )
         if number >= self._channels.policy(row.channel).max_attempts:
-            row.status = FAILED
-            row.finished_at = now
-            row.lease_owner = None
-            row.lease_expires_at = None
-            row.updated_at = now
-            row.last_error = message
+            session.execute(
+                update(_DELIVERIES)
+                .where(_DELIVERIES.c.id == row.id)
+                .values(
+                    status=FAILED,
+                    finished_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                    last_error=message,
+                )
+            )
             metrics.DELIVERIES.labels(channel=row.channel, outcome="failed").inc()
             return False
         return True

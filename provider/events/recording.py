@@ -24,9 +24,9 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from provider import metrics
@@ -56,6 +56,11 @@ log = logging.getLogger("provider.events.worker")
 
 #: the most finished sends recorded in one transaction
 MAX_GROUP = 50
+
+_DELIVERIES = cast("Table", DeliveryRecord.__table__)
+_ATTEMPTS = cast("Table", DeliveryAttempt.__table__)
+#: executed with a list of ``{"_id": id, column: value, ...}``: sets the columns given
+_UPDATE_BY_ID = update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("_id"))
 
 
 @dataclass
@@ -112,11 +117,17 @@ class Recorder:
             )
 
     def _write(self, session: Session, plans: list[_Plan], finished: datetime) -> None:
+        """Lock the group's rows (id order), update those this worker may record, insert every attempt.
+
+        SQLAlchemy Core with plain parameter lists (no ORM objects or bulk-ORM bookkeeping):
+        one locking SELECT, one executemany UPDATE per distinct set of columns (successes,
+        retries, failures), one executemany INSERT.
+        """
         ids = sorted(plan.item.id for plan in plans)
         rows = session.execute(
-            select(DeliveryRecord.id, DeliveryRecord.status, DeliveryRecord.lease_owner)
-            .where(DeliveryRecord.id.in_(ids))
-            .order_by(DeliveryRecord.id)
+            select(_DELIVERIES.c.id, _DELIVERIES.c.status, _DELIVERIES.c.lease_owner)
+            .where(_DELIVERIES.c.id.in_(ids))
+            .order_by(_DELIVERIES.c.id)
             .with_for_update()
         ).all()
         state = {row.id: (row.status, row.lease_owner) for row in rows}
@@ -129,11 +140,10 @@ class Recorder:
             else:
                 plan.recorded = status == SENDING and owner == self._leases.owner
             if plan.recorded:
-                values = {"id": plan.item.id, **plan.values}
-                updates.setdefault(tuple(sorted(values)), []).append(values)
+                updates.setdefault(tuple(plan.values), []).append({"_id": plan.item.id, **plan.values})
         for group in updates.values():
-            session.execute(update(DeliveryRecord).execution_options(synchronize_session=False), group)
-        session.execute(insert(DeliveryAttempt), [plan.attempt for plan in plans])
+            session.execute(_UPDATE_BY_ID, group)
+        session.execute(insert(_ATTEMPTS), [plan.attempt for plan in plans])
         for plan in plans:
             if plan.pause is not None:
                 until, status_code = plan.pause

@@ -6,7 +6,8 @@ partner clients are shared by the channels' code paths and tests. Rewriting them
 async clients would double every channel for no gain: a send spends nearly all its time
 waiting on a socket, which releases the GIL, so a few threads overlap the waits just as
 well. The httpx clients are thread-safe (one connection pool per channel, see
-:func:`provider.channels.impl.http.make_client`); the channels that keep state between
+:func:`provider.channels.impl.http.make_client`, :class:`~provider.channels.impl.http.Endpoint`
+for webhooks); the channels that keep state between
 sends guard it (SmartCOMM and SmartConnect tokens under a lock, the Uniphore SOAP
 transport's last status per thread); e-mail opens one SMTP connection per send.
 

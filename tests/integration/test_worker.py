@@ -313,6 +313,53 @@ def test_crashed_worker_deliveries_are_taken_over(database: Database, partner: P
     assert partner.keys().count(first.key) == 1
 
 
+def test_a_lease_expiring_on_the_last_attempt_fails_the_delivery(
+    database: Database, partner: Partner, clock: Clock
+) -> None:
+    add_channel(database, "sms", max_attempts=1)
+    enqueue(database, clock.now, "sms")
+    partner.script("sms", WorkerKilled())
+    dying = make_worker(database, partner, clock, "dying")
+    with pytest.raises(WorkerKilled):
+        dying.run_once()
+    clock.advance(30)
+    survivor = make_worker(database, partner, clock, "survivor")
+    assert survivor.run_once() == 0  # taken over, but that was its last attempt: not sent again
+    (row,) = deliveries(database)
+    assert (row.status, row.attempts, row.lease_owner, row.lease_expires_at) == (FAILED, 1, None, None)
+    assert (
+        row.finished_at == clock.now and row.last_error is not None and "may have received" in row.last_error
+    )
+    (lost,) = attempts(database, row.id)
+    assert (lost.outcome, lost.number, lost.worker) == ("lost", 1, "dying")
+    assert len(partner.sent) == 1
+
+
+def test_a_taken_over_delivery_of_a_rate_limited_channel_counts_in_the_window(
+    database: Database, partner: Partner, clock: Clock
+) -> None:
+    add_channel(database, "docgen", rate_limit={"calls": 2, "per": 60})
+    for _ in range(3):
+        enqueue(database, clock.now, "docgen")
+    partner.script("docgen", WorkerKilled())
+    dying = make_worker(database, partner, clock, "dying")
+    with pytest.raises(WorkerKilled):
+        dying.run_once()  # claimed two (the window), the first send "killed" the worker
+    clock.advance(61)
+    survivor = make_worker(database, partner, clock, "survivor")
+    assert survivor.run_once() == 2  # a new window: two, oldest first (both taken over)
+    rows = deliveries(database)
+    assert [d.status for d in rows] == [DELIVERED, DELIVERED, PENDING]
+    assert [[a.outcome for a in attempts(database, d.id)] for d in rows[:2]] == [
+        ["lost", "delivered"],
+        ["lost", "delivered"],
+    ]
+    assert [a.number for a in attempts(database, rows[0].id)] == [1, 2]
+    with database.session() as session:
+        state = session.scalars(select(ChannelState).where(ChannelState.channel == "docgen")).one()
+    assert state.window_count == 2
+
+
 def test_stop_hands_the_rest_of_the_batch_back(database: Database, partner: Partner, clock: Clock) -> None:
     add_channel(database, "sms")
     for _ in range(4):

@@ -28,3 +28,12 @@ def test_channel_concurrency_is_optional_and_bounded() -> None:
         assert problem.startswith("setting 'concurrency':"), problem
         with pytest.raises(ConfigError):
             channel_policy("webhook", {"concurrency": wrong})
+
+
+def test_a_channel_connection_pool_keeps_alive_every_connection_it_may_open() -> None:
+    # httpcore closes "surplus" idle connections (counting all of them) even when one was just
+    # handed to a waiting send, which then fails mid-request: no surplus, no such close.
+    from provider.channels.impl import http
+
+    assert http.LIMITS.max_keepalive_connections == http.LIMITS.max_connections
+    assert http.LIMITS.max_connections is not None and http.LIMITS.max_connections >= MAX_CONCURRENCY

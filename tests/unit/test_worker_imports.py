@@ -42,8 +42,8 @@ import json, sys
 from provider.app import build_application
 from provider.settings import Settings
 
-password, database_url = sys.argv[1], sys.argv[2]
-settings = Settings.from_mapping({"web_service_password": password, "database_url": database_url})
+password, database_url, page_path, extra = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+settings = Settings.from_mapping({"web_service_password": password, "database_url": database_url, **extra})
 app = build_application(settings)
 body = (
     '<?xml version="1.0" encoding="utf-8"?><soap:Envelope '
@@ -68,15 +68,15 @@ def call(method, path, body=b"", content_type="text/xml; charset=utf-8"):
 soap = call("POST", "/ExternalProvider.asmx", body)
 health = call("GET", "/healthz")
 metrics = call("GET", "/metrics")
-before_console = [name for name in sys.argv[3:] if name in sys.modules]
-console = call("GET", "/admin/")
+before_page = [name for name in sys.argv[5:] if name in sys.modules]
+page = call("GET", page_path)
 print(json.dumps({
     "soap": [soap[0], b"Success>true<" in soap[1]],
     "health": health[0],
     "metrics": metrics[0],
-    "loaded": before_console,
-    "console": console[0],
-    "flask_after_console": "flask" in sys.modules,
+    "loaded": before_page,
+    "page": page[0],
+    "flask_after_page": "flask" in sys.modules,
 }))
 """
 
@@ -109,14 +109,29 @@ def test_the_master_migrates_in_a_child_and_imports_nothing_a_worker_must_not_ho
 def test_a_web_worker_answers_soap_without_the_console_or_migration_modules(tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'worker.db'}"
     apply_migrations(database_url)
-    report = _run(WORKER, WEB_SERVICE_PASSWORD, database_url, *NOT_IN_A_WEB_WORKER)
+    report = _run(WORKER, WEB_SERVICE_PASSWORD, database_url, "/admin/", "{}", *NOT_IN_A_WEB_WORKER)
     assert report == {
         "soap": [200, True],
         "health": 200,
         "metrics": 200,
         "loaded": [],
-        "console": 302,  # the sign-in page: the console was built on its first request
-        "flask_after_console": True,
+        "page": 302,  # the sign-in page: the console was built on its first request
+        "flask_after_page": True,
+    }
+
+
+def test_with_sign_in_codes_on_the_code_page_is_built_on_its_first_request(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'worker.db'}"
+    apply_migrations(database_url)
+    otp = json.dumps({"otp": "on", "otp_channel_email": "mail", "session_secret": "s" * 40})
+    report = _run(WORKER, WEB_SERVICE_PASSWORD, database_url, "/signin-code", otp, *NOT_IN_A_WEB_WORKER)
+    assert report == {
+        "soap": [200, True],
+        "health": 200,
+        "metrics": 200,
+        "loaded": [],
+        "page": 200,  # the form
+        "flask_after_page": True,
     }
 
 

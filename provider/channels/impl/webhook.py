@@ -68,7 +68,7 @@ class WebhookChannel:
         self._headers = dict(headers or {})
         self._secret = secret
         self._redact = Redactor([secret, *self._headers.values()])
-        self._client = http.make_client(timeout=timeout, ca_file=ca_file, proxy=proxy)
+        self._endpoint = http.Endpoint(url, timeout=timeout, ca_file=ca_file, proxy=proxy)
 
     def send(self, params: Mapping[str, Any], *, delivery_key: str) -> SendResult:
         """POST the JSON body; raises ChannelError for a non-2xx answer or no answer."""
@@ -83,9 +83,7 @@ class WebhookChannel:
         headers["Idempotency-Key"] = delivery_key
         if self._secret:
             headers[self.signature_header] = signature(self._secret, body)
-        response = http.send(
-            self._client, TYPE_NAME, self._redact, self.method, self.url, content=body, headers=headers
-        )
+        response = self._endpoint.send(TYPE_NAME, self._redact, self.method, content=body, headers=headers)
         if 200 <= response.status_code < 300:
             partner_id = response.headers.get("X-Request-Id") or response.headers.get("X-Message-Id")
             return SendResult(
@@ -96,7 +94,7 @@ class WebhookChannel:
         raise http.status_error(TYPE_NAME, response, self._redact)
 
     def close(self) -> None:
-        self._client.close()
+        self._endpoint.close()
 
 
 def build(name: str, settings: Mapping[str, Any], timeout: float) -> WebhookChannel:
