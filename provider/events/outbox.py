@@ -11,8 +11,12 @@ fingerprint (every variable but ``authPW``) was accepted less than
 (``repeats``) and answered ``duplicate=True`` with that event's id. The window is a
 row in ``event_dedup`` keyed by the fingerprint, so two processes accepting the
 same call at the same moment cannot both create deliveries: one inserts the key,
-the other gets a unique violation (PostgreSQL) or waits for the write lock
-(SQLite) and then sees it.
+the other's insert of it does nothing once the first committed (PostgreSQL: it waits
+for the first transaction, then takes its event out again and answers duplicate) or
+it waits for the write lock (SQLite) and then sees it.
+
+The statements are SQLAlchemy Core on one connection (no ORM session, no savepoint):
+this runs on every NotifyEventFired call while SmarterTrack waits.
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert
 
 from provider import metrics
 from provider.db.events import PENDING, DeliveryRecord, EventDedup, EventRecord
@@ -41,6 +45,62 @@ log = logging.getLogger("provider.events.outbox")
 RECIPIENT_PARAMS = ("to", "recipient", "callerId", "caller_id", "phone", "email")
 MAX_NOTIFICATIONS = 100
 _INSERT_TRIES = 3
+
+# Core statements built once (no ORM session, identity map or flush per call). Bound
+# parameter names start with ``b_``: SQLAlchemy reserves the column names in SET clauses.
+_EVENTS = cast(Table, EventRecord.__table__)
+_DEDUP = cast(Table, EventDedup.__table__)
+_DELIVERIES = cast(Table, DeliveryRecord.__table__)
+#: the fingerprint's window, its row locked (PostgreSQL; SQLite's BEGIN IMMEDIATE holds the file)
+_WINDOW = (
+    select(_DEDUP.c.event_id, _DEDUP.c.expires_at)
+    .where(_DEDUP.c.fingerprint == bindparam("b_fingerprint"))
+    .with_for_update()
+)
+_REPEAT = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id == bindparam("b_event_id"))
+    .values(repeats=_EVENTS.c.repeats + 1, last_repeated_at=bindparam("b_now"))
+)
+_INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
+_DROP_EVENT = delete(_EVENTS).where(_EVENTS.c.id == bindparam("b_event_id"))
+_MOVE_WINDOW = (
+    update(_DEDUP)
+    .where(_DEDUP.c.fingerprint == bindparam("b_fingerprint"))
+    .values(event_id=bindparam("b_event_id"), expires_at=bindparam("b_expires_at"))
+)
+_INSERT_DELIVERIES = insert(_DELIVERIES)
+#: dialect name -> ``INSERT INTO event_dedup ... ON CONFLICT (fingerprint) DO NOTHING RETURNING``
+#: (a row when inserted; ``rowcount`` is not reliable here with psycopg)
+_OPEN_WINDOW: dict[str, Insert] = {}
+#: duplicate -> the child of EVENTS_RECEIVED (``labels()`` takes a lock and builds a key)
+_RECEIVED = {
+    True: metrics.EVENTS_RECEIVED.labels(duplicate="true"),
+    False: metrics.EVENTS_RECEIVED.labels(duplicate="false"),
+}
+
+
+def _open_window(dialect: str) -> Insert:
+    """The window insert that does nothing (no row, no error) when the fingerprint has one."""
+    statement = _OPEN_WINDOW.get(dialect)
+    if statement is None:
+        keys = [_DEDUP.c.fingerprint]
+        if dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            statement = (
+                postgresql.insert(_DEDUP)
+                .on_conflict_do_nothing(index_elements=keys)
+                .returning(_DEDUP.c.event_id)
+            )
+        else:
+            from sqlalchemy.dialects import sqlite
+
+            statement = (
+                sqlite.insert(_DEDUP).on_conflict_do_nothing(index_elements=keys).returning(_DEDUP.c.event_id)
+            )
+        _OPEN_WINDOW[dialect] = statement
+    return statement
 
 
 def recipient_of(params: Mapping[str, Any]) -> str | None:
@@ -99,65 +159,51 @@ class Outbox:
                 f"{len(notifications)} notifications for one event (at most {MAX_NOTIFICATIONS})"
             )
         params = _json_ready(notifications)
-        with self._db.session(immediate=True) as session:
-            accepted = self._accept(session, event, notifications, params, rule_errors)
-        metrics.EVENTS_RECEIVED.labels(duplicate="true" if accepted.duplicate else "false").inc()
+        with self._db.write_connection() as connection:
+            accepted = self._accept(connection, event, notifications, params, rule_errors)
+        _RECEIVED[accepted.duplicate].inc()
         return accepted
 
     def _accept(
         self,
-        session: Session,
+        connection: Connection,
         event: IncomingEvent,
         notifications: Sequence[Notification],
         params: list[dict[str, Any]],
         rule_errors: Sequence[tuple[str, str]],
     ) -> AcceptedEvent:
+        """The window's check and the inserts, in the caller's transaction.
+
+        No savepoint: the window is opened with an insert that does nothing when another
+        transaction opened it first (PostgreSQL waits for that one to commit or roll back);
+        then this transaction removes the event it just inserted and looks again, and sees
+        the other's window. On SQLite, BEGIN IMMEDIATE already serialises the writers.
+        """
         now = event.received_at
+        fingerprint = event.fingerprint
         for _ in range(_INSERT_TRIES):
-            window = session.execute(
-                select(EventDedup).where(EventDedup.fingerprint == event.fingerprint).with_for_update()
-            ).scalar_one_or_none()
+            window = connection.execute(_WINDOW, {"b_fingerprint": fingerprint}).first()
             if window is not None and window.expires_at > now:
-                return self._repeat(session, window.event_id, now)
-            try:
-                with session.begin_nested():
-                    record = self._insert_event(session, event, rule_errors)
-                    if window is not None:
-                        # The old window expired (and we hold its row lock): this call opens a new one.
-                        window.event_id = record.id
-                        window.expires_at = now + self._window
-                    else:
-                        session.add(
-                            EventDedup(
-                                fingerprint=event.fingerprint,
-                                event_id=record.id,
-                                expires_at=now + self._window,
-                            )
-                        )
-                    session.flush()
-            except IntegrityError:
+                return self._repeat(connection, window.event_id, now)
+            event_id: int = connection.execute(_INSERT_EVENT, _event_row(event, rule_errors)).scalar_one()
+            expires_at = now + self._window
+            if window is not None:
+                # The old window expired (and we hold its row lock): this call opens a new one.
+                moved = {"b_fingerprint": fingerprint, "b_event_id": event_id, "b_expires_at": expires_at}
+                connection.execute(_MOVE_WINDOW, moved)
+            elif not self._opened(connection, fingerprint, event_id, expires_at):
                 # Another process opened the window first; look again (now it is there).
+                connection.execute(_DROP_EVENT, {"b_event_id": event_id})
                 continue
-            count = self._insert_deliveries(session, record.id, now, notifications, params)
-            return AcceptedEvent(event_id=record.id, duplicate=False, deliveries=count)
+            count = _insert_deliveries(connection, event_id, now, notifications, params)
+            return AcceptedEvent(event_id=event_id, duplicate=False, deliveries=count)
         raise StorageError("event de-duplication did not settle; try again")
 
-    def _insert_event(
-        self, session: Session, event: IncomingEvent, rule_errors: Sequence[tuple[str, str]]
-    ) -> EventRecord:
-        record = EventRecord(
-            event_type=event.event_type,
-            event_name=event.event_name,
-            arguments=dict(event.arguments),
-            variables=[list(pair) for pair in event.variables],
-            fingerprint=event.fingerprint,
-            received_at=event.received_at,
-            repeats=0,
-            rule_errors=error_list(rule_errors),
-        )
-        session.add(record)
-        session.flush()
-        return record
+    @staticmethod
+    def _opened(connection: Connection, fingerprint: str, event_id: int, expires_at: datetime) -> bool:
+        """Whether this transaction opened the fingerprint's window (False: another one had)."""
+        values = {"fingerprint": fingerprint, "event_id": event_id, "expires_at": expires_at}
+        return connection.execute(_open_window(connection.dialect.name), values).first() is not None
 
     @staticmethod
     def insert_deliveries(
@@ -166,47 +212,61 @@ class Outbox:
         now: datetime,
         notifications: Sequence[Notification],
     ) -> int:
-        """Add one pending delivery per notification to ``session`` (``events replay``)."""
-        return Outbox._insert_deliveries(session, event_id, now, notifications, _json_ready(notifications))
+        """Add one pending delivery per notification in ``session``'s transaction (``events replay``)."""
+        connection = session.connection()
+        return _insert_deliveries(connection, event_id, now, notifications, _json_ready(notifications))
 
-    @staticmethod
-    def _insert_deliveries(
-        session: Session,
-        event_id: int,
-        now: datetime,
-        notifications: Sequence[Notification],
-        params: list[dict[str, Any]],
-    ) -> int:
-        for notification, values in zip(notifications, params, strict=True):
-            session.add(
-                DeliveryRecord(
-                    event_id=event_id,
-                    rule=notification.rule[:200],
-                    channel=notification.channel[:200],
-                    recipient=recipient_of(values),
-                    params=values,
-                    key=uuid.uuid4().hex,
-                    status=PENDING,
-                    attempts=0,
-                    next_attempt_at=now,
-                    age_from=now,
-                    created_at=now,
-                    updated_at=now,
-                    template=notification.template[:200] if notification.template else None,
-                )
-            )
-        session.flush()
-        if notifications:
-            notify_workers(session)  # workers wake when this commits (PostgreSQL)
-        return len(notifications)
-
-    def _repeat(self, session: Session, event_id: int, now: datetime) -> AcceptedEvent:
-        record = session.get(EventRecord, event_id)
-        if record is not None:
-            record.repeats += 1
-            record.last_repeated_at = now
+    def _repeat(self, connection: Connection, event_id: int, now: datetime) -> AcceptedEvent:
+        connection.execute(_REPEAT, {"b_event_id": event_id, "b_now": now})
         log.info(
             "repeated event within the de-duplication window",
             extra={"event": "events.duplicate", "event_id": event_id},
         )
         return AcceptedEvent(event_id=event_id, duplicate=True, deliveries=0)
+
+
+def _event_row(event: IncomingEvent, rule_errors: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "event_type": event.event_type,
+        "event_name": event.event_name,
+        "arguments": dict(event.arguments),
+        "variables": [list(pair) for pair in event.variables],
+        "fingerprint": event.fingerprint,
+        "received_at": event.received_at,
+        "repeats": 0,
+        "last_repeated_at": None,
+        "rule_errors": error_list(rule_errors),
+    }
+
+
+def _insert_deliveries(
+    connection: Connection,
+    event_id: int,
+    now: datetime,
+    notifications: Sequence[Notification],
+    params: list[dict[str, Any]],
+) -> int:
+    """One pending delivery per notification, in one executemany; wakes the workers (PostgreSQL)."""
+    if not notifications:
+        return 0
+    rows = [
+        {
+            "event_id": event_id,
+            "rule": notification.rule[:200],
+            "channel": notification.channel[:200],
+            "recipient": recipient_of(values),
+            "params": values,
+            "key": uuid.uuid4().hex,
+            "status": PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "age_from": now,
+            "created_at": now,
+            "updated_at": now,
+            "template": notification.template[:200] if notification.template else None,
+        }
+        for notification, values in zip(notifications, params, strict=True)
+    ]
+    connection.execute(_INSERT_DELIVERIES, rows)
+    notify_workers(connection)  # workers wake when this commits (PostgreSQL)
+    return len(rows)

@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from provider.db.session import Database, sqlite_file
@@ -60,15 +60,17 @@ Wake = Callable[[str], None]
 PAUSED = "paused:"
 
 
-def notify_workers(session: Session, payload: str = "") -> None:
+def notify_workers(session: Session | Connection, payload: str = "") -> None:
     """Wake the listening workers when ``session``'s transaction commits (PostgreSQL; else nothing).
+
+    ``session`` is an ORM session or a Core connection in a transaction.
 
     ``payload`` empty: deliveries may be due; :data:`PAUSED` and a channel name: that
     channel was paused (workers look at its pause at once instead of within
     :data:`~provider.events.leases.PAUSE_CHECK_SECONDS`).
     """
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
+    dialect = session.dialect if isinstance(session, Connection) else session.get_bind().dialect
+    if dialect.name == "postgresql":
         session.execute(
             text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload}
         )

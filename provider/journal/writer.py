@@ -27,15 +27,17 @@ the master); a forked child starts with an empty queue and its own thread.
 from __future__ import annotations
 
 import atexit
+import json
+import json.encoder
 import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
-from sqlalchemy import Table
+from sqlalchemy import Dialect, Table
 
 from provider.db.journal import CallJournalRecord
 from provider.db.session import Database
@@ -54,22 +56,88 @@ CLOSE_SECONDS = 2.0
 DROP_LOG_SECONDS = 60.0
 
 
-def _row(entry: JournalEntry) -> dict[str, object]:
-    return {
-        "at": entry.at,
-        "operation": entry.operation,
-        "request_id": entry.request_id,
-        "client": entry.client,
-        "duration_ms": entry.duration_ms,
-        "outcome": entry.outcome,
-        "fault": entry.fault,
-        "username": entry.username,
-        # JSON writes tuples as lists: no copies needed
-        "variables": entry.variables,
-        "identity": entry.identity,
-        "matched": entry.matched,
-        "answer": entry.answer,
-    }
+#: the stored columns in insert order (``id`` is the database's)
+_COLUMNS = (
+    "at",
+    "operation",
+    "request_id",
+    "client",
+    "duration_ms",
+    "outcome",
+    "fault",
+    "username",
+    "variables",
+    "identity",
+    "matched",
+    "answer",
+)
+_JSON_COLUMNS = frozenset({"variables", "identity", "matched", "answer"})
+
+
+def _json_encoder() -> Callable[[Any], str]:
+    """``json.dumps`` with its default options, the C encoder built once (not per call).
+
+    Same text as ``json.dumps`` (the serialiser SQLAlchemy's JSON type uses), ``None`` as
+    ``null`` as that type stores it; no check for circular structures (an entry holds plain,
+    freshly built data). Falls back to ``json.dumps`` without the C accelerator.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return json.dumps
+    defaults = json.JSONEncoder()
+    encoder = make(
+        None,  # markers: no circular check
+        defaults.default,
+        json.encoder.encode_basestring_ascii,  # ensure_ascii=True, as json.dumps
+        None,  # indent
+        defaults.key_separator,
+        defaults.item_separator,
+        False,  # sort_keys
+        False,  # skipkeys
+        True,  # allow_nan
+    )
+    return lambda value: "".join(encoder(value, 0))
+
+
+_to_json = _json_encoder()
+
+
+class JournalInsert:
+    """The journal's INSERT for one database dialect, run with the DB-API's ``executemany``.
+
+    One statement written once, and each entry turned into a tuple of driver values here:
+    ``at`` through the column type's own conversion for the dialect, the four JSON columns
+    serialised as SQLAlchemy's JSON type stores them (``json.dumps``' text, ``None`` as
+    ``null``; cast to ``json`` on PostgreSQL). The same rows as a Core insert of the table,
+    without SQLAlchemy's per-row parameter processing.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        json_mark = f"CAST({mark} AS JSON)" if dialect.name == "postgresql" else mark
+        values = ", ".join(json_mark if name in _JSON_COLUMNS else mark for name in _COLUMNS)
+        # Only constants go into this text (the table's and columns' names, placeholders).
+        self.sql = f"INSERT INTO {_TABLE.name} ({', '.join(_COLUMNS)}) VALUES ({values})"  # noqa: S608
+        at_type = _TABLE.c.at.type.dialect_impl(dialect)
+        self._at: Callable[[Any], Any] = at_type.bind_processor(dialect) or (lambda value: value)
+
+    def row(self, entry: JournalEntry) -> tuple[Any, ...]:
+        """``entry`` as the statement's parameters (ValueError, TypeError: not storable)."""
+        to_json = _to_json
+        return (
+            self._at(entry.at),
+            entry.operation,
+            entry.request_id,
+            entry.client,
+            entry.duration_ms,
+            entry.outcome,
+            entry.fault,
+            entry.username,
+            to_json(entry.variables),  # JSON writes tuples as lists: no copies needed
+            to_json(entry.identity),
+            to_json(entry.matched),
+            to_json(entry.answer),
+        )
 
 
 class JournalWriter:
@@ -85,6 +153,7 @@ class JournalWriter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = database
+        self._insert = JournalInsert(database.engine.dialect)
         self.flush_seconds = flush_seconds
         self._batch_size = batch_size
         self._max_queue = max_queue
@@ -154,17 +223,18 @@ class JournalWriter:
             if rows:
                 written += self._write(rows)
 
-    def _take_rows(self, limit: int) -> list[dict[str, object]] | None:
-        """Up to ``limit`` queued entries as table rows, ``None`` when nothing is queued.
+    def _take_rows(self, limit: int) -> list[tuple[Any, ...]] | None:
+        """Up to ``limit`` queued entries as rows of the insert, ``None`` when nothing is queued.
 
         A pending entry is built here, in the writer thread (its secrets removed), and
         dropped at once: the rows hold no secret, and the raw call is not kept while the
-        database is written. An entry that cannot be built is logged (``journal.entry_failed``)
-        and counted as dropped (``error``).
+        database is written. An entry that cannot be built or stored (serialised) is logged
+        (``journal.entry_failed``) and counted as dropped (``error``), alone.
         """
-        rows: list[dict[str, object]] = []
+        rows: list[tuple[Any, ...]] = []
         taken = 0
         queue = self._queue
+        row = self._insert.row
         while taken < limit:
             try:
                 item = queue.popleft()
@@ -172,19 +242,17 @@ class JournalWriter:
                 break
             taken += 1
             try:
-                rows.append(_row(item if isinstance(item, JournalEntry) else item.build()))
+                rows.append(row(item if isinstance(item, JournalEntry) else item.build()))
             except Exception:
                 log.exception("call journal entry failed", extra={"event": "journal.entry_failed"})
                 JOURNAL_DROPPED.labels("error").inc()
             del item
         return rows if taken else None
 
-    def _write(self, rows: list[dict[str, object]]) -> int:
+    def _write(self, rows: Sequence[tuple[Any, ...]]) -> int:
         try:
-            with self._db.write_connection(
-                "journal write failed"
-            ) as connection:  # Core executemany: no ORM work per row
-                connection.execute(_TABLE.insert(), rows)
+            with self._db.write_connection("journal write failed") as connection:
+                connection.exec_driver_sql(self._insert.sql, list(rows))  # one DB-API executemany
         except ProviderError as exc:
             self._dropped("storage", len(rows), error=type(exc).__name__)
             return 0

@@ -7,12 +7,16 @@ import signal
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
+from typing import cast
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Table, select
 
 from provider.db.journal import CallJournalRecord
 from provider.db.session import Database
+from provider.domain import JournalEntry
+from provider.journal.writer import JournalInsert, JournalWriter
 from tests.support import REPO
 
 FLUSH_SECONDS = 0.5
@@ -73,3 +77,48 @@ def test_a_process_loses_at_most_its_flush_window(database: Database, database_u
     else:
         assert status == 0
         assert ids == {f"r{i}" for i in range(50)}  # a normal exit writes what is queued
+
+
+def _stored(database: Database, request_id: str) -> tuple[object, ...]:
+    """The row as the driver returns it (no SQLAlchemy type processing), without its id."""
+    with database.engine.connect() as connection:
+        sql = (
+            "SELECT at, operation, request_id, client, duration_ms, outcome, fault, username, "
+            "CAST(variables AS TEXT), CAST(identity AS TEXT), CAST(matched AS TEXT), CAST(answer AS TEXT) "
+            "FROM call_journal WHERE request_id = " + ("?" if database.is_sqlite else "%s")
+        )
+        row = connection.exec_driver_sql(sql, (request_id,)).one()
+    return tuple(row)
+
+
+@pytest.mark.parametrize(
+    "identity", [None, {"username": "jdoe", "groups": ["Customers"], "name": "\u00e9t\u00e9"}]
+)
+def test_the_writer_stores_what_a_core_insert_of_the_table_stores(
+    database: Database, identity: object
+) -> None:
+    """The DB-API insert (:class:`JournalInsert`) writes the same values as SQLAlchemy's own
+    insert of the model's table: the timestamp's form, JSON text, ``None`` as JSON ``null``."""
+    fields = {
+        "at": datetime(2026, 3, 4, 5, 6, 7, 890, tzinfo=UTC),
+        "operation": "GetCustomFieldOptions",
+        "client": "192.0.2.7",
+        "duration_ms": 1.25,
+        "outcome": "denied",
+        "fault": None,
+        "username": "jdoe",
+        "variables": (("cf_Product", "Mail & Web <Pro> = \u00e9t\u00e9"), ("location", "REGULAR")),
+        "identity": identity,
+        "matched": ("rule-a", "rule-b"),
+        "answer": {"success": False, "message": "no", "fields": [{"list_options": ["a"], "n": 1.5}]},
+    }
+    ours = JournalEntry(request_id="ours", **fields)  # type: ignore[arg-type]
+    writer = JournalWriter(database)
+    assert writer._write([JournalInsert(database.engine.dialect).row(ours)]) == 1
+    with database.engine.begin() as connection:
+        connection.execute(
+            cast(Table, CallJournalRecord.__table__).insert(), [{"request_id": "core", **fields}]
+        )
+    mine, theirs = _stored(database, "ours"), _stored(database, "core")
+    assert mine[2] == "ours" and theirs[2] == "core"
+    assert mine[:2] + mine[3:] == theirs[:2] + theirs[3:]

@@ -240,3 +240,55 @@ def test_unreachable_database_answers_false(tmp_path: Path) -> None:
         database.dispose()
     assert result.success is False
     assert result.message == EVENT_NOT_STORED
+
+
+@pytest.mark.postgres
+def test_a_window_opened_by_an_uncommitted_transaction_makes_the_waiting_one_a_duplicate(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL, the race the window's insert settles: B looks while A's window is not committed
+    (B sees none), B's insert of the window waits for A; A commits; B takes its own event out
+    again and answers duplicate with A's event. One event, A's deliveries only."""
+    first, second = Database(postgres_url), Database(postgres_url)
+    event = Provider(Secret(PW)).incoming_event(InputVariables.parse(["eventType=502000", "args_x=held"]))
+    outcome: list[object] = []
+    try:
+        with first.write_connection() as held:
+            mine = Outbox(first)._accept(held, event, notifications("sms"), [{"to": "+15550000"}], ())
+            backend = held.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            waiting = threading.Thread(
+                target=lambda: outcome.append(Outbox(second).accept(event, notifications("sms", "hook")))
+            )
+            waiting.start()
+            _wait_until_blocked_by(first, backend)
+        waiting.join(30)
+    finally:
+        second.dispose()
+    assert not waiting.is_alive()
+    assert len(outcome) == 1
+    theirs = outcome[0]
+    assert mine.duplicate is False and mine.deliveries == 1
+    assert theirs == type(mine)(event_id=mine.event_id, duplicate=True, deliveries=0)
+    try:
+        assert counts(first) == (1, 1)
+        with first.session() as session:
+            stored = session.scalars(select(EventRecord)).one()
+            window = session.scalars(select(EventDedup)).one()
+        assert (stored.id, stored.repeats, window.event_id) == (mine.event_id, 1, mine.event_id)
+    finally:
+        first.dispose()
+
+
+def _wait_until_blocked_by(database: Database, backend: object) -> None:
+    """Return once another session waits for a lock held by ``backend`` (at most 30 s)."""
+    deadline = datetime.now(UTC) + timedelta(seconds=30)
+    while datetime.now(UTC) < deadline:
+        with database.engine.connect() as conn:
+            blocked = conn.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"),
+                {"pid": backend},
+            ).scalar()
+        if blocked:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("the second transaction never waited for the first")

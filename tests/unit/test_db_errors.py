@@ -12,9 +12,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from provider.db.session import describe_url, parse_url, sqlite_file, storage_error
+from provider.db.migrate import upgrade
+from provider.db.session import Database, describe_url, parse_url, sqlite_file, storage_error
 from provider.errors import ConfigError, DatabaseMissing, StorageError
 
 PG = "postgresql://st:Sup3r-secret@db.example.internal:5433/st_provider"
@@ -114,3 +116,30 @@ def test_malformed_urls_are_config_errors_that_do_not_repeat_them(url: str, mess
     with pytest.raises(ConfigError) as info:
         parse_url(url)
     assert message in str(info.value) and "Sup3r-secret" not in str(info.value)
+
+
+def test_a_sqlite_file_locked_by_another_process_is_a_storage_error_saying_so(tmp_path: Path) -> None:
+    """``BEGIN IMMEDIATE`` (run on the driver's connection) that cannot get the write lock:
+    a StorageError naming the lock, for Core transactions and ORM sessions alike."""
+    path = tmp_path / "locked.db"
+    upgrade(f"sqlite:///{path}")
+    database = Database(f"sqlite:///{path}")
+    # Wait 50 ms for the lock instead of the service's 30 s (after the provider's own PRAGMAs).
+    event.listen(database.engine, "connect", lambda conn, _record: conn.execute("PRAGMA busy_timeout=50"))
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        locked = "stayed locked by another process"
+        with pytest.raises(StorageError, match=locked) as core, database.write_connection():
+            pass
+        with pytest.raises(StorageError, match=locked) as orm, database.session(immediate=True) as session:
+            session.execute(text("SELECT 1"))
+        for raised in (core.value, orm.value):
+            assert isinstance(raised.__cause__, OperationalError)
+            assert isinstance(raised.__cause__.orig, sqlite3.OperationalError)
+        holder.execute("ROLLBACK")
+        with database.write_connection() as connection:  # the lock is free again
+            assert connection.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        holder.close()
+        database.dispose()
