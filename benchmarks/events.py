@@ -39,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -207,11 +207,36 @@ def load_wrk(label: str, url: str, run: str, connections: int, seconds: float) -
     return run_wrk(label, script, url, threads=min(2, connections), connections=connections, seconds=seconds)
 
 
+class _Tally:
+    """The latencies and failures of POSTs made from several client threads."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.errors = 0
+        self._lock = threading.Lock()
+
+    def post(self, http: httpx.Client, url: str, body: bytes, since: float) -> None:
+        """POST ``body``; its latency counts from ``since`` (``time.perf_counter``)."""
+        try:
+            ok = http.post(url, content=body).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        with self._lock:
+            self.latencies.append(time.perf_counter() - since)
+            self.errors += 0 if ok else 1
+
+
+def _run_clients(client: Callable[[int], None], count: int, join_seconds: float) -> None:
+    pool = [threading.Thread(target=client, args=(i,)) for i in range(count)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(join_seconds)
+
+
 def load_httpx(label: str, url: str, run: str, connections: int, seconds: float) -> LoadResult:
     head, tail, headers = envelope_parts()
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
+    tally = _Tally()
     deadline = time.perf_counter() + seconds
 
     def client(index: int) -> None:
@@ -219,22 +244,11 @@ def load_httpx(label: str, url: str, run: str, connections: int, seconds: float)
             n = 0
             while time.perf_counter() < deadline:
                 n += 1
-                began = time.perf_counter()
-                try:
-                    ok = http.post(url, content=f"{head}{run}-{index}-{n}{tail}".encode()).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                with lock:
-                    latencies.append(time.perf_counter() - began)
-                    errors[0] += 0 if ok else 1
+                tally.post(http, url, f"{head}{run}-{index}-{n}{tail}".encode(), time.perf_counter())
 
     began = time.perf_counter()
-    pool = [threading.Thread(target=client, args=(i,)) for i in range(connections)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(seconds + 30)
-    return httpx_result(label, latencies, errors[0], time.perf_counter() - began)
+    _run_clients(client, connections, seconds + 30)
+    return httpx_result(label, tally.latencies, tally.errors, time.perf_counter() - began)
 
 
 def load_paced(label: str, url: str, run: str, rate: float, seconds: float) -> LoadResult:
@@ -246,11 +260,9 @@ def load_paced(label: str, url: str, run: str, rate: float, seconds: float) -> L
     the schedule starts, so connection set-up is not counted.
     """
     head, tail, headers = envelope_parts()
-    total = max(1, int(rate * seconds))
-    latencies: list[float] = []
-    errors = [0]
+    tally = _Tally()
     lock = threading.Lock()
-    counter = iter(range(total))
+    counter = iter(range(max(1, int(rate * seconds))))
     clients = 32
     schedule = [0.0]  # when request 0 is due: set as the last client is ready
 
@@ -273,20 +285,10 @@ def load_paced(label: str, url: str, run: str, rate: float, seconds: float) -> L
                 pause = due - time.perf_counter()
                 if pause > 0:
                     time.sleep(pause)
-                try:
-                    ok = http.post(url, content=f"{head}{run}-{n}{tail}".encode()).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                with lock:
-                    latencies.append(time.perf_counter() - due)
-                    errors[0] += 0 if ok else 1
+                tally.post(http, url, f"{head}{run}-{n}{tail}".encode(), due)
 
-    pool = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(seconds + 60)
-    return httpx_result(label, latencies, errors[0], time.perf_counter() - schedule[0])
+    _run_clients(client, clients, seconds + 60)
+    return httpx_result(label, tally.latencies, tally.errors, time.perf_counter() - schedule[0])
 
 
 def notify_latency(
