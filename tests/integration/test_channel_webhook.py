@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import hashlib
 import hmac
@@ -110,6 +111,19 @@ def test_unsigned_when_no_secret(webhook_receiver: WebhookReceiver) -> None:
 
     [request] = webhook_receiver.accepted
     assert "x-signature-256" not in request.headers
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth(webhook_receiver: WebhookReceiver) -> None:
+    host = webhook_receiver.url.split("://", 1)[1]
+    channel = make_channel(f"http://hook%20user:p%40ss@{host}/events")
+    try:
+        channel.send(EVENT, delivery_key="d")
+    finally:
+        channel.close()
+
+    [request] = webhook_receiver.accepted
+    expected = base64.b64encode(b"hook user:p@ss").decode("ascii")
+    assert request.headers["authorization"] == f"Basic {expected}"
 
 
 def test_signature_covers_the_exact_bytes(channel: Channel, webhook_receiver: WebhookReceiver) -> None:

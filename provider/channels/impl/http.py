@@ -18,6 +18,7 @@ Status classes (the worker reads ``final``, ``pause_channel`` and ``retry_after`
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import functools
 import os
@@ -76,8 +77,9 @@ class Endpoint:
     headers, for about half of httpx's per-request cost: it skips the ``Client`` layer
     (request building and header merging, cookies, auth, event hooks, redirect handling),
     parses the URL once, and hands an ``httpx.Request`` straight to an
-    ``httpx.HTTPTransport`` (public API). No cookies are kept between requests. Thread-safe
-    (the transport's connection pool is).
+    ``httpx.HTTPTransport`` (public API). Credentials in the URL are sent as Basic auth, as
+    a Client sends them; no cookies are kept between requests. Thread-safe (the transport's
+    connection pool is).
     """
 
     def __init__(
@@ -95,12 +97,15 @@ class Endpoint:
         except httpx.InvalidURL as exc:  # reported by every send, as a client would
             self._url_error = exc
         # What an httpx.Client with make_client's settings sends (Host and Content-Length are added).
-        self._defaults = (
+        self._defaults: tuple[tuple[str, str, str], ...] = (
             ("accept", "Accept", "*/*"),
             ("accept-encoding", "Accept-Encoding", "gzip, deflate"),  # what httpx always decodes
             ("connection", "Connection", "keep-alive"),
             ("user-agent", "User-Agent", USER_AGENT),
         )
+        if self._url is not None and (self._url.username or self._url.password):
+            # Credentials in the URL (https://user:password@host/...): Basic auth, as a Client sends.
+            self._defaults += (("authorization", "Authorization", _basic(self._url)),)
 
     def send(
         self, channel: str, redact: Redactor, method: str, *, content: bytes, headers: Mapping[str, str]
@@ -128,6 +133,11 @@ class Endpoint:
 
     def close(self) -> None:
         self._transport.close()
+
+
+def _basic(url: httpx.URL) -> str:
+    pair = f"{url.username}:{url.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
 def ssl_context(ca_file: str | None) -> ssl.SSLContext:
