@@ -66,14 +66,11 @@ from _common import (  # the benchmarks directory is not a package
     LoadResult,
     combine,
     format_table,
-    generator_name,
-    import_rules,
     percentile,
     provider_env,
-    provider_server,
     stop_process,
 )
-from events import PASSWORD, envelope_parts, load_httpx, load_paced, load_wrk
+from events import PASSWORD, closed_loop, load_paced, serving_with_worker
 
 from provider.channels.registry import build_channel
 from provider.db.events import DeliveryRecord
@@ -287,47 +284,22 @@ def notify_latency(
         ST_PROVIDER_WORKER_HTTP_TIMEOUT="30",
         ST_PROVIDER_LOG_LEVEL="warning",
     )
-    upgrade(database_url)
-    rules = workdir / "rules.yaml"
-    rules.write_text(RULES.format(url=partner), encoding="utf-8")
-    import_rules(env, rules)
-    cli = [sys.executable, "-m", "provider.cli"]
-    load = load_httpx if args.httpx or generator_name() != "wrk" else load_wrk
+    load = closed_loop(args)
     cases = {"fast": (0.0, 200), "slow": (args.slow, 200), "failing": (0.0, 500)}
     results: dict[str, list[LoadResult]] = {name: [] for name in cases}
-    with (
-        provider_server(env, workdir / "serve.log", workers=2, no_worker=True) as server,
-        (workdir / "worker.log").open("ab") as worker_log,
-    ):
-        worker = subprocess.Popen(
-            [*cli, "worker"],
-            env=env,
-            cwd=REPO,
-            stdout=worker_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            head, tail, headers = envelope_parts()
-            sample = httpx.post(
-                server.endpoint, content=f"{head}x{tail}".encode(), headers=headers, timeout=10
-            )
-            if sample.status_code != 200 or b"Success>true</" not in sample.content:
-                raise RuntimeError(f"sample NotifyEventFired failed: {sample.status_code}")
-            load("warmup", server.endpoint, "warm", args.connections, 2)
-            per_round = args.duration / args.rounds
-            for n in range(args.rounds):
-                for name, (delay, status) in cases.items():
-                    control(partner, delay=delay, status=status)
-                    run = f"{name}{n}"
-                    results[name].append(
-                        load_paced(name, server.endpoint, run, args.rate, per_round)
-                        if args.rate
-                        else load(name, server.endpoint, run, args.connections, per_round)
-                    )
-            control(partner)
-        finally:
-            stop_process(worker)
+    with serving_with_worker(env, database_url, RULES.format(url=partner), workdir) as endpoint:
+        load("warmup", endpoint, "warm", args.connections, 2)
+        per_round = args.duration / args.rounds
+        for n in range(args.rounds):
+            for name, (delay, status) in cases.items():
+                control(partner, delay=delay, status=status)
+                run = f"{name}{n}"
+                results[name].append(
+                    load_paced(name, endpoint, run, args.rate, per_round)
+                    if args.rate
+                    else load(name, endpoint, run, args.connections, per_round)
+                )
+        control(partner)
     labels = {
         "fast": "partner fast (baseline)",
         "slow": f"partner slow ({args.slow:g} s)",

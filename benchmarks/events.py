@@ -291,6 +291,48 @@ def load_paced(label: str, url: str, run: str, rate: float, seconds: float) -> L
     return httpx_result(label, tally.latencies, tally.errors, time.perf_counter() - schedule[0])
 
 
+def closed_loop(args: argparse.Namespace) -> Callable[[str, str, str, int, float], LoadResult]:
+    """The closed-loop load generator ``args`` ask for: wrk when on PATH, else threaded httpx."""
+    return load_httpx if args.httpx or generator_name() != "wrk" else load_wrk
+
+
+@contextmanager
+def serving_with_worker(
+    env: dict[str, str], database_url: str, rules_text: str, workdir: Path
+) -> Iterator[str]:
+    """``serve --no-worker`` (2 gunicorn workers) and one ``st-provider worker`` on ``database_url``
+    (migrated, ``rules_text`` imported), logging into ``workdir``; yields the SOAP endpoint once a
+    sample ``NotifyEventFired`` answered ``Success=true`` (RuntimeError otherwise)."""
+    upgrade(database_url)
+    rules = workdir / "rules.yaml"
+    rules.write_text(rules_text, encoding="utf-8")
+    import_rules(env, rules)
+    with (
+        provider_server(env, workdir / "serve.log", workers=2, no_worker=True) as server,
+        (workdir / "worker.log").open("ab") as worker_log,
+    ):
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "provider.cli", "worker"],
+            env=env,
+            cwd=REPO,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            head, tail, headers = envelope_parts()
+            sample = httpx.post(
+                server.endpoint, content=f"{head}sample{tail}".encode(), headers=headers, timeout=10
+            )
+            if sample.status_code != 200 or b"Success>true</" not in sample.content:
+                raise RuntimeError(
+                    f"sample NotifyEventFired failed: {sample.status_code} {sample.content[:300]!r}"
+                )
+            yield server.endpoint
+        finally:
+            stop_process(worker)
+
+
 def notify_latency(
     args: argparse.Namespace, database_url: str, partner: str, workdir: Path
 ) -> dict[str, Any]:
@@ -301,44 +343,19 @@ def notify_latency(
         ST_PROVIDER_WORKER_HTTP_TIMEOUT="30",
         ST_PROVIDER_LOG_LEVEL="warning",
     )
-    upgrade(database_url)
-    rules = workdir / "rules.yaml"
-    rules.write_text(RULES.format(url=partner), encoding="utf-8")
-    import_rules(env, rules)
-    cli = [sys.executable, "-m", "provider.cli"]
-    load = load_httpx if args.httpx or generator_name() != "wrk" else load_wrk
-    with provider_server(env, workdir / "serve.log", workers=2, no_worker=True) as server:
-        worker_log = (workdir / "worker.log").open("ab")
-        worker = subprocess.Popen(
-            [*cli, "worker"],
-            env=env,
-            cwd=REPO,
-            stdout=worker_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            endpoint = server.endpoint
-            head, tail, headers = envelope_parts()
-            sample = httpx.post(endpoint, content=f"{head}sample{tail}".encode(), headers=headers, timeout=10)
-            if sample.status_code != 200 or b"Success>true</" not in sample.content:
-                raise RuntimeError(
-                    f"sample NotifyEventFired failed: {sample.status_code} {sample.content[:300]!r}"
-                )
+    load = closed_loop(args)
+    with serving_with_worker(env, database_url, RULES.format(url=partner), workdir) as endpoint:
+        set_delay(partner, 0)
+        load("warmup", endpoint, "warm", args.connections, 2)
+        per_round = args.duration / args.rounds
+        fast: list[LoadResult] = []
+        slow: list[LoadResult] = []
+        for n in range(args.rounds):
             set_delay(partner, 0)
-            load("warmup", endpoint, "warm", args.connections, 2)
-            per_round = args.duration / args.rounds
-            fast: list[LoadResult] = []
-            slow: list[LoadResult] = []
-            for n in range(args.rounds):
-                set_delay(partner, 0)
-                fast.append(load("baseline", endpoint, f"f{n}", args.connections, per_round))
-                set_delay(partner, args.slow)
-                slow.append(load("slow partner", endpoint, f"s{n}", args.connections, per_round))
-            set_delay(partner, 0)
-        finally:
-            stop_process(worker)
-            worker_log.close()
+            fast.append(load("baseline", endpoint, f"f{n}", args.connections, per_round))
+            set_delay(partner, args.slow)
+            slow.append(load("slow partner", endpoint, f"s{n}", args.connections, per_round))
+        set_delay(partner, 0)
     base, slowed = combine("baseline (fast partner)", fast), combine(f"slow partner ({args.slow:g} s)", slow)
     return {
         "rows": [base, slowed],
