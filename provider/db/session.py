@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -183,9 +182,11 @@ def _first_line(text: str, password: str | None) -> str:
     return line[:300]
 
 
-def create_db_engine(url: str) -> Engine:
+def create_db_engine(url: str, *, immediate: bool = False) -> Engine:
     """An engine with safe defaults: timeouts, WAL and foreign keys on SQLite, pre-ping on PostgreSQL.
 
+    On SQLite every transaction starts with ``BEGIN``, or with ``BEGIN IMMEDIATE`` (the write
+    lock taken at once) when ``immediate`` is true; ``immediate`` changes nothing on PostgreSQL.
     Raises ConfigError for a malformed or unsupported URL (see :func:`parse_url`).
     """
     parsed = parse_url(url)
@@ -193,7 +194,7 @@ def create_db_engine(url: str) -> Engine:
     try:
         if parsed.get_backend_name() == "sqlite":
             engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-            _configure_sqlite(engine)
+            _configure_sqlite(engine, "BEGIN IMMEDIATE" if immediate else "BEGIN")
             return engine
         return create_engine(
             url,
@@ -220,10 +221,18 @@ def _gate_turn(gate: write_gate.WriteGate, url: str) -> Iterator[None]:
         ) from exc
 
 
-def _configure_sqlite(engine: Engine) -> None:
-    """Take over transaction control so ``BEGIN IMMEDIATE`` is possible (SQLAlchemy's recipe)."""
+def _configure_sqlite(engine: Engine, begin: str) -> None:
+    """Take over transaction control so ``BEGIN IMMEDIATE`` is possible.
 
-    @event.listens_for(engine, "connect")
+    SQLAlchemy's recipe for pysqlite (the driver's own transaction handling off, our ``BEGIN``
+    at the start of each transaction), with the ``BEGIN`` issued by this engine's dialect
+    instead of a ``begin`` connection event: any connection event makes SQLAlchemy dispatch
+    the (empty) execution events around every statement, ~15 us a statement. The dialect
+    instance is this engine's own (``create_engine`` builds one per engine), so an engine
+    for ``BEGIN IMMEDIATE`` is a second engine, not an execution option.
+    """
+
+    @event.listens_for(engine, "connect")  # a pool event: no cost per statement
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -234,16 +243,13 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        # On the driver's connection: a statement through SQLAlchemy costs ~20 us a transaction.
-        # Its error (SQLITE_BUSY after the busy timeout) is wrapped as SQLAlchemy would.
-        immediate = connection.get_execution_options().get("sqlite_immediate", False)
-        statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
-        try:
-            connection.connection.driver_connection.execute(statement)
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
+    def _do_begin(dbapi_connection: Any) -> None:
+        # On the driver's connection (a statement through SQLAlchemy costs ~20 us); its error
+        # (SQLITE_BUSY after the busy timeout) is wrapped by SQLAlchemy's Connection as a
+        # DBAPIError, as for any statement.
+        dbapi_connection.driver_connection.execute(begin)
+
+    engine.dialect.do_begin = _do_begin  # type: ignore[method-assign]
 
 
 class Database:
@@ -257,7 +263,8 @@ class Database:
         self.engine = create_db_engine(self.url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._sqlite = self.engine.dialect.name == "sqlite"
-        self._immediate_engine = self.engine.execution_options(sqlite_immediate=True)
+        # SQLite: a second engine (its own pool) whose transactions begin IMMEDIATE.
+        self._immediate_engine = create_db_engine(self.url, immediate=True) if self._sqlite else self.engine
         self._immediate = sessionmaker(self._immediate_engine, expire_on_commit=False)
         file = sqlite_file(self.url) if self._sqlite else None
         self._gate_path: str | None = (
@@ -267,6 +274,13 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self._sqlite
+
+    @property
+    def write_engine(self) -> Engine:
+        """The engine of writing transactions (on SQLite a second one, each transaction begun
+        ``IMMEDIATE``; otherwise :attr:`engine`). Writers use :meth:`session` with
+        ``immediate=True`` or :meth:`write_connection`, which also take the write gate's turn."""
+        return self._immediate_engine
 
     @property
     def is_postgresql(self) -> bool:
@@ -319,6 +333,7 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self._immediate_engine.dispose()
 
     def __enter__(self) -> Database:
         return self

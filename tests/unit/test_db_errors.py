@@ -125,7 +125,8 @@ def test_a_sqlite_file_locked_by_another_process_is_a_storage_error_saying_so(tm
     upgrade(f"sqlite:///{path}")
     database = Database(f"sqlite:///{path}")
     # Wait 50 ms for the lock instead of the service's 30 s (after the provider's own PRAGMAs).
-    event.listen(database.engine, "connect", lambda conn, _record: conn.execute("PRAGMA busy_timeout=50"))
+    for engine in (database.engine, database.write_engine):
+        event.listen(engine, "connect", lambda conn, _record: conn.execute("PRAGMA busy_timeout=50"))
     holder = sqlite3.connect(path, isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")
@@ -142,4 +143,35 @@ def test_a_sqlite_file_locked_by_another_process_is_a_storage_error_saying_so(tm
             assert connection.execute(text("SELECT 1")).scalar() == 1
     finally:
         holder.close()
+        database.dispose()
+
+
+def test_sqlite_transactions_begin_on_the_driver_deferred_for_reads_and_immediate_for_writers(
+    tmp_path: Path,
+) -> None:
+    """Every SQLite transaction is one driver transaction (reads see one snapshot), a writer's
+    holds the write lock from its first statement on, and no connection event is registered
+    (SQLAlchemy would then dispatch execution events around every statement)."""
+    path = tmp_path / "begin.db"
+    upgrade(f"sqlite:///{path}")
+    database = Database(f"sqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None, timeout=0.05)
+    try:
+        with database.session() as session:
+            session.execute(text("SELECT 1"))
+            driver = session.connection().connection.driver_connection
+            assert driver is not None and driver.in_transaction
+            other.execute("BEGIN IMMEDIATE")  # a deferred reader does not hold the write lock
+            other.execute("ROLLBACK")
+        with database.write_connection(), pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        with database.session(immediate=True) as session:
+            session.execute(text("SELECT 1"))  # a session begins at its first statement
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")  # released at the end of each block
+        other.execute("ROLLBACK")
+        assert not database.engine._has_events and not database.write_engine._has_events
+    finally:
+        other.close()
         database.dispose()
