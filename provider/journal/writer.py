@@ -34,7 +34,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Dialect, Table
@@ -102,22 +102,35 @@ def _json_encoder() -> Callable[[Any], str]:
 _to_json = _json_encoder()
 
 
-class JournalInsert:
-    """The journal's INSERT for one database dialect, run with the DB-API's ``executemany``.
+#: rows per INSERT on SQLite: within the 999 bound parameters any SQLite build accepts
+SQLITE_ROWS_PER_INSERT = 999 // len(_COLUMNS)
 
-    One statement written once, and each entry turned into a tuple of driver values here:
-    ``at`` through the column type's own conversion for the dialect, the four JSON columns
-    serialised as SQLAlchemy's JSON type stores them (``json.dumps``' text, ``None`` as
-    ``null``; cast to ``json`` on PostgreSQL). The same rows as a Core insert of the table,
-    without SQLAlchemy's per-row parameter processing.
+
+class JournalInsert:
+    """The journal's INSERT for one database dialect, run on the DB-API without SQLAlchemy's
+    per-row parameter processing.
+
+    Each entry becomes a tuple of driver values here: ``at`` through the column type's own
+    conversion for the dialect, the four JSON columns serialised as SQLAlchemy's JSON type
+    stores them (``json.dumps``' text, ``None`` as ``null``; cast to ``json`` on PostgreSQL).
+    The same rows as a Core insert of the table. :meth:`statements` groups a batch: on
+    PostgreSQL one ``executemany`` (psycopg pipelines it); on SQLite a few multi-row ``INSERT
+    ... VALUES (...), (...)`` of up to :data:`SQLITE_ROWS_PER_INSERT` rows, because the
+    ``sqlite3`` module lets other threads run between the rows of an ``executemany``, and a
+    busy request thread then costs the journal's thread a switch per row.
     """
 
     def __init__(self, dialect: Dialect) -> None:
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         json_mark = f"CAST({mark} AS JSON)" if dialect.name == "postgresql" else mark
-        values = ", ".join(json_mark if name in _JSON_COLUMNS else mark for name in _COLUMNS)
+        self._values = (
+            "(" + ", ".join(json_mark if name in _JSON_COLUMNS else mark for name in _COLUMNS) + ")"
+        )
         # Only constants go into this text (the table's and columns' names, placeholders).
-        self.sql = f"INSERT INTO {_TABLE.name} ({', '.join(_COLUMNS)}) VALUES ({values})"  # noqa: S608
+        self._head = f"INSERT INTO {_TABLE.name} ({', '.join(_COLUMNS)}) VALUES "  # noqa: S608
+        self.sql = self._head + self._values
+        self._multi_row = dialect.name == "sqlite"
+        self._multi_sql: dict[int, str] = {}
         at_type = _TABLE.c.at.type.dialect_impl(dialect)
         self._at: Callable[[Any], Any] = at_type.bind_processor(dialect) or (lambda value: value)
 
@@ -138,6 +151,24 @@ class JournalInsert:
             to_json(entry.matched),
             to_json(entry.answer),
         )
+
+    def statements(
+        self, rows: Sequence[tuple[Any, ...]]
+    ) -> Iterator[tuple[str, list[tuple[Any, ...]] | tuple[Any, ...]]]:
+        """``rows`` as (SQL, parameters) to run in order with ``exec_driver_sql``: a list of
+        rows (an ``executemany``) or one flat tuple (a multi-row INSERT on SQLite)."""
+        if not self._multi_row:
+            yield self.sql, list(rows)
+            return
+        for start in range(0, len(rows), SQLITE_ROWS_PER_INSERT):
+            chunk = rows[start : start + SQLITE_ROWS_PER_INSERT]
+            yield self._sql_for(len(chunk)), tuple(value for row in chunk for value in row)
+
+    def _sql_for(self, count: int) -> str:
+        sql = self._multi_sql.get(count)
+        if sql is None:
+            sql = self._multi_sql[count] = self._head + ", ".join([self._values] * count)
+        return sql
 
 
 class JournalWriter:
@@ -252,7 +283,8 @@ class JournalWriter:
     def _write(self, rows: Sequence[tuple[Any, ...]]) -> int:
         try:
             with self._db.write_connection("journal write failed") as connection:
-                connection.exec_driver_sql(self._insert.sql, list(rows))  # one DB-API executemany
+                for sql, parameters in self._insert.statements(rows):
+                    connection.exec_driver_sql(sql, parameters)
         except ProviderError as exc:
             self._dropped("storage", len(rows), error=type(exc).__name__)
             return 0

@@ -16,7 +16,7 @@ from sqlalchemy import Table, select
 from provider.db.journal import CallJournalRecord
 from provider.db.session import Database
 from provider.domain import JournalEntry
-from provider.journal.writer import JournalInsert, JournalWriter
+from provider.journal.writer import SQLITE_ROWS_PER_INSERT, JournalInsert, JournalWriter
 from tests.support import REPO
 
 FLUSH_SECONDS = 0.5
@@ -122,3 +122,31 @@ def test_the_writer_stores_what_a_core_insert_of_the_table_stores(
     mine, theirs = _stored(database, "ours"), _stored(database, "core")
     assert mine[2] == "ours" and theirs[2] == "core"
     assert mine[:2] + mine[3:] == theirs[:2] + theirs[3:]
+
+
+def test_a_batch_longer_than_one_insert_is_stored_whole_and_in_order(database: Database) -> None:
+    """A full batch spans several multi-row INSERTs on SQLite (one ``executemany`` on
+    PostgreSQL): every entry stored once with its own values, ids in the order queued."""
+    count = 2 * SQLITE_ROWS_PER_INSERT + 1
+    # One batch of all, written by this thread: the writer's own thread is never woken.
+    writer = JournalWriter(database, batch_size=count + 1, flush_seconds=3600)
+    for i in range(count):
+        writer.record(
+            JournalEntry(
+                at=datetime(2026, 3, 4, 5, 6, i % 60, tzinfo=UTC),
+                operation="StartTicket",
+                request_id=f"b{i}",
+                client=None,
+                duration_ms=float(i),
+                outcome="ok",
+                variables=(("n", str(i)),),
+            )
+        )
+    assert writer.flush() == count
+    with database.session() as session:
+        rows = session.execute(
+            select(
+                CallJournalRecord.request_id, CallJournalRecord.duration_ms, CallJournalRecord.variables
+            ).order_by(CallJournalRecord.id)
+        ).all()
+    assert [tuple(row) for row in rows] == [(f"b{i}", float(i), [["n", str(i)]]) for i in range(count)]
