@@ -4,15 +4,18 @@ journal about every SOAP request, and the writer dropping (never blocking) when 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import select
 
 from provider.app import build_application
 from provider.calls import Provider
+from provider.db.journal import CallJournalRecord
 from provider.db.migrate import upgrade
 from provider.db.session import Database
 from provider.domain import Decision, Identity, JournalEntry, Operation
@@ -153,6 +156,37 @@ def test_a_full_queue_drops_new_entries(tmp_path: Path) -> None:
         writer.record(_entry(i))
     assert _dropped("queue_full") - before == 2
     writer.close()
+    database.dispose()
+
+
+def _stored_ids(database: Database) -> list[str]:
+    with database.session() as session:
+        return list(session.scalars(select(CallJournalRecord.request_id).order_by(CallJournalRecord.id)))
+
+
+def test_woken_by_a_full_batch_the_writer_writes_whole_batches_and_the_timer_the_rest(
+    tmp_path: Path,
+) -> None:
+    """Under a steady load every transaction carries a whole batch; what is left waits for the
+    next batch or the next timed flush (``flush_seconds``), and is written then."""
+    url = f"sqlite:///{tmp_path / 'provider.db'}"
+    upgrade(url)
+    database = Database(url)
+    writer = JournalWriter(database, flush_seconds=3600, batch_size=10)
+    writer._pid = os.getpid()  # this thread writes: the writer's own thread is not started
+    writer._queue.extend(_entry(i) for i in range(25))
+    assert writer.flush(whole_batches=True) == 20
+    assert _stored_ids(database) == [f"r{i}" for i in range(20)]
+    assert writer.flush() == 5
+    assert _stored_ids(database) == [f"r{i}" for i in range(25)]
+    timed = JournalWriter(database, flush_seconds=0.3, batch_size=10)
+    for i in range(100, 113):  # the thread is woken at the 10th, the last 3 go with the timer
+        timed.record(_entry(i))
+    deadline = time.monotonic() + 5
+    while len(_stored_ids(database)) < 38 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _stored_ids(database)[25:] == [f"r{i}" for i in range(100, 113)]
+    timed.close()
     database.dispose()
 
 
