@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -311,6 +312,36 @@ class Database:
             with self._write_turn(True), self._immediate_engine.begin() as connection:
                 yield connection
         except SQLAlchemyError as exc:
+            raise storage_error(exc, self.url, action) from exc
+
+    def write_alone(self, sql: str, parameters: Sequence[Any], action: str = "database error") -> None:
+        """SQLite: run ONE writing statement as its own transaction, in this process's turn at
+        the write gate; StorageError (its message starting with ``action``) if it fails.
+
+        The statement runs on the driver in autocommit mode: SQLite takes the write lock and
+        commits within the one call, during which the driver lets other threads run, so the
+        lock is never held while this thread waits to run Python again (a ``BEGIN``, the
+        statements and ``COMMIT`` are several such waits behind busy request threads). Only
+        constants may go into ``sql``; values go in ``parameters``. Other databases: use
+        :meth:`write_connection`.
+        """
+        if not self._sqlite:
+            raise TypeError("write_alone is for SQLite; use write_connection")
+        try:
+            with self._write_turn(True):
+                connection = self.engine.raw_connection()
+                try:
+                    driver = cast(sqlite3.Connection, connection.driver_connection)
+                    if driver.in_transaction:  # never after the pool's reset: do not join one
+                        driver.rollback()
+                    driver.execute(sql, parameters)
+                finally:
+                    connection.close()  # back to the pool
+        except sqlite3.Error as exc:
+            wrapped = DBAPIError.instance(None, None, exc, sqlite3.Error)  # as SQLAlchemy would
+            wrapped.__cause__ = exc
+            raise storage_error(wrapped, self.url, action) from wrapped
+        except SQLAlchemyError as exc:  # checking a connection out of the pool
             raise storage_error(exc, self.url, action) from exc
 
     def _write_turn(self, immediate: bool) -> AbstractContextManager[None]:

@@ -31,6 +31,7 @@ import json
 import json.encoder
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -50,7 +51,7 @@ log = logging.getLogger("provider.journal")
 _TABLE = cast(Table, CallJournalRecord.__table__)
 
 FLUSH_SECONDS = 1.0
-BATCH_SIZE = 200
+BATCH_SIZE = 256  # a power of two: one multi-row INSERT on SQLite (see JournalInsert)
 MAX_QUEUE = 10_000
 CLOSE_SECONDS = 2.0
 DROP_LOG_SECONDS = 60.0
@@ -102,8 +103,14 @@ def _json_encoder() -> Callable[[Any], str]:
 _to_json = _json_encoder()
 
 
-#: rows per INSERT on SQLite: within the 999 bound parameters any SQLite build accepts
-SQLITE_ROWS_PER_INSERT = 999 // len(_COLUMNS)
+def sqlite_max_variables() -> int:
+    """The most bound parameters one statement may have in this process's SQLite library
+    (32766 by default since SQLite 3.32, 999 before)."""
+    probe = sqlite3.connect(":memory:")
+    try:
+        return probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    finally:
+        probe.close()
 
 
 class JournalInsert:
@@ -113,14 +120,20 @@ class JournalInsert:
     Each entry becomes a tuple of driver values here: ``at`` through the column type's own
     conversion for the dialect, the four JSON columns serialised as SQLAlchemy's JSON type
     stores them (``json.dumps``' text, ``None`` as ``null``; cast to ``json`` on PostgreSQL).
-    The same rows as a Core insert of the table. :meth:`statements` groups a batch: on
-    PostgreSQL one ``executemany`` (psycopg pipelines it); on SQLite a few multi-row ``INSERT
-    ... VALUES (...), (...)`` of up to :data:`SQLITE_ROWS_PER_INSERT` rows, because the
-    ``sqlite3`` module lets other threads run between the rows of an ``executemany``, and a
-    busy request thread then costs the journal's thread a switch per row.
+    The same rows as a Core insert of the table.
+
+    On PostgreSQL a batch is one ``executemany`` of :attr:`sql` in a transaction (psycopg
+    pipelines it). On SQLite it is a few multi-row ``INSERT ... VALUES (...), (...)``
+    (:meth:`chunks`), each run as its own transaction
+    (:meth:`~provider.db.session.Database.write_alone`): the ``sqlite3`` module lets other
+    threads run around every statement and between the rows of an ``executemany``, and behind
+    busy request threads each of those costs the journal's thread a wait for the interpreter,
+    with the write lock held. Chunks have a power of two of rows (a whole batch of the default
+    :data:`BATCH_SIZE` is one), so a connection's statement cache holds a dozen of these
+    statements at most, not one per batch length.
     """
 
-    def __init__(self, dialect: Dialect) -> None:
+    def __init__(self, dialect: Dialect, *, max_variables: int | None = None) -> None:
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         json_mark = f"CAST({mark} AS JSON)" if dialect.name == "postgresql" else mark
         self._values = (
@@ -129,8 +142,14 @@ class JournalInsert:
         # Only constants go into this text (the table's and columns' names, placeholders).
         self._head = f"INSERT INTO {_TABLE.name} ({', '.join(_COLUMNS)}) VALUES "  # noqa: S608
         self.sql = self._head + self._values
-        self._multi_row = dialect.name == "sqlite"
-        self._multi_sql: dict[int, str] = {}
+        #: SQLite: the batch in multi-row statements of their own (:meth:`chunks`)
+        self.multi_row = dialect.name == "sqlite"
+        if self.multi_row and max_variables is None:
+            max_variables = sqlite_max_variables()
+        fits = max(1, (max_variables or 0) // len(_COLUMNS))
+        #: the most rows in one multi-row INSERT: the largest power of two that fits
+        self.max_chunk = 1 << (fits.bit_length() - 1)
+        self._chunk_sql: dict[int, str] = {}
         at_type = _TABLE.c.at.type.dialect_impl(dialect)
         self._at: Callable[[Any], Any] = at_type.bind_processor(dialect) or (lambda value: value)
 
@@ -152,23 +171,18 @@ class JournalInsert:
             to_json(entry.answer),
         )
 
-    def statements(
-        self, rows: Sequence[tuple[Any, ...]]
-    ) -> Iterator[tuple[str, list[tuple[Any, ...]] | tuple[Any, ...]]]:
-        """``rows`` as (SQL, parameters) to run in order with ``exec_driver_sql``: a list of
-        rows (an ``executemany``) or one flat tuple (a multi-row INSERT on SQLite)."""
-        if not self._multi_row:
-            yield self.sql, list(rows)
-            return
-        for start in range(0, len(rows), SQLITE_ROWS_PER_INSERT):
-            chunk = rows[start : start + SQLITE_ROWS_PER_INSERT]
-            yield self._sql_for(len(chunk)), tuple(value for row in chunk for value in row)
-
-    def _sql_for(self, count: int) -> str:
-        sql = self._multi_sql.get(count)
-        if sql is None:
-            sql = self._multi_sql[count] = self._head + ", ".join([self._values] * count)
-        return sql
+    def chunks(self, rows: Sequence[tuple[Any, ...]]) -> Iterator[tuple[str, tuple[Any, ...], int]]:
+        """SQLite: ``rows`` in order as multi-row INSERTs (SQL, flat parameters, row count),
+        each of a power of two of rows, at most :attr:`max_chunk`."""
+        start = 0
+        while start < len(rows):
+            size = min(self.max_chunk, 1 << ((len(rows) - start).bit_length() - 1))
+            chunk = rows[start : start + size]
+            start += size
+            sql = self._chunk_sql.get(size)
+            if sql is None:
+                sql = self._chunk_sql[size] = self._head + ", ".join([self._values] * size)
+            yield sql, tuple(value for row in chunk for value in row), size
 
 
 class JournalWriter:
@@ -290,19 +304,33 @@ class JournalWriter:
         return rows if taken else None
 
     def _write(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Store ``rows``; the number stored (what fails is counted and logged as dropped)."""
+        if not self._insert.multi_row:
+            return self._attempt(len(rows), self._write_many, rows)
+        written = 0
+        for sql, parameters, count in self._insert.chunks(rows):
+            written += self._attempt(count, self._write_alone, sql, parameters)
+        return written
+
+    def _write_many(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        with self._db.write_connection("journal write failed") as connection:
+            connection.exec_driver_sql(self._insert.sql, list(rows))  # one DB-API executemany
+
+    def _write_alone(self, sql: str, parameters: tuple[Any, ...]) -> None:
+        self._db.write_alone(sql, parameters, "journal write failed")
+
+    def _attempt(self, count: int, write: Callable[..., None], *args: Any) -> int:
         try:
-            with self._db.write_connection("journal write failed") as connection:
-                for sql, parameters in self._insert.statements(rows):
-                    connection.exec_driver_sql(sql, parameters)
+            write(*args)
         except ProviderError as exc:
-            self._dropped("storage", len(rows), error=type(exc).__name__)
+            self._dropped("storage", count, error=type(exc).__name__)
             return 0
         except Exception:
             log.exception("call journal write failed", extra={"event": "journal.write_failed"})
-            self._dropped("error", len(rows))
+            self._dropped("error", count)
             return 0
-        JOURNAL_WRITTEN.inc(len(rows))
-        return len(rows)
+        JOURNAL_WRITTEN.inc(count)
+        return count
 
     def _dropped(self, reason: str, count: int, *, error: str | None = None) -> None:
         JOURNAL_DROPPED.labels(reason).inc(count)

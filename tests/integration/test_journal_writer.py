@@ -16,7 +16,7 @@ from sqlalchemy import Table, select
 from provider.db.journal import CallJournalRecord
 from provider.db.session import Database
 from provider.domain import JournalEntry
-from provider.journal.writer import SQLITE_ROWS_PER_INSERT, JournalInsert, JournalWriter
+from provider.journal.writer import JournalInsert, JournalWriter
 from tests.support import REPO
 
 FLUSH_SECONDS = 0.5
@@ -125,11 +125,12 @@ def test_the_writer_stores_what_a_core_insert_of_the_table_stores(
 
 
 def test_a_batch_longer_than_one_insert_is_stored_whole_and_in_order(database: Database) -> None:
-    """A full batch spans several multi-row INSERTs on SQLite (one ``executemany`` on
-    PostgreSQL): every entry stored once with its own values, ids in the order queued."""
-    count = 2 * SQLITE_ROWS_PER_INSERT + 1
+    """On SQLite a batch goes in several multi-row INSERTs of their own (one ``executemany``
+    on PostgreSQL): every entry stored once with its own values, ids in the order queued."""
+    count = 167  # 5 x 32 + 4 + 2 + 1 rows with at most 50 rows' parameters per statement
     # One batch of all, written by this thread: the writer's own thread is never woken.
     writer = JournalWriter(database, batch_size=count + 1, flush_seconds=3600)
+    writer._insert = JournalInsert(database.engine.dialect, max_variables=12 * 50)
     for i in range(count):
         writer.record(
             JournalEntry(

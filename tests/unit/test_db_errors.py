@@ -135,7 +135,9 @@ def test_a_sqlite_file_locked_by_another_process_is_a_storage_error_saying_so(tm
             pass
         with pytest.raises(StorageError, match=locked) as orm, database.session(immediate=True) as session:
             session.execute(text("SELECT 1"))
-        for raised in (core.value, orm.value):
+        with pytest.raises(StorageError, match=f"^journal write failed: .*{locked}") as alone:
+            database.write_alone("DELETE FROM call_journal", (), "journal write failed")
+        for raised in (core.value, orm.value, alone.value):
             assert isinstance(raised.__cause__, OperationalError)
             assert isinstance(raised.__cause__.orig, sqlite3.OperationalError)
         holder.execute("ROLLBACK")
@@ -175,3 +177,31 @@ def test_sqlite_transactions_begin_on_the_driver_deferred_for_reads_and_immediat
     finally:
         other.close()
         database.dispose()
+
+
+def test_write_alone_commits_one_statement_and_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """SQLite's autocommit: the statement is stored when the call returns (another connection
+    sees it), the pooled connection goes back outside any transaction; not for PostgreSQL."""
+    path = tmp_path / "alone.db"
+    upgrade(f"sqlite:///{path}")
+    database = Database(f"sqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None, timeout=0.05)
+    try:
+        insert = (
+            "INSERT INTO call_journal (at, operation, request_id, duration_ms, outcome, variables, matched) "
+            "VALUES (?, ?, ?, ?, ?, '[]', '[]')"
+        )
+        database.write_alone(insert, ("2026-11-30 20:00:00.000000", "StartTicket", "alone-1", 1.0, "ok"))
+        assert other.execute("SELECT request_id FROM call_journal").fetchall() == [("alone-1",)]
+        other.execute("BEGIN IMMEDIATE")  # the write lock is free again
+        other.execute("ROLLBACK")
+        with database.engine.connect() as connection:
+            driver = connection.connection.driver_connection
+            assert driver is not None and not driver.in_transaction
+        with pytest.raises(StorageError, match=r"^journal write failed: IntegrityError"):
+            database.write_alone(insert, (None, None, None, None, None), "journal write failed")
+    finally:
+        other.close()
+        database.dispose()
+    with pytest.raises(TypeError):
+        Database("postgresql+psycopg://postgres@127.0.0.1:5432/test").write_alone("SELECT 1", ())

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select
+from sqlalchemy.dialects import sqlite
 
 from provider.app import build_application
 from provider.calls import Provider
@@ -20,7 +21,7 @@ from provider.db.migrate import upgrade
 from provider.db.session import Database
 from provider.domain import Decision, Identity, JournalEntry, Operation
 from provider.journal.entry import is_secret_name, kept_variables
-from provider.journal.writer import JournalWriter
+from provider.journal.writer import JournalInsert, JournalWriter
 from provider.settings import Secret, Settings
 from tests.fixtures.server import AUTH, soap_request, wsgi_call
 from tests.plugins import DictAuthenticator, FixedRules, RecordingJournal
@@ -205,3 +206,21 @@ def test_no_journal_without_its_table(tmp_path: Path) -> None:
         {"web_service_password": WEB_SERVICE_PASSWORD, "database_url": f"sqlite:///{tmp_path / 'empty.db'}"}
     )
     assert build_application(settings, provider=Provider(Secret(WEB_SERVICE_PASSWORD))).journal is None
+
+
+@pytest.mark.parametrize("max_variables", [999, 32766, 12 * 50, 11])
+def test_sqlite_chunks_are_powers_of_two_in_order(max_variables: int) -> None:
+    """Any batch length is written in order, in chunks of a power of two of rows within the
+    bound-parameter limit: a connection caches a few statements, not one per batch length."""
+    insert = JournalInsert(sqlite.dialect(), max_variables=max_variables)
+    assert insert.multi_row and insert.max_chunk * 12 <= max(max_variables, 12)
+    sizes: set[int] = set()
+    for length in range(1, 600):
+        rows = [(i, *("x",) * 11) for i in range(length)]
+        chunks = list(insert.chunks(rows))
+        assert [v for _, parameters, _ in chunks for v in parameters] == [v for row in rows for v in row]
+        for sql, parameters, size in chunks:
+            assert size & (size - 1) == 0 and size <= insert.max_chunk
+            assert sql.count("?") == len(parameters) == 12 * size
+            sizes.add(size)
+    assert len(sizes) <= insert.max_chunk.bit_length()
