@@ -329,7 +329,8 @@ class Database:
             raise TypeError("write_alone is for SQLite; use write_connection")
         try:
             with self._write_turn(True):
-                connection = self.engine.raw_connection()
+                # The writers' pool: one connection in turn (the gate), one statement cache.
+                connection = self._immediate_engine.raw_connection()
                 try:
                     driver = cast(sqlite3.Connection, connection.driver_connection)
                     if driver.in_transaction:  # never after the pool's reset: do not join one

@@ -51,7 +51,9 @@ log = logging.getLogger("provider.journal")
 _TABLE = cast(Table, CallJournalRecord.__table__)
 
 FLUSH_SECONDS = 1.0
-BATCH_SIZE = 256  # a power of two: one multi-row INSERT on SQLite (see JournalInsert)
+BATCH_SIZE = 256  # a multiple of MAX_CHUNK: whole multi-row INSERTs on SQLite (see JournalInsert)
+#: the most rows in one multi-row INSERT on SQLite (a power of two)
+MAX_CHUNK = 64
 MAX_QUEUE = 10_000
 CLOSE_SECONDS = 2.0
 DROP_LOG_SECONDS = 60.0
@@ -129,8 +131,9 @@ class JournalInsert:
     threads run around every statement and between the rows of an ``executemany``, and behind
     busy request threads each of those costs the journal's thread a wait for the interpreter,
     with the write lock held. Chunks have a power of two of rows (a whole batch of the default
-    :data:`BATCH_SIZE` is one), so a connection's statement cache holds a dozen of these
-    statements at most, not one per batch length.
+    :data:`BATCH_SIZE` is four), so a connection's statement cache holds seven of these small
+    statements at most, not one per batch length (a prepared statement of 256 rows holds ~230
+    kB; of 64, a few kB).
     """
 
     def __init__(self, dialect: Dialect, *, max_variables: int | None = None) -> None:
@@ -146,7 +149,7 @@ class JournalInsert:
         self.multi_row = dialect.name == "sqlite"
         if self.multi_row and max_variables is None:
             max_variables = sqlite_max_variables()
-        fits = max(1, (max_variables or 0) // len(_COLUMNS))
+        fits = max(1, min(MAX_CHUNK, (max_variables or 0) // len(_COLUMNS)))
         #: the most rows in one multi-row INSERT: the largest power of two that fits
         self.max_chunk = 1 << (fits.bit_length() - 1)
         self._chunk_sql: dict[int, str] = {}

@@ -195,7 +195,7 @@ def test_write_alone_commits_one_statement_and_leaves_no_transaction_open(tmp_pa
         assert other.execute("SELECT request_id FROM call_journal").fetchall() == [("alone-1",)]
         other.execute("BEGIN IMMEDIATE")  # the write lock is free again
         other.execute("ROLLBACK")
-        with database.engine.connect() as connection:
+        with database.write_engine.connect() as connection:  # the writers' pool, one connection
             driver = connection.connection.driver_connection
             assert driver is not None and not driver.in_transaction
         with pytest.raises(StorageError, match=r"^journal write failed: IntegrityError"):

@@ -21,7 +21,7 @@ from provider.db.migrate import upgrade
 from provider.db.session import Database
 from provider.domain import Decision, Identity, JournalEntry, Operation
 from provider.journal.entry import is_secret_name, kept_variables
-from provider.journal.writer import JournalInsert, JournalWriter
+from provider.journal.writer import MAX_CHUNK, JournalInsert, JournalWriter
 from provider.settings import Secret, Settings
 from tests.fixtures.server import AUTH, soap_request, wsgi_call
 from tests.plugins import DictAuthenticator, FixedRules, RecordingJournal
@@ -214,6 +214,7 @@ def test_sqlite_chunks_are_powers_of_two_in_order(max_variables: int) -> None:
     bound-parameter limit: a connection caches a few statements, not one per batch length."""
     insert = JournalInsert(sqlite.dialect(), max_variables=max_variables)
     assert insert.multi_row and insert.max_chunk * 12 <= max(max_variables, 12)
+    assert insert.max_chunk <= MAX_CHUNK
     sizes: set[int] = set()
     for length in range(1, 600):
         rows = [(i, *("x",) * 11) for i in range(length)]
