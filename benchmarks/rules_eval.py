@@ -51,9 +51,9 @@ from provider.calls import Provider
 from provider.db.migrate import upgrade
 from provider.db.session import Database
 from provider.domain import CallRequest, Identity, Operation
-from provider.rules import build_evaluator
 from provider.rules.context import build_context
 from provider.rules.engine import RuleSet, compile_rules
+from provider.rules.evaluator import build_evaluator
 from provider.rules.loader import parse_rules
 from provider.rules.store import RuleStore
 from provider.settings import Secret, Settings
