@@ -1,10 +1,11 @@
 """The call journal's writer: a bounded queue per process, flushed in batches by a daemon thread.
 
 :meth:`JournalWriter.record` never blocks and never raises: it puts the entry on a
-bounded in-memory queue and returns. A daemon thread writes what is queued in one
-transaction every ``flush_seconds`` (default 1 s), or sooner once ``batch_size``
-entries wait. When the database is slow the queue fills and further entries are
-dropped; when a write fails its batch is dropped. Drops are counted in
+bounded in-memory queue and returns. A daemon thread writes what is queued every
+``flush_seconds`` (default 1 s), or sooner once ``batch_size`` entries wait, in batches
+(a batch is one transaction on PostgreSQL and a few multi-row INSERTs of their own on
+SQLite: :class:`JournalInsert`). When the database is slow the queue fills and further
+entries are dropped; when a write fails its entries are dropped. Drops are counted in
 ``st_provider_journal_dropped_total{reason}`` and logged (event ``journal.dropped``)
 at most once a minute. Calls are never slowed down or failed by the journal.
 
@@ -131,7 +132,7 @@ class JournalInsert:
     threads run around every statement and between the rows of an ``executemany``, and behind
     busy request threads each of those costs the journal's thread a wait for the interpreter,
     with the write lock held. Chunks have a power of two of rows (a whole batch of the default
-    :data:`BATCH_SIZE` is four), so a connection's statement cache holds seven of these small
+    :data:`BATCH_SIZE` is four chunks of :data:`MAX_CHUNK`), so a connection's statement cache holds seven of these small
     statements at most, not one per batch length (a prepared statement of 256 rows holds ~230
     kB; of 64, a few kB).
     """

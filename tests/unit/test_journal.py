@@ -168,7 +168,7 @@ def _stored_ids(database: Database) -> list[str]:
 def test_woken_by_a_full_batch_the_writer_writes_whole_batches_and_the_timer_the_rest(
     tmp_path: Path,
 ) -> None:
-    """Under a steady load every transaction carries a whole batch; what is left waits for the
+    """Under a steady load every write carries a whole batch; what is left waits for the
     next batch or the next timed flush (``flush_seconds``), and is written then."""
     url = f"sqlite:///{tmp_path / 'provider.db'}"
     upgrade(url)
