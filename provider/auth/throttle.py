@@ -33,13 +33,12 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from provider.auth import base
 from provider.auth.usernames import parse_username
 from provider.db.auth import LoginThrottle
-from provider.db.session import Database
+from provider.db.session import Database, conflict_insert
 from provider.domain import Authenticator, Identity
 from provider.errors import AuthenticationFailed, DirectoryUnavailable, StorageError
 from provider.metrics import LOGINS
@@ -223,8 +222,8 @@ class Throttle:
     def _locked_row(self, session: Session, key: str, now: datetime) -> LoginThrottle:
         """The counter row of ``key`` (created when missing), locked for this transaction."""
         values = {"key": key, "failures": 0, "window_start": now, "locked_until": None, "updated_at": now}
-        dialect = postgresql if self._database.is_postgresql else sqlite
-        session.execute(dialect.insert(LoginThrottle).values(**values).on_conflict_do_nothing())
+        insert = conflict_insert(self._database.engine.dialect.name, LoginThrottle)
+        session.execute(insert.values(**values).on_conflict_do_nothing())
         return session.execute(
             sa.select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()
         ).scalar_one()

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -26,6 +26,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from provider.db import write_gate
 from provider.errors import ConfigError, DatabaseMissing, StorageError
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 log = logging.getLogger("provider.db")
 
@@ -209,6 +213,19 @@ def create_db_engine(url: str, *, immediate: bool = False) -> Engine:
         raise ConfigError(
             f"ST_PROVIDER_DATABASE_URL ({describe_url(url)}) is not usable: {type(exc).__name__}"
         ) from exc
+
+
+def conflict_insert(dialect_name: str, table: Any) -> postgresql.Insert | sqlite_dialect.Insert:
+    """``INSERT INTO table`` with the dialect's ``ON CONFLICT`` clauses (PostgreSQL's, else
+    SQLite's). The dialect's module is imported on first use: a SQLite deployment's serving
+    processes never load PostgreSQL's (~2 MB a process)."""
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
 
 
 @contextmanager

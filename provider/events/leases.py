@@ -29,8 +29,6 @@ from datetime import datetime, timedelta
 from typing import Any, TypeAlias, cast
 
 from sqlalchemy import CursorResult, Row, Subquery, Table, and_, case, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -45,7 +43,7 @@ from provider.db.events import (
     DeliveryAttempt,
     DeliveryRecord,
 )
-from provider.db.session import Database
+from provider.db.session import Database, conflict_insert
 from provider.events.channel_cache import ChannelCache
 from provider.events.wakeup import PAUSED, notify_workers
 
@@ -279,10 +277,8 @@ class Leases:
     def locked_state(self, session: Session, name: str, now: datetime) -> ChannelState:
         """The channel's shared state row, created if missing, locked until the transaction ends."""
         values = {"channel": name, "window_count": 0, "updated_at": now}
-        insert = pg_insert if self._db.is_postgresql else sqlite_insert
-        session.execute(
-            insert(ChannelState).values(**values).on_conflict_do_nothing(index_elements=["channel"])
-        )
+        insert = conflict_insert(self._db.engine.dialect.name, ChannelState)
+        session.execute(insert.values(**values).on_conflict_do_nothing(index_elements=["channel"]))
         return session.execute(
             select(ChannelState)
             .where(ChannelState.channel == name)

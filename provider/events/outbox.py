@@ -34,7 +34,7 @@ from sqlalchemy.sql.dml import Insert
 
 from provider import metrics
 from provider.db.events import PENDING, DeliveryRecord, EventDedup, EventRecord
-from provider.db.session import Database
+from provider.db.session import Database, conflict_insert
 from provider.domain import AcceptedEvent, IncomingEvent, Notification
 from provider.errors import EventRejected, StorageError
 from provider.events.wakeup import notify_workers
@@ -84,21 +84,11 @@ def _open_window(dialect: str) -> Insert:
     """The window insert that does nothing (no row, no error) when the fingerprint has one."""
     statement = _OPEN_WINDOW.get(dialect)
     if statement is None:
-        keys = [_DEDUP.c.fingerprint]
-        if dialect == "postgresql":
-            from sqlalchemy.dialects import postgresql
-
-            statement = (
-                postgresql.insert(_DEDUP)
-                .on_conflict_do_nothing(index_elements=keys)
-                .returning(_DEDUP.c.event_id)
-            )
-        else:
-            from sqlalchemy.dialects import sqlite
-
-            statement = (
-                sqlite.insert(_DEDUP).on_conflict_do_nothing(index_elements=keys).returning(_DEDUP.c.event_id)
-            )
+        statement = (
+            conflict_insert(dialect, _DEDUP)
+            .on_conflict_do_nothing(index_elements=[_DEDUP.c.fingerprint])
+            .returning(_DEDUP.c.event_id)
+        )
         _OPEN_WINDOW[dialect] = statement
     return statement
 

@@ -35,6 +35,7 @@ NOT_IN_A_WEB_WORKER = (
     "httpx",
     "smtplib",
     "provider.channels.impl",
+    "sqlalchemy.dialects.postgresql",  # these tests run on SQLite: PostgreSQL's dialect is not needed
 )
 
 WORKER = """
