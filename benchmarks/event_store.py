@@ -14,8 +14,9 @@ accept, repeat                       ``Outbox.accept`` of a call already accepte
                                      (what ``soap_operations.py`` times: it repeats one call)
 accept, new event                    ``Outbox.accept`` of a new event with 0, 1 and 5 deliveries
 driver alone, repeat / new event     the same statements on ``sqlite3`` directly, values written
-                                     by hand: BEGIN IMMEDIATE, the window's SELECT, the UPDATE or
-                                     the INSERTs, COMMIT (the floor; no SQLAlchemy, no JSON)
+                                     by hand: BEGIN IMMEDIATE, the window's check and a repeat's
+                                     count (one UPDATE), the INSERTs of a new event, COMMIT (the
+                                     floor; no pool, no write gate, no JSON)
 journal, per entry                   ``JournalWriter.flush`` of 200 queued calls of the six
                                      operations (building each entry and inserting the batch)
 driver alone, journal per entry      ``executemany`` of the same rows, already serialised
@@ -102,16 +103,18 @@ class DriverAlone:
     def _stamp(self) -> str:
         return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
+    #: the window's check and a repeat's count in one statement, as ``Outbox`` runs it on SQLite
+    REPEAT = (
+        "UPDATE events SET repeats = repeats + 1, last_repeated_at = ? WHERE id = "
+        "(SELECT event_id FROM event_dedup WHERE fingerprint = ? AND expires_at > ?) RETURNING id"
+    )
+
     def repeat(self, fingerprint: str) -> int:
         c = self._conn
+        now = self._stamp()
         c.execute("BEGIN IMMEDIATE")
-        row = c.execute(
-            "SELECT event_id, expires_at FROM event_dedup WHERE fingerprint = ?", (fingerprint,)
-        ).fetchone()
-        c.execute(
-            "UPDATE events SET repeats = repeats + 1, last_repeated_at = ? WHERE id = ?",
-            (self._stamp(), row[0]),
-        )
+        if c.execute(self.REPEAT, (now, fingerprint, now)).fetchone() is None:
+            raise RuntimeError("the driver's repeat found no open window")
         c.execute("COMMIT")
         return 1
 
@@ -121,16 +124,15 @@ class DriverAlone:
         fingerprint = f"driver-{self._n}-{time.time_ns()}"
         now = self._stamp()
         c.execute("BEGIN IMMEDIATE")
-        c.execute(
-            "SELECT event_id, expires_at FROM event_dedup WHERE fingerprint = ?", (fingerprint,)
-        ).fetchone()
+        c.execute(self.REPEAT, (now, fingerprint, now)).fetchone()
         event_id = c.execute(
             "INSERT INTO events (event_type, event_name, arguments, variables, fingerprint, received_at, repeats) "
             "VALUES (?, ?, ?, ?, ?, ?, 0) RETURNING id",
             (509000, "Ticket Updated", '{"Ticket": "12345"}', '[["eventType", "509000"]]', fingerprint, now),
         ).fetchone()[0]
         c.execute(
-            "INSERT INTO event_dedup (fingerprint, event_id, expires_at) VALUES (?, ?, ?)",
+            "INSERT INTO event_dedup (fingerprint, event_id, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (fingerprint) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at",
             (fingerprint, event_id, now),
         )
         if deliveries:

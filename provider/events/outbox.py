@@ -15,8 +15,11 @@ the other's insert of it does nothing once the first committed (PostgreSQL: it w
 for the first transaction, then takes its event out again and answers duplicate) or
 it waits for the write lock (SQLite) and then sees it.
 
-The statements are SQLAlchemy Core on one connection (no ORM session, no savepoint):
-this runs on every NotifyEventFired call while SmarterTrack waits.
+This runs on every NotifyEventFired call while SmarterTrack waits, so no ORM session and no
+savepoint: on PostgreSQL the statements are SQLAlchemy Core on one connection; on SQLite they
+run on the driver (:meth:`~provider.db.session.Database.driver_transaction`, rows from
+:class:`~provider.db.driver_rows.DriverInsert`), where a repeat is one statement and a new
+event three, and SQLAlchemy's cost per statement would be most of the call's database time.
 """
 
 from __future__ import annotations
@@ -24,15 +27,17 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
 from provider import metrics
+from provider.db.driver_rows import DriverInsert
 from provider.db.events import PENDING, DeliveryRecord, EventDedup, EventRecord
 from provider.db.session import Database, conflict_insert
 from provider.domain import AcceptedEvent, IncomingEvent, Notification
@@ -70,6 +75,48 @@ _MOVE_WINDOW = (
     .values(event_id=bindparam("b_event_id"), expires_at=bindparam("b_expires_at"))
 )
 _INSERT_DELIVERIES = insert(_DELIVERIES)
+#: SQLite (:meth:`Outbox._accept_on_driver`): count a repeat inside its open window, returning
+#: the first event's id, or do nothing (no row) when the fingerprint has no open window.
+_SQLITE_REPEAT = (
+    f"UPDATE {_EVENTS.name} SET {_EVENTS.c.repeats.name} = {_EVENTS.c.repeats.name} + 1, "  # noqa: S608
+    f"{_EVENTS.c.last_repeated_at.name} = ? "
+    f"WHERE {_EVENTS.c.id.name} = (SELECT {_DEDUP.c.event_id.name} FROM {_DEDUP.name} "
+    f"WHERE {_DEDUP.c.fingerprint.name} = ? AND {_DEDUP.c.expires_at.name} > ?)"
+    f" RETURNING {_EVENTS.c.id.name}"
+)
+#: SQLite: open the fingerprint's window for a new event, or move its expired one to it
+_SQLITE_OPEN_WINDOW = (
+    f"INSERT INTO {_DEDUP.name} ({_DEDUP.c.fingerprint.name}, {_DEDUP.c.event_id.name}, "  # noqa: S608
+    f"{_DEDUP.c.expires_at.name}) VALUES (?, ?, ?) ON CONFLICT ({_DEDUP.c.fingerprint.name}) "
+    f"DO UPDATE SET {_DEDUP.c.event_id.name} = excluded.{_DEDUP.c.event_id.name}, "
+    f"{_DEDUP.c.expires_at.name} = excluded.{_DEDUP.c.expires_at.name}"
+)
+_EVENT_COLUMNS = (
+    "event_type",
+    "event_name",
+    "arguments",
+    "variables",
+    "fingerprint",
+    "received_at",
+    "repeats",
+    "last_repeated_at",
+    "rule_errors",
+)
+_DELIVERY_COLUMNS = (
+    "event_id",
+    "rule",
+    "channel",
+    "recipient",
+    "params",
+    "key",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "age_from",
+    "created_at",
+    "updated_at",
+    "template",
+)
 #: dialect name -> ``INSERT INTO event_dedup ... ON CONFLICT (fingerprint) DO NOTHING RETURNING``
 #: (a row when inserted; ``rowcount`` is not reliable here with psycopg)
 _OPEN_WINDOW: dict[str, Insert] = {}
@@ -128,6 +175,9 @@ class Outbox:
     def __init__(self, database: Database, *, dedup_seconds: int = 600) -> None:
         self._db = database
         self._window = timedelta(seconds=dedup_seconds)
+        self._on_driver: _DriverStatements | None = None
+        if database.is_sqlite:
+            self._on_driver = _DriverStatements(database.engine.dialect)
 
     def accept(
         self,
@@ -149,10 +199,39 @@ class Outbox:
                 f"{len(notifications)} notifications for one event (at most {MAX_NOTIFICATIONS})"
             )
         params = _json_ready(notifications)
-        with self._db.write_connection() as connection:
-            accepted = self._accept(connection, event, notifications, params, rule_errors)
+        if self._on_driver is not None:
+            accepted = self._accept_on_driver(self._on_driver, event, notifications, params, rule_errors)
+        else:
+            with self._db.write_connection() as connection:
+                accepted = self._accept(connection, event, notifications, params, rule_errors)
         _RECEIVED[accepted.duplicate].inc()
         return accepted
+
+    def _accept_on_driver(
+        self,
+        statements: _DriverStatements,
+        event: IncomingEvent,
+        notifications: Sequence[Notification],
+        params: list[dict[str, Any]],
+        rule_errors: Sequence[tuple[str, str]],
+    ) -> AcceptedEvent:
+        """SQLite: what :meth:`_accept` does, on the driver in one ``BEGIN IMMEDIATE`` transaction.
+
+        The write lock is held from the first statement, so no other writer can open or move
+        the window in between: a repeat is one statement (the window's check and the count), a
+        new event three (the event, the window opened or moved, the deliveries)."""
+        now = statements.stored_time(event.received_at)
+        with self._db.driver_transaction() as driver:
+            repeated = driver.execute(_SQLITE_REPEAT, (now, event.fingerprint, now)).fetchone()
+            if repeated is not None:
+                return self._repeated(repeated[0])
+            event_id = cast(int, driver.execute(*statements.event(event, rule_errors)).fetchone()[0])
+            expires_at = statements.stored_time(event.received_at + self._window)
+            driver.execute(_SQLITE_OPEN_WINDOW, (event.fingerprint, event_id, expires_at))
+            if notifications:
+                rows = _delivery_rows(event_id, event.received_at, notifications, params)
+                driver.executemany(statements.deliveries.sql, [statements.deliveries.row(r) for r in rows])
+        return AcceptedEvent(event_id=event_id, duplicate=False, deliveries=len(notifications))
 
     def _accept(
         self,
@@ -208,6 +287,10 @@ class Outbox:
 
     def _repeat(self, connection: Connection, event_id: int, now: datetime) -> AcceptedEvent:
         connection.execute(_REPEAT, {"b_event_id": event_id, "b_now": now})
+        return self._repeated(event_id)
+
+    @staticmethod
+    def _repeated(event_id: int) -> AcceptedEvent:
         log.info(
             "repeated event within the de-duplication window",
             extra={"event": "events.duplicate", "event_id": event_id},
@@ -239,7 +322,17 @@ def _insert_deliveries(
     """One pending delivery per notification, in one executemany; wakes the workers (PostgreSQL)."""
     if not notifications:
         return 0
-    rows = [
+    rows = _delivery_rows(event_id, now, notifications, params)
+    connection.execute(_INSERT_DELIVERIES, rows)
+    notify_workers(connection)  # workers wake when this commits (PostgreSQL)
+    return len(rows)
+
+
+def _delivery_rows(
+    event_id: int, now: datetime, notifications: Sequence[Notification], params: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One pending delivery's row (by column name) per notification."""
+    return [
         {
             "event_id": event_id,
             "rule": notification.rule[:200],
@@ -257,6 +350,20 @@ def _insert_deliveries(
         }
         for notification, values in zip(notifications, params, strict=True)
     ]
-    connection.execute(_INSERT_DELIVERIES, rows)
-    notify_workers(connection)  # workers wake when this commits (PostgreSQL)
-    return len(rows)
+
+
+class _DriverStatements:
+    """The outbox's inserts on SQLite's driver (see :class:`~provider.db.driver_rows.DriverInsert`)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._event = DriverInsert(_EVENTS, _EVENT_COLUMNS, dialect, returning="id")
+        self.deliveries = DriverInsert(_DELIVERIES, _DELIVERY_COLUMNS, dialect)
+        stored = _EVENTS.c.received_at.type.dialect_impl(dialect).bind_processor(dialect)
+        #: a timestamp as the events' and windows' columns store it
+        self.stored_time: Callable[[datetime], Any] = stored or (lambda value: value)
+
+    def event(
+        self, event: IncomingEvent, rule_errors: Sequence[tuple[str, str]]
+    ) -> tuple[str, tuple[Any, ...]]:
+        """The event's insert (returning its id) and its driver values."""
+        return self._event.sql, self._event.row(_event_row(event, rule_errors))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from sqlalchemy import func, select, text
 
 from provider.calls import EVENT_NOT_STORED, Provider
 from provider.db.events import PENDING, DeliveryRecord, EventDedup, EventRecord
+from provider.db.migrate import upgrade
 from provider.db.session import Database
 from provider.domain import CallRequest, CallResult, Decision, Notification, Operation
 from provider.errors import EventRejected
@@ -292,3 +294,54 @@ def _wait_until_blocked_by(database: Database, backend: object) -> None:
             return
         threading.Event().wait(0.01)
     raise AssertionError("the second transaction never waited for the first")
+
+
+def _stored(database: Database, table: str, order: str, skip: set[str]) -> list[dict[str, object]]:
+    """The rows of ``table`` as SQLite holds them (driver values: text, numbers), without ``skip``."""
+    with database.engine.connect() as connection:
+        rows = connection.exec_driver_sql(f"SELECT * FROM {table} ORDER BY {order}").mappings().all()
+    return [{k: v for k, v in row.items() if k not in skip} for row in rows]
+
+
+def test_sqlite_driver_path_stores_what_sqlalchemy_stores(sqlite_url: str) -> None:
+    """On SQLite the outbox writes on the driver (``_accept_on_driver``): the same stored text,
+    column by column, as its SQLAlchemy Core path, for new events, repeats and moved windows."""
+    stored: dict[bool, tuple[list[dict[str, object]], ...]] = {}
+    for on_driver in (True, False):
+        database = Database(sqlite_url.replace(".db", f"-{on_driver}.db"))
+        upgrade(database.url)
+        try:
+            outbox = Outbox(database, dedup_seconds=60)
+            assert (outbox._on_driver is not None) is True
+            if not on_driver:
+                outbox._on_driver = None  # the Core path, as on PostgreSQL
+            provider = Provider(Secret(PW), clock=Clock())
+            event = provider.incoming_event(InputVariables.parse(["eventType=502000", "args_a=\u00e9 <1>"]))
+            errors = [("rule-x", "ValueError")]
+            notes = [
+                *notifications("sms", "hook"),
+                Notification(rule="t", channel="mail", params={}, template="tpl"),
+            ]
+            first = outbox.accept(event, notes, errors)
+            again = outbox.accept(replace(event, received_at=T0 + timedelta(seconds=30)), notes)
+            later = outbox.accept(replace(event, received_at=T0 + timedelta(seconds=61)), notes[:1])
+            other = outbox.accept(replace(event, fingerprint="f" * 64), [])
+            assert (first.duplicate, again.duplicate, later.duplicate, other.duplicate) == (
+                False,
+                True,
+                False,
+                False,
+            )
+            assert again.event_id == first.event_id and (first.deliveries, later.deliveries) == (3, 1)
+            stored[on_driver] = (
+                _stored(database, "events", "id", set()),
+                _stored(database, "event_dedup", "fingerprint", set()),
+                _stored(database, "deliveries", "id", {"key"}),
+            )
+        finally:
+            database.dispose()
+    assert stored[True] == stored[False]
+    events, windows, deliveries = stored[True]
+    assert [e["repeats"] for e in events] == [1, 0, 0]
+    assert events[0]["rule_errors"] is not None and events[1]["rule_errors"] is None
+    assert len(windows) == 2 and len(deliveries) == 4

@@ -137,7 +137,12 @@ def test_a_sqlite_file_locked_by_another_process_is_a_storage_error_saying_so(tm
             session.execute(text("SELECT 1"))
         with pytest.raises(StorageError, match=f"^journal write failed: .*{locked}") as alone:
             database.write_alone("DELETE FROM call_journal", (), "journal write failed")
-        for raised in (core.value, orm.value, alone.value):
+        with (
+            pytest.raises(StorageError, match=f"^database error: .*{locked}") as on_driver,
+            database.driver_transaction(),
+        ):
+            pass
+        for raised in (core.value, orm.value, alone.value, on_driver.value):
             assert isinstance(raised.__cause__, OperationalError)
             assert isinstance(raised.__cause__.orig, sqlite3.OperationalError)
         holder.execute("ROLLBACK")
@@ -205,3 +210,48 @@ def test_write_alone_commits_one_statement_and_leaves_no_transaction_open(tmp_pa
         database.dispose()
     with pytest.raises(TypeError):
         Database("postgresql+psycopg://postgres@127.0.0.1:5432/test").write_alone("SELECT 1", ())
+
+
+def test_driver_transaction_holds_the_write_lock_commits_at_the_end_and_rolls_back_on_error(
+    tmp_path: Path,
+) -> None:
+    """One ``BEGIN IMMEDIATE`` transaction on the driver: the write lock from the start, the
+    statements stored together at the end, none of them when the block raises; the driver's
+    errors as StorageError; the connection back in the pool outside any transaction."""
+    path = tmp_path / "driver.db"
+    upgrade(f"sqlite:///{path}")
+    database = Database(f"sqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None, timeout=0.05)
+    insert = (
+        "INSERT INTO call_journal (at, operation, request_id, duration_ms, outcome, variables, matched) "
+        "VALUES ('2026-11-30 20:00:00.000000', 'StartTicket', ?, 1.0, 'ok', '[]', '[]')"
+    )
+    try:
+        with database.driver_transaction() as driver:
+            driver.execute(insert, ("kept-1",))
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            driver.execute(insert, ("kept-2",))
+            assert other.execute("SELECT count(*) FROM call_journal").fetchone() == (0,)
+        with pytest.raises(KeyError), database.driver_transaction() as driver:
+            driver.execute(insert, ("gone",))
+            raise KeyError("the caller's own error")
+        with (
+            pytest.raises(StorageError, match=r"^event write: IntegrityError"),
+            database.driver_transaction("event write") as driver,
+        ):
+            driver.execute(insert, ("gone-too",))
+            driver.execute(insert, (None,))  # request_id is NOT NULL
+        rows = other.execute("SELECT request_id FROM call_journal ORDER BY id").fetchall()
+        assert rows == [("kept-1",), ("kept-2",)]
+        with database.write_engine.connect() as connection:
+            driver = connection.connection.driver_connection
+            assert driver is not None and not driver.in_transaction
+    finally:
+        other.close()
+        database.dispose()
+    with (
+        pytest.raises(TypeError),
+        Database("postgresql+psycopg://postgres@127.0.0.1:5432/test").driver_transaction(),
+    ):
+        pass
