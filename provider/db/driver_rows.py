@@ -16,8 +16,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import ColumnElement, Table
 from sqlalchemy.engine import Dialect
+
+
+def to_driver(column: ColumnElement[Any], dialect: Dialect) -> Callable[[Any], Any]:
+    """What ``column``'s type does to a value before the driver sees it, for ``dialect``
+    (the identity when nothing)."""
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return process if process is not None else _same
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 class DriverInsert:
@@ -40,9 +51,7 @@ class DriverInsert:
         )
         if returning is not None:
             self.sql += f" RETURNING {table.c[returning].name}"
-        self._processors: tuple[Callable[[Any], Any] | None, ...] = tuple(
-            column.type.dialect_impl(dialect).bind_processor(dialect) for column in chosen
-        )
+        self._processors: tuple[Callable[[Any], Any], ...] = tuple(to_driver(c, dialect) for c in chosen)
 
     def row(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         """``values`` (by column name, every column of the statement) as the driver's parameters.
@@ -50,6 +59,6 @@ class DriverInsert:
         Raises KeyError for a missing column, and what the column's type raises for a value it
         cannot store (TypeError, ValueError)."""
         return tuple(
-            value if process is None else process(value)
+            process(value)
             for process, value in zip(self._processors, (values[name] for name in self.columns), strict=True)
         )

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
 from provider import metrics
-from provider.db.driver_rows import DriverInsert
+from provider.db.driver_rows import DriverInsert, to_driver
 from provider.db.events import PENDING, DeliveryRecord, EventDedup, EventRecord
 from provider.db.session import Database, conflict_insert
 from provider.domain import AcceptedEvent, IncomingEvent, Notification
@@ -358,9 +358,8 @@ class _DriverStatements:
     def __init__(self, dialect: Dialect) -> None:
         self._event = DriverInsert(_EVENTS, _EVENT_COLUMNS, dialect, returning="id")
         self.deliveries = DriverInsert(_DELIVERIES, _DELIVERY_COLUMNS, dialect)
-        stored = _EVENTS.c.received_at.type.dialect_impl(dialect).bind_processor(dialect)
         #: a timestamp as the events' and windows' columns store it
-        self.stored_time: Callable[[datetime], Any] = stored or (lambda value: value)
+        self.stored_time: Callable[[datetime], Any] = to_driver(_EVENTS.c.received_at, dialect)
 
     def event(
         self, event: IncomingEvent, rule_errors: Sequence[tuple[str, str]]

@@ -41,6 +41,7 @@ from typing import Any, cast
 
 from sqlalchemy import Dialect, Table
 
+from provider.db.driver_rows import to_driver
 from provider.db.journal import CallJournalRecord
 from provider.db.session import Database
 from provider.domain import JournalEntry, PendingEntry
@@ -154,8 +155,7 @@ class JournalInsert:
         #: the most rows in one multi-row INSERT: the largest power of two that fits
         self.max_chunk = 1 << (fits.bit_length() - 1)
         self._chunk_sql: dict[int, str] = {}
-        at_type = _TABLE.c.at.type.dialect_impl(dialect)
-        self._at: Callable[[Any], Any] = at_type.bind_processor(dialect) or (lambda value: value)
+        self._at = to_driver(_TABLE.c.at, dialect)
 
     def row(self, entry: JournalEntry) -> tuple[Any, ...]:
         """``entry`` as the statement's parameters (ValueError, TypeError: not storable)."""
