@@ -54,10 +54,15 @@ class DriverInsert:
         self._processors: tuple[Callable[[Any], Any], ...] = tuple(to_driver(c, dialect) for c in chosen)
 
     def row(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
-        """``values`` (by column name, every column of the statement) as the driver's parameters.
+        """``values`` (by column name: every column of the statement and no other) as the
+        driver's parameters.
 
-        Raises KeyError for a missing column, and what the column's type raises for a value it
-        cannot store (TypeError, ValueError)."""
+        Raises KeyError for a missing or an extra column (a value the statement would silently
+        leave out), and what the column's type raises for a value it cannot store (TypeError,
+        ValueError)."""
+        if len(values) != len(self.columns):
+            extra = sorted(set(values) - set(self.columns))
+            raise KeyError(f"not columns of this insert: {extra}" if extra else "a column is missing")
         return tuple(
             process(value)
             for process, value in zip(self._processors, (values[name] for name in self.columns), strict=True)
