@@ -92,10 +92,11 @@ class InputVariables(Mapping[str, str]):
     def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
         self._pairs: tuple[tuple[str, str], ...] = tuple(pairs)
         by_key: dict[str, tuple[str, str]] = {}
-        for name, value in self._pairs:
-            key = name.strip().lower()
+        for sent, value in self._pairs:
+            name = sent.strip()
+            key = name.lower()
             by_key.pop(key, None)  # keep the order of the last occurrence
-            by_key[key] = (name.strip(), value)
+            by_key[key] = (name, value)
         self._by_key = by_key
 
     @classmethod
@@ -114,6 +115,13 @@ class InputVariables(Mapping[str, str]):
     def pairs(self) -> tuple[tuple[str, str], ...]:
         """Every parsed entry, in the order received, duplicates included."""
         return self._pairs
+
+    @property
+    def by_folded_name(self) -> Mapping[str, tuple[str, str]]:
+        """Each variable once: its lower-cased, trimmed name -> (trimmed name as sent, value),
+        the last of a repeated name, in the order of those last occurrences. Read only: the
+        mapping is this object's own (not a copy)."""
+        return self._by_key
 
     def __getitem__(self, name: str) -> str:
         return self._by_key[name.strip().lower()][1]

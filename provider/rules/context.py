@@ -29,7 +29,7 @@ The password variables (``authPW``, ``loginPassword``) are never in the context.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from provider.auth.usernames import normalise_username
@@ -103,11 +103,12 @@ class CaseInsensitiveDict(dict[str, V]):
             super().__setitem__(key, value)
 
     @classmethod
-    def of_unique(cls, items: Iterable[tuple[str, V]]) -> CaseInsensitiveDict[V]:
-        """A faster constructor for names already unique ignoring case."""
+    def of_folded(cls, items: Sequence[tuple[str, str, V]]) -> CaseInsensitiveDict[V]:
+        """A faster constructor from ``(name.lower(), name, value)`` triples whose names are
+        unique ignoring case (the caller has folded them already)."""
         mapping: CaseInsensitiveDict[V] = dict.__new__(cls)
-        dict.update(mapping, items)
-        mapping._folded = {key.lower(): key for key in mapping}
+        dict.update(mapping, [(name, value) for _, name, value in items])
+        mapping._folded = {folded: name for folded, name, _ in items}
         return mapping
 
     def __missing__(self, key: str) -> V:
@@ -199,22 +200,17 @@ def build_context(
 ) -> dict[str, Any]:
     """The context of one call (see the module docstring) with ``global_vars`` as ``vars``.
     Never contains a password."""
-    sent: dict[str, tuple[str, str]] = {}  # folded name -> (name as sent, value); the last wins
-    for raw_name, value in variables.pairs:
-        name = raw_name.strip()
-        key = name.lower()
-        sent.pop(key, None)
-        sent[key] = (name, value)
-    custom_fields: list[tuple[str, str]] = []
-    arguments: list[tuple[str, str]] = []
-    plain: list[tuple[str, str]] = []
+    sent = variables.by_folded_name  # folded name -> (name as sent, value); the last wins
+    custom_fields: list[tuple[str, str, str]] = []  # (folded name, name, value)
+    arguments: list[tuple[str, str, str]] = []
+    plain: list[tuple[str, str, str]] = []
     for key, (name, value) in sent.items():
         if key.startswith(CUSTOM_FIELD_PREFIX) and len(key) > _CF_LENGTH:
-            custom_fields.append((name[_CF_LENGTH:], value))
+            custom_fields.append((key[_CF_LENGTH:], name[_CF_LENGTH:], value))
         elif key.startswith(ARGUMENT_PREFIX) and len(key) > _ARGS_LENGTH:
-            arguments.append((name[_ARGS_LENGTH:], value))
+            arguments.append((key[_ARGS_LENGTH:], name[_ARGS_LENGTH:], value))
         elif key not in SECRET_VARIABLES:
-            plain.append((name, value))
+            plain.append((key, name, value))
     context: dict[str, Any] = {name: sent[key][1] if key in sent else "" for name, key in _CANONICAL_KEYS}
     for alias, name in ALIASES.items():
         if name.lower() not in sent and alias in sent:
@@ -226,9 +222,9 @@ def build_context(
     context["eventType"] = event_type
     context["eventName"] = event_name(event_type)
     context["method"] = operation.value
-    context["cf"] = CaseInsensitiveDict.of_unique(custom_fields)
-    context["args"] = CaseInsensitiveDict.of_unique(arguments)
-    context["variables"] = CaseInsensitiveDict.of_unique(plain)
+    context["cf"] = CaseInsensitiveDict.of_folded(custom_fields)
+    context["args"] = CaseInsensitiveDict.of_folded(arguments)
+    context["variables"] = CaseInsensitiveDict.of_folded(plain)
     context["user"] = user_mapping(identity)
     context["groups"] = Names(identity.groups if identity is not None else ())
     context["vars"] = global_vars

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from provider.domain import Identity, Operation
 from provider.rules.context import CANONICAL_NAMES, CONTEXT_NAMES, CaseInsensitiveDict, Values, build_context
@@ -75,6 +77,40 @@ def test_custom_fields_and_arguments_without_prefix_case_insensitive() -> None:
     with pytest.raises(KeyError):
         ctx["cf"]["nope"]
     assert ctx["cf"].get("nope", "d") == "d"
+
+
+_SUFFIX = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="="), min_size=1, max_size=8
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["cf_", "CF_", "Cf_", "args_", "ARGS_", "", "x_"]), _SUFFIX, st.text(max_size=5)
+        ),
+        max_size=8,
+    )
+)
+def test_cf_args_and_variables_find_every_name_sent_in_any_case(sent: list[tuple[str, str, str]]) -> None:
+    # The context reuses the folding the call's variables did once (Turkish dotted I, Greek
+    # final sigma, ligatures): each name sent is found under itself and its lower case, with
+    # the value of its last occurrence, exactly as InputVariables finds it.
+    entries = [f"{prefix}{suffix}={value}" for prefix, suffix, value in sent]
+    variables = InputVariables.parse(entries)
+    ctx = build_context(Operation.START_TICKET, variables, None)
+    for name in variables:
+        folded = name.lower()
+        if folded.startswith("cf_") and len(folded) > 3:
+            mapping, key = ctx["cf"], name[3:]
+        elif folded.startswith("args_") and len(folded) > 5:
+            mapping, key = ctx["args"], name[5:]
+        elif folded in ("authpw", "loginpassword"):
+            continue
+        else:
+            mapping, key = ctx["variables"], name
+        assert key in mapping and key.lower() in mapping
+        assert mapping[key] == mapping[key.lower()] == variables[name]
 
 
 def test_passwords_are_never_in_the_context() -> None:
