@@ -21,13 +21,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
 
 from provider.db import write_gate
 from provider.errors import ConfigError, DatabaseMissing, StorageError
 
 if TYPE_CHECKING:
+    import psycopg
     from sqlalchemy.dialects import postgresql
     from sqlalchemy.dialects import sqlite as sqlite_dialect
 
@@ -239,6 +241,27 @@ def _gate_turn(gate: write_gate.WriteGate, url: str) -> Iterator[None]:
         ) from exc
 
 
+def _as_sqlalchemy(exc: Exception, driver_error: type[Exception]) -> StatementError:
+    """A driver's error wrapped as SQLAlchemy wraps it (the class :func:`storage_error` reads)."""
+    wrapped = DBAPIError.instance(None, None, exc, driver_error)
+    wrapped.__cause__ = exc
+    return wrapped
+
+
+def _hand_back(connection: PoolProxiedConnection, driver: psycopg.Connection[Any], autocommit: bool) -> None:
+    """After a pipeline: the connection as the pool handed it out (no transaction open, its
+    ``autocommit`` as it was), or dropped when it cannot be (broken) so the pool never hands it
+    out again (and does not log a failed reset)."""
+    import psycopg
+
+    try:
+        if driver.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            driver.rollback()
+        driver.autocommit = autocommit
+    except psycopg.Error:
+        connection.invalidate()
+
+
 def _configure_sqlite(engine: Engine, begin: str) -> None:
     """Take over transaction control so ``BEGIN IMMEDIATE`` is possible.
 
@@ -370,6 +393,58 @@ class Database:
             driver.commit()
 
     @contextmanager
+    def pipeline_transaction(self, action: str = "database error") -> Iterator[psycopg.Connection[Any]]:
+        """PostgreSQL: the driver's connection (psycopg) in pipeline mode, in one transaction
+        committed at the end of the block and rolled back if it raises; StorageError (its
+        message starting with ``action``) if the database fails.
+
+        In pipeline mode statements are sent without waiting for their results: a round trip
+        is paid only where a result is read (``fetchone``) and at the ``COMMIT``, which goes
+        with the statements queued before it. For the outbox on a SOAP call's path, where each
+        round trip to a database on another host is time SmarterTrack waits. The connection is
+        the pool's (pre-pinged at checkout); statements take driver values (see
+        :class:`provider.db.driver_rows.DriverInsert`) and only constants go into their text.
+        Check :attr:`supports_pipeline` first; SQLite: use :meth:`driver_transaction`.
+        """
+        if not self.is_postgresql:
+            raise TypeError("pipeline mode is PostgreSQL's; use driver_transaction on SQLite")
+        import psycopg  # a PostgreSQL deployment's module only
+
+        try:
+            connection = self.engine.raw_connection()
+            try:
+                driver = cast("psycopg.Connection[Any]", connection.driver_connection)
+                if driver.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    driver.rollback()  # never after the pool's reset: do not join one
+                # BEGIN and COMMIT as this block's own statements: psycopg waits for the server
+                # after each of those it sends itself (a round trip each).
+                autocommit, driver.autocommit = driver.autocommit, True
+                try:
+                    with driver.pipeline():
+                        driver.execute("BEGIN")
+                        yield driver
+                        driver.execute("COMMIT")  # sent with the statements still queued
+                finally:
+                    _hand_back(connection, driver, autocommit)  # rolled back if the block failed
+            finally:
+                connection.close()  # back to the pool (or discarded when invalidated)
+        except psycopg.Error as exc:
+            wrapped = _as_sqlalchemy(exc, psycopg.Error)
+            raise storage_error(wrapped, self.url, action) from wrapped
+        except SQLAlchemyError as exc:  # checking a connection out of the pool
+            raise storage_error(exc, self.url, action) from exc
+
+    @property
+    def supports_pipeline(self) -> bool:
+        """Whether :meth:`pipeline_transaction` can run here: PostgreSQL through a libpq with
+        pipeline mode (14 or newer; psycopg's binary package brings one)."""
+        if not self.is_postgresql:
+            return False
+        import psycopg
+
+        return bool(psycopg.Pipeline.is_supported())
+
+    @contextmanager
     def _driver(self, action: str) -> Iterator[sqlite3.Connection]:
         """SQLite: a connection of the writers' pool, as the driver's object, with no
         transaction open, in this process's turn at the write gate; the driver's and the
@@ -388,8 +463,7 @@ class Database:
                 finally:
                     connection.close()  # back to the pool
         except sqlite3.Error as exc:
-            wrapped = DBAPIError.instance(None, None, exc, sqlite3.Error)  # as SQLAlchemy would
-            wrapped.__cause__ = exc
+            wrapped = _as_sqlalchemy(exc, sqlite3.Error)
             raise storage_error(wrapped, self.url, action) from wrapped
         except SQLAlchemyError as exc:  # checking a connection out of the pool
             raise storage_error(exc, self.url, action) from exc

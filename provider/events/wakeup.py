@@ -36,7 +36,7 @@ import random
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
@@ -58,6 +58,12 @@ Wake = Callable[[str], None]
 
 #: the payload prefix of a notification that a channel was paused (followed by its name)
 PAUSED = "paused:"
+
+
+def notify_on_driver(cursor: Any, payload: str = "") -> None:
+    """:func:`notify_workers` on psycopg's cursor, in its connection's transaction (the
+    outbox's pipeline: the wake-up goes with the statements before the ``COMMIT``)."""
+    cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
 
 
 def notify_workers(session: Session | Connection, payload: str = "") -> None:

@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import func, select, text
 
@@ -22,6 +23,7 @@ from provider.events.outbox import Outbox
 from provider.settings import Secret, Settings
 from provider.variables import InputVariables
 from tests.plugins import FixedRules
+from tests.support import create_pg_database, drop_pg_database, pg_url
 
 PW = "outbox-pw"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -249,8 +251,9 @@ def test_a_window_opened_by_an_uncommitted_transaction_makes_the_waiting_one_a_d
     postgres_url: str,
 ) -> None:
     """PostgreSQL, the race the window's insert settles: B looks while A's window is not committed
-    (B sees none), B's insert of the window waits for A; A commits; B takes its own event out
-    again and answers duplicate with A's event. One event, A's deliveries only."""
+    (B sees none), B's insert of the window waits for A; A commits; B drops its own event again
+    (rolls back, in pipeline mode) and answers duplicate with A's event. One event, A's
+    deliveries only."""
     first, second = Database(postgres_url), Database(postgres_url)
     event = Provider(Secret(PW)).incoming_event(InputVariables.parse(["eventType=502000", "args_x=held"]))
     outcome: list[object] = []
@@ -297,24 +300,33 @@ def _wait_until_blocked_by(database: Database, backend: object) -> None:
 
 
 def _stored(database: Database, table: str, order: str, skip: set[str]) -> list[dict[str, object]]:
-    """The rows of ``table`` as SQLite holds them (driver values: text, numbers), without ``skip``."""
+    """The rows of ``table`` as the driver reads them (SQLite: the stored text and numbers),
+    without ``skip``."""
     with database.engine.connect() as connection:
         rows = connection.exec_driver_sql(f"SELECT * FROM {table} ORDER BY {order}").mappings().all()
     return [{k: v for k, v in row.items() if k not in skip} for row in rows]
 
 
-def test_sqlite_driver_path_stores_what_sqlalchemy_stores(sqlite_url: str) -> None:
-    """On SQLite the outbox writes on the driver (``_accept_on_driver``): the same stored text,
-    column by column, as its SQLAlchemy Core path, for new events, repeats and moved windows."""
+def test_driver_path_stores_what_sqlalchemy_stores(database_url: str, request: pytest.FixtureRequest) -> None:
+    """The outbox writes on the driver (SQLite: ``_accept_on_driver``; PostgreSQL: pipeline mode,
+    ``_accept_in_pipeline``): the same stored values, column by column, as its SQLAlchemy Core
+    path, for new events, repeats and moved windows."""
+    urls = {True: database_url}
+    if database_url.startswith("sqlite"):
+        urls[False] = database_url.replace(".db", "-core.db")
+        upgrade(urls[False])
+    else:
+        name = create_pg_database(template=request.getfixturevalue("pg_template"))
+        request.addfinalizer(lambda: drop_pg_database(name))
+        urls[False] = pg_url(name)
     stored: dict[bool, tuple[list[dict[str, object]], ...]] = {}
-    for on_driver in (True, False):
-        database = Database(sqlite_url.replace(".db", f"-{on_driver}.db"))
-        upgrade(database.url)
+    for on_driver, url in urls.items():
+        database = Database(url)
         try:
             outbox = Outbox(database, dedup_seconds=60)
             assert (outbox._on_driver is not None) is True
             if not on_driver:
-                outbox._on_driver = None  # the Core path, as on PostgreSQL
+                outbox._on_driver = None  # the Core path (PostgreSQL through a libpq without pipelines)
             provider = Provider(Secret(PW), clock=Clock())
             event = provider.incoming_event(InputVariables.parse(["eventType=502000", "args_a=\u00e9 <1>"]))
             errors = [("rule-x", "ValueError")]
@@ -345,3 +357,26 @@ def test_sqlite_driver_path_stores_what_sqlalchemy_stores(sqlite_url: str) -> No
     assert [e["repeats"] for e in events] == [1, 0, 0]
     assert events[0]["rule_errors"] is not None and events[1]["rule_errors"] is None
     assert len(windows) == 2 and len(deliveries) == 4
+
+
+@pytest.mark.postgres
+def test_postgresql_without_pipeline_mode_keeps_the_core_statements(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through a libpq older than 14 (no pipeline mode) the outbox keeps SQLAlchemy Core: the
+    same answers, the window and the deliveries stored."""
+    database = Database(postgres_url)
+    try:
+        assert Outbox(database)._on_driver is not None
+        monkeypatch.setattr(psycopg.Pipeline, "is_supported", classmethod(lambda cls: False))
+        assert database.supports_pipeline is False
+        outbox = Outbox(database)
+        assert outbox._on_driver is None
+        event = Provider(Secret(PW)).incoming_event(InputVariables.parse(["eventType=502000", "args_x=old"]))
+        first = outbox.accept(event, notifications("sms", "hook"))
+        again = outbox.accept(event, notifications("sms", "hook"))
+        assert (first.duplicate, first.deliveries) == (False, 2)
+        assert (again.duplicate, again.event_id) == (True, first.event_id)
+        assert counts(database) == (1, 2)
+    finally:
+        database.dispose()

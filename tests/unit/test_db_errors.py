@@ -7,6 +7,7 @@ the tests run as root, for whom every file is writable).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -255,3 +256,85 @@ def test_driver_transaction_holds_the_write_lock_commits_at_the_end_and_rolls_ba
         Database("postgresql+psycopg://postgres@127.0.0.1:5432/test").driver_transaction(),
     ):
         pass
+
+
+_JOURNAL_INSERT_PG = (
+    "INSERT INTO call_journal (at, operation, request_id, duration_ms, outcome, variables, matched) "
+    "VALUES (now(), 'StartTicket', %s, 1.0, 'ok', '[]', '[]')"
+)
+
+
+def _request_ids(database: Database) -> list[str]:
+    with database.engine.connect() as connection:
+        return list(connection.exec_driver_sql("SELECT request_id FROM call_journal ORDER BY id").scalars())
+
+
+@pytest.mark.postgres
+def test_pipeline_transaction_commits_at_the_end_and_rolls_back_on_error(postgres_url: str) -> None:
+    """PostgreSQL's pipeline: the block's statements stored together when it ends, none of them
+    when it raises; the driver's errors as StorageError; the connection back in the pool
+    outside any transaction, out of pipeline mode and out of autocommit."""
+    database = Database(postgres_url)
+    try:
+        assert database.supports_pipeline
+        with database.pipeline_transaction() as driver:
+            cursor = driver.cursor()
+            cursor.execute(_JOURNAL_INSERT_PG, ("kept-1",))
+            assert cursor.execute("SELECT count(*) FROM call_journal").fetchone() == (1,)  # its own view
+            cursor.execute(_JOURNAL_INSERT_PG, ("kept-2",))
+        with pytest.raises(KeyError), database.pipeline_transaction() as driver:
+            driver.cursor().execute(_JOURNAL_INSERT_PG, ("gone",))
+            raise KeyError("the caller's own error")
+        with (
+            pytest.raises(StorageError, match=r"^event write: IntegrityError"),
+            database.pipeline_transaction("event write") as driver,
+        ):
+            driver.cursor().execute(_JOURNAL_INSERT_PG, ("gone-too",))
+            driver.cursor().execute(_JOURNAL_INSERT_PG, (None,))  # request_id is NOT NULL
+        assert _request_ids(database) == ["kept-1", "kept-2"]
+        with database.engine.connect() as connection:
+            pooled = connection.connection.driver_connection
+            assert isinstance(pooled, psycopg.Connection)
+            assert pooled.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert pooled.info.pipeline_status == psycopg.pq.PipelineStatus.OFF
+            assert pooled.autocommit is False  # as the pool handed it out (BEGIN was the block's own)
+    finally:
+        database.dispose()
+    with pytest.raises(TypeError), Database("sqlite:///:memory:").pipeline_transaction():
+        pass
+    assert Database("sqlite:///:memory:").supports_pipeline is False
+
+
+@pytest.mark.postgres
+def test_a_pipeline_whose_connection_dies_is_a_storage_error_and_the_connection_is_dropped(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server ends the connection during the block: StorageError, and the connection is
+    dropped at once (the pool does not try to reset it, logging an error with a traceback) and
+    never handed out again (the next transaction gets a working one)."""
+    caplog.set_level(logging.DEBUG, logger="sqlalchemy.pool")
+    database = Database(postgres_url)
+    try:
+        with (
+            pytest.raises(StorageError, match=r"^event write: ") as raised,
+            database.pipeline_transaction("event write") as driver,
+        ):
+            cursor = driver.cursor()
+            cursor.execute(_JOURNAL_INSERT_PG, ("lost",))
+            (backend,) = cursor.execute("SELECT pg_backend_pid()").fetchone() or (None,)
+            with psycopg.connect(
+                postgres_url.replace("postgresql+psycopg", "postgresql"), autocommit=True
+            ) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+            cursor.execute(_JOURNAL_INSERT_PG, ("after",)).fetchone()
+        assert isinstance(getattr(raised.value.__cause__, "orig", None), psycopg.OperationalError)
+        with database.pipeline_transaction() as driver:
+            driver.cursor().execute(_JOURNAL_INSERT_PG, ("next",))
+        assert _request_ids(database) == ["next"]
+        assert [
+            r.getMessage()
+            for r in caplog.records
+            if r.name.startswith("sqlalchemy.pool") and r.levelno >= logging.ERROR
+        ] == []
+    finally:
+        database.dispose()
