@@ -37,6 +37,9 @@ log = logging.getLogger("provider.db")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 POSTGRES_CONNECT_TIMEOUT_S = 10
+#: how long a statement of :meth:`Database.pipeline_transaction` may run (a lock it waits for
+#: included): as long as a SQLite writer waits for the write lock
+PIPELINE_STATEMENT_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS
 
 
 def normalize_url(url: str) -> str:
@@ -393,10 +396,13 @@ class Database:
             driver.commit()
 
     @contextmanager
-    def pipeline_transaction(self, action: str = "database error") -> Iterator[psycopg.Connection[Any]]:
+    def pipeline_transaction(
+        self, action: str = "database error", *, timeout_ms: int = PIPELINE_STATEMENT_TIMEOUT_MS
+    ) -> Iterator[psycopg.Connection[Any]]:
         """PostgreSQL: the driver's connection (psycopg) in pipeline mode, in one transaction
         committed at the end of the block and rolled back if it raises; StorageError (its
-        message starting with ``action``) if the database fails.
+        message starting with ``action``) if the database fails or a statement runs longer
+        than ``timeout_ms`` (waiting for a lock another transaction holds, say).
 
         In pipeline mode statements are sent without waiting for their results: a round trip
         is paid only where a result is read (``fetchone``) and at the ``COMMIT``, which goes
@@ -422,6 +428,8 @@ class Database:
                 try:
                     with driver.pipeline():
                         driver.execute("BEGIN")
+                        # This transaction's deadline (SET takes no parameters; set_config does).
+                        driver.execute("SELECT set_config('statement_timeout', %s, true)", (str(timeout_ms),))
                         yield driver
                         driver.execute("COMMIT")  # sent with the statements still queued
                 finally:

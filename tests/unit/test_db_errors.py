@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -336,5 +338,37 @@ def test_a_pipeline_whose_connection_dies_is_a_storage_error_and_the_connection_
             for r in caplog.records
             if r.name.startswith("sqlalchemy.pool") and r.levelno >= logging.ERROR
         ] == []
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgres
+def test_a_pipeline_statement_waiting_past_its_deadline_is_a_storage_error(postgres_url: str) -> None:
+    """A lock held by another transaction: the pipeline's statement gives up after its timeout
+    (StorageError, nothing stored) instead of waiting for as long as the other holds it."""
+    database = Database(postgres_url)
+    try:
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("LOCK TABLE call_journal IN ACCESS EXCLUSIVE MODE")
+            release = threading.Timer(10, holder.rollback)  # without a deadline: stored after 10 s
+            release.start()
+            started = time.monotonic()
+            try:
+                with (
+                    pytest.raises(StorageError, match=r"^event write: ") as raised,
+                    database.pipeline_transaction("event write", timeout_ms=200) as driver,
+                ):
+                    driver.cursor().execute(_JOURNAL_INSERT_PG, ("late",))
+                waited = time.monotonic() - started
+            finally:
+                release.cancel()
+                holder.rollback()
+        assert isinstance(getattr(raised.value.__cause__, "orig", None), psycopg.errors.QueryCanceled)
+        assert waited < 10  # the deadline, not the holder, ended the wait
+        assert _request_ids(database) == []
+        with database.pipeline_transaction() as driver:  # the next one has the default deadline
+            driver.cursor().execute(_JOURNAL_INSERT_PG, ("next",))
+            (timeout,) = driver.cursor().execute("SHOW statement_timeout").fetchone() or ("",)
+        assert timeout == "30s"
     finally:
         database.dispose()
