@@ -22,11 +22,12 @@ transaction (:meth:`~provider.db.session.Database.driver_transaction`), where a 
 statement and a new event three, and SQLAlchemy's cost per statement would be most of the
 call's database time; on PostgreSQL in pipeline mode
 (:meth:`~provider.db.session.Database.pipeline_transaction`), where what costs is the round
-trips to the server: a repeat takes two after the pool's check of the connection (the window's
-row locked, then the count sent with the ``COMMIT``), a new event three (the window, the event
-inserted with its window opened or moved in one statement, then its deliveries and the
-workers' wake-up sent with the ``COMMIT``); SQLAlchemy Core took five and eight. Through a
-libpq without pipeline mode (older than 14), PostgreSQL keeps those Core statements.
+trips to the server. Counting the pool's check of the connection, a repeat takes three (the
+check; the window's row locked; the count sent with the ``COMMIT``) and a new event four (the
+check; the window; the event inserted with its window opened or moved in one statement; its
+deliveries and the workers' wake-up sent with the ``COMMIT``), where SQLAlchemy Core took five,
+and six to eight. Through a libpq without pipeline mode (older than 14), PostgreSQL keeps those
+Core statements.
 """
 
 from __future__ import annotations

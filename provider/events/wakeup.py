@@ -36,12 +36,15 @@ import random
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from provider.db.session import Database, sqlite_file
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger("provider.events.worker")
 
@@ -60,7 +63,7 @@ Wake = Callable[[str], None]
 PAUSED = "paused:"
 
 
-def notify_on_driver(cursor: Any, payload: str = "") -> None:
+def notify_on_driver(cursor: psycopg.Cursor[Any], payload: str = "") -> None:
     """:func:`notify_workers` on psycopg's cursor, in its connection's transaction (the
     outbox's pipeline: the wake-up goes with the statements before the ``COMMIT``)."""
     cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
