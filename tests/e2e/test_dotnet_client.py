@@ -314,10 +314,22 @@ def _run_client(
         env=_mono_env(),
         check=False,
     )
-    assert completed.returncode == 0, f"the .NET client failed:\n{completed.stdout}\n{completed.stderr}"
     records = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
-    assert len(records) == len(lines) + 1, completed.stdout
+    finished = len(records) == len(lines) + 1  # the info line, then one record per call
+    assert completed.returncode == 0 or (finished and _mono_teardown_abort(completed)), (
+        f"the .NET client failed:\n{completed.stdout}\n{completed.stderr}"
+    )
+    assert finished, completed.stdout
     return records
+
+
+def _mono_teardown_abort(completed: subprocess.CompletedProcess[str]) -> bool:
+    """Whether Mono's runtime aborted on its own thread-state assertion: a known race in its
+    teardown of threads (mono/mono#10832, "Assertion at mono-threads.c ... previous_token"),
+    seen after the client had made and reported every call. Only with every record present is
+    such a run accepted: a crash during the calls still fails."""
+    output = completed.stdout + completed.stderr
+    return "Native Crash Reporting" in output and "mono-threads.c" in output and "previous_token" in output
 
 
 def _escape(field: str) -> str:
