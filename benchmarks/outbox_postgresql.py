@@ -42,7 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.event_store import EVENT, notifications
-from benchmarks.scaleout import DEFAULT_ADMIN_DSN, scratch_database
+from benchmarks.scaleout import add_pg_admin_dsn, scratch_database
 from provider.calls import Provider
 from provider.db.migrate import upgrade
 from provider.db.session import Database
@@ -196,11 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
     parser.add_argument("--rtt-ms", type=float, default=2.0, help="the delay line's round trip, ms (2)")
-    parser.add_argument(
-        "--pg-admin-dsn",
-        default=DEFAULT_ADMIN_DSN,
-        help="a PostgreSQL DSN allowed to CREATE and DROP DATABASE (default $ST_TEST_PG_DSN or the test one)",
-    )
+    add_pg_admin_dsn(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     rtt = args.rtt_ms / 1000

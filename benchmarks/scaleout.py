@@ -135,6 +135,15 @@ def scratch_database(admin_dsn: str) -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def add_pg_admin_dsn(parser: argparse.ArgumentParser) -> None:
+    """``--pg-admin-dsn``: where :func:`scratch_database` creates its database."""
+    parser.add_argument(
+        "--pg-admin-dsn",
+        default=DEFAULT_ADMIN_DSN,
+        help="a PostgreSQL DSN allowed to CREATE and DROP DATABASE (default $ST_TEST_PG_DSN or the test one)",
+    )
+
+
 def _safe(dsn: str) -> str:
     """``dsn`` without a password, for messages."""
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)
@@ -308,11 +317,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--connections", type=int, default=0, help="keep-alive connections per instance (workers*threads)"
     )
-    parser.add_argument(
-        "--pg-admin-dsn",
-        default=DEFAULT_ADMIN_DSN,
-        help="a PostgreSQL DSN allowed to CREATE and DROP DATABASE (default $ST_TEST_PG_DSN or the test one)",
-    )
+    add_pg_admin_dsn(parser)
     parser.add_argument("--httpx", action="store_true", help="use the httpx client even when wrk is present")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
