@@ -45,6 +45,8 @@ _DENIED_OUTPUTS = frozenset(
     {("Authentication", "FAIL"), ("TicketCreation", "FALSE"), ("ChatCreation", "FALSE")}
 )
 _USER_INPUTS = ("loginUsername", "username", "emailFrom", "email")
+#: the same names as keys of :attr:`~provider.variables.InputVariables.by_folded_name`
+_USER_KEYS = tuple(name.lower() for name in _USER_INPUTS)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -73,16 +75,19 @@ def _treatment(name: str) -> int:
 def kept_variables(pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """``pairs`` without ``authPW``/``loginPassword`` and with other secret values redacted."""
     kept: list[tuple[str, str]] = []
+    whole = True
     for pair in pairs:
         name = pair[0]
         treatment = _TREATMENTS.get(name)
         if treatment is None:
             treatment = _treatment(name)
         if treatment == _KEEP:
-            kept.append((name, pair[1]))
-        elif treatment == _REDACT:
+            kept.append(pair)
+            continue
+        whole = False
+        if treatment == _REDACT:
             kept.append((name, REDACTED))
-    return tuple(kept)
+    return pairs if whole and isinstance(pairs, tuple) else tuple(kept)
 
 
 def classify(transport_outcome: str, *, permission_denied: bool, result: CallResult | None) -> str:
@@ -159,8 +164,12 @@ def _username(request: CallRequest | None, identity: Identity | None) -> str | N
         return identity.username[:320]
     if request is None:
         return None
-    name = next((v.strip() for n in _USER_INPUTS if (v := request.variables.get(n)) and v.strip()), None)
-    return name[:320] if name else None
+    by_folded_name = request.variables.by_folded_name
+    for key in _USER_KEYS:
+        item = by_folded_name.get(key)
+        if item is not None and (name := item[1].strip()):
+            return name[:320]
+    return None
 
 
 def _variables(request: CallRequest | None, *, permission_denied: bool) -> tuple[tuple[str, str], ...]:

@@ -19,10 +19,11 @@ from provider.calls import Provider
 from provider.db.journal import CallJournalRecord
 from provider.db.migrate import upgrade
 from provider.db.session import Database
-from provider.domain import Decision, Identity, JournalEntry, Operation
-from provider.journal.entry import is_secret_name, kept_variables
-from provider.journal.writer import MAX_CHUNK, JournalInsert, JournalWriter
+from provider.domain import CallRequest, Decision, Identity, JournalEntry, Operation
+from provider.journal.entry import is_secret_name, journal_entry, kept_variables
+from provider.journal.writer import BATCH_SIZE, MAX_CHUNK, JournalInsert, JournalWriter
 from provider.settings import Secret, Settings
+from provider.variables import InputVariables
 from tests.fixtures.server import AUTH, soap_request, wsgi_call
 from tests.plugins import DictAuthenticator, FixedRules, RecordingJournal
 from tests.support import WEB_SERVICE_PASSWORD
@@ -49,6 +50,38 @@ def test_secret_variables_are_left_out_or_redacted() -> None:
         ("subject", "Hello"),
     )
     assert is_secret_name("authPW") and not is_secret_name("departmentName")
+
+
+@pytest.mark.parametrize(
+    ("pairs", "username"),
+    [
+        ((("authPW", "x"), ("LOGINUSERNAME", " jdoe "), ("email", "j@example.org")), "jdoe"),
+        ((("loginUsername", "   "), ("Username", "ann"), ("emailFrom", "a@example.org")), "ann"),
+        ((("EmailFrom", " from@example.org"), ("email", "to@example.org")), "from@example.org"),
+        ((("email", "e" * 400),), "e" * 320),
+        ((("subject", "no user here"), ("loginUsername", "")), None),
+    ],
+)
+def test_entry_without_identity_names_the_first_user_variable(
+    pairs: tuple[tuple[str, str], ...], username: str | None
+) -> None:
+    """No identity: the first of loginUsername, username, emailFrom, email (any case) with a
+    value other than blanks, trimmed and cut to 320 characters; the secrets never kept."""
+    request = CallRequest(Operation.NOTIFY_EVENT_FIRED, InputVariables(pairs))
+    entry = journal_entry(
+        at=datetime.now(UTC),
+        operation="NotifyEventFired",
+        transport_outcome="ok",
+        fault=None,
+        permission_denied=False,
+        request=request,
+        result=None,
+        request_id="r",
+        client=None,
+        duration_ms=1.0,
+    )
+    assert entry.username == username
+    assert entry.variables == tuple(pair for pair in pairs if pair[0] != "authPW")
 
 
 def _app(tmp_path: Path, journal: RecordingJournal) -> object:
@@ -225,3 +258,6 @@ def test_sqlite_chunks_are_powers_of_two_in_order(max_variables: int) -> None:
             assert sql.count("?") == len(parameters) == 12 * size
             sizes.add(size)
     assert len(sizes) <= insert.max_chunk.bit_length()
+    whole_batch = list(insert.chunks([(i, *("x",) * 11) for i in range(BATCH_SIZE)]))
+    if max_variables >= 12 * BATCH_SIZE:  # a whole batch is one statement, one transaction
+        assert [size for _, _, size in whole_batch] == [BATCH_SIZE]
