@@ -40,6 +40,9 @@ POSTGRES_CONNECT_TIMEOUT_S = 10
 #: how long a statement of :meth:`Database.pipeline_transaction` may run (a lock it waits for
 #: included): as long as a SQLite writer waits for the write lock
 PIPELINE_STATEMENT_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS
+#: PostgreSQL: how long any statement of the service's sessions waits for a lock another
+#: transaction holds (``lock_timeout``): as long as a SQLite statement waits for the write lock
+POSTGRES_LOCK_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS
 
 
 def normalize_url(url: str) -> str:
@@ -159,6 +162,10 @@ def _postgres_cause(original: str, url: URL) -> str:
         return f"no answer from {where} within {POSTGRES_CONNECT_TIMEOUT_S} s"
     if "pg_hba.conf" in lowered:
         return f"{where} refuses connections from this host for this user and database (pg_hba.conf)"
+    if "lock timeout" in lowered:
+        return f"gave up waiting for a lock that another transaction at {where} holds (lock_timeout)"
+    if "statement timeout" in lowered:
+        return f"a statement at {where} ran past its deadline (statement_timeout)"
     return _first_line(original, url.password)
 
 
@@ -192,11 +199,17 @@ def _first_line(text: str, password: str | None) -> str:
     return line[:300]
 
 
-def create_db_engine(url: str, *, immediate: bool = False) -> Engine:
+def create_db_engine(
+    url: str, *, immediate: bool = False, lock_timeout_ms: int = POSTGRES_LOCK_TIMEOUT_MS
+) -> Engine:
     """An engine with safe defaults: timeouts, WAL and foreign keys on SQLite, pre-ping on PostgreSQL.
 
     On SQLite every transaction starts with ``BEGIN``, or with ``BEGIN IMMEDIATE`` (the write
     lock taken at once) when ``immediate`` is true; ``immediate`` changes nothing on PostgreSQL.
+    A statement waits for another transaction's lock at most 30 s: SQLite's busy timeout, and on
+    PostgreSQL ``lock_timeout_ms`` set for every session of the engine (:func:`_configure_postgresql`;
+    migrations included: one queued behind a long transaction fails with a clear error instead
+    of holding every other statement of the table behind its own lock request).
     Raises ConfigError for a malformed or unsupported URL (see :func:`parse_url`).
     """
     parsed = parse_url(url)
@@ -206,7 +219,7 @@ def create_db_engine(url: str, *, immediate: bool = False) -> Engine:
             engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
             _configure_sqlite(engine, "BEGIN IMMEDIATE" if immediate else "BEGIN")
             return engine
-        return create_engine(
+        engine = create_engine(
             url,
             pool_pre_ping=True,
             pool_size=5,
@@ -214,6 +227,8 @@ def create_db_engine(url: str, *, immediate: bool = False) -> Engine:
             pool_timeout=10,
             connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
         )
+        _configure_postgresql(engine, lock_timeout_ms)
+        return engine
     except (ArgumentError, ImportError, ValueError, TypeError) as exc:
         raise ConfigError(
             f"ST_PROVIDER_DATABASE_URL ({describe_url(url)}) is not usable: {type(exc).__name__}"
@@ -265,6 +280,28 @@ def _hand_back(connection: PoolProxiedConnection, driver: psycopg.Connection[Any
         connection.invalidate()
 
 
+def _configure_postgresql(engine: Engine, lock_timeout_ms: int) -> None:
+    """Every new connection of ``engine`` waits at most ``lock_timeout_ms`` for a lock.
+
+    Without it a row or table lock held by a transaction that never ends (a stuck client, an
+    operator's open ``psql`` session) holds every statement that needs it for as long: a SOAP
+    thread on the login throttle's row, the delivery worker's lease, a journal batch. With it
+    the statement fails (``LockNotAvailable``, a StorageError saying so) and the caller answers
+    as for any database failure. Set at the session level on connect, in autocommit so that
+    the pool's rollback on check-in does not undo it (SQLAlchemy's recipe for session settings);
+    a value through the bound parameter of ``set_config``, no SQL text built from it.
+    """
+
+    @event.listens_for(engine, "connect")  # a pool event: no cost per statement
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        try:
+            dbapi_connection.execute("SELECT set_config('lock_timeout', %s, false)", (str(lock_timeout_ms),))
+        finally:
+            dbapi_connection.autocommit = autocommit
+
+
 def _configure_sqlite(engine: Engine, begin: str) -> None:
     """Take over transaction control so ``BEGIN IMMEDIATE`` is possible.
 
@@ -302,9 +339,11 @@ class Database:
     Usable as a context manager (``with Database(url) as database:``): disposed at the end.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, lock_timeout_ms: int = POSTGRES_LOCK_TIMEOUT_MS) -> None:
+        """``lock_timeout_ms``: PostgreSQL, how long a statement waits for another transaction's
+        lock (see :func:`create_db_engine`)."""
         self.url = normalize_url(url)
-        self.engine = create_db_engine(self.url)
+        self.engine = create_db_engine(self.url, lock_timeout_ms=lock_timeout_ms)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._sqlite = self.engine.dialect.name == "sqlite"
         # SQLite: a second engine (its own pool) whose transactions begin IMMEDIATE.

@@ -15,11 +15,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from provider.db.journal import CallJournalRecord
 from provider.db.migrate import upgrade
-from provider.db.session import Database, describe_url, parse_url, sqlite_file, storage_error
+from provider.db.session import (
+    Database,
+    create_db_engine,
+    describe_url,
+    parse_url,
+    sqlite_file,
+    storage_error,
+)
 from provider.errors import ConfigError, DatabaseMissing, StorageError
 
 PG = "postgresql://st:Sup3r-secret@db.example.internal:5433/st_provider"
@@ -48,6 +56,14 @@ def pg_error(text: str) -> OperationalError:
             "refuses connections from this host",
         ),
         ("server closed the connection unexpectedly", "server closed the connection unexpectedly"),
+        (
+            "canceling statement due to lock timeout",
+            "gave up waiting for a lock that another transaction at db.example.internal:5433 holds",
+        ),
+        (
+            "canceling statement due to statement timeout",
+            "a statement at db.example.internal:5433 ran past its deadline",
+        ),
     ],
 )
 def test_postgresql_causes(driver_text: str, cause: str) -> None:
@@ -372,3 +388,44 @@ def test_a_pipeline_statement_waiting_past_its_deadline_is_a_storage_error(postg
         assert timeout == "30s"
     finally:
         database.dispose()
+
+
+@pytest.mark.postgres
+def test_a_statement_waiting_for_a_lock_gives_up_after_the_lock_timeout(postgres_url: str) -> None:
+    """A lock held by a transaction that does not end: a writer and a locking read give up after
+    the lock timeout (StorageError saying so, nothing stored), every session of the service has
+    it, and a migration's engine too (default: 30 s, as SQLite's busy timeout)."""
+    database = Database(postgres_url, lock_timeout_ms=200)
+    try:
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("LOCK TABLE call_journal IN ACCESS EXCLUSIVE MODE")
+            release = threading.Timer(10, holder.rollback)  # without a lock timeout: stored after 10 s
+            release.start()
+            started = time.monotonic()
+            try:
+                with (
+                    pytest.raises(
+                        StorageError, match=r"^journal write: gave up waiting for a lock"
+                    ) as raised,
+                    database.write_connection("journal write") as connection,
+                ):
+                    connection.exec_driver_sql(_JOURNAL_INSERT_PG, ("late",))
+                with pytest.raises(StorageError, match="lock_timeout"), database.session() as session:
+                    session.execute(select(CallJournalRecord.id).with_for_update()).all()
+                waited = time.monotonic() - started
+            finally:
+                release.cancel()
+                holder.rollback()
+        assert isinstance(getattr(raised.value.__cause__, "orig", None), psycopg.errors.LockNotAvailable)
+        assert waited < 10  # the lock timeout, not the holder, ended both waits
+        assert _request_ids(database) == []
+        with database.engine.connect() as connection:  # the pool's rollback kept the setting
+            assert connection.exec_driver_sql("SHOW lock_timeout").scalar_one() == "200ms"
+    finally:
+        database.dispose()
+    for engine in (Database(postgres_url).engine, create_db_engine(postgres_url)):
+        try:
+            with engine.connect() as connection:
+                assert connection.exec_driver_sql("SHOW lock_timeout").scalar_one() == "30s"
+        finally:
+            engine.dispose()
