@@ -5,7 +5,7 @@ Usage::
     python benchmarks/journal_cost.py [--rounds N] [--calls N] [--five] [--json]
 
 Imports the 21 rules of ``soap_operations.py`` into a fresh SQLite file and calls the six
-operations without a password hash (``--five``: without ``NotifyEventFired`` too) through four
+operations without a password hash (``--five``: without ``NotifyEventFired`` too) through five
 applications built alike, in alternating rounds, measuring per round of the group the CPU time
 of the request thread (``time.thread_time``) and of the whole process (``time.process_time``;
 the difference is the journal's writer thread):
@@ -18,9 +18,15 @@ journal on         the service's journal: a ``PendingCall`` handed over, the ent
                    by the writer thread
 entry built here   the entry and its row built on the request thread at once, only the insert left to
                    the writer (the design before the writer built entries)
+writer builds      the writer thread builds each entry and its row (JSON included) and stores nothing:
+                   "journal on" minus this is SQLite's insert, this minus "writer drops" the building
 writer drops       the writer thread takes the pending calls and drops them: what handing over and
                    freeing the calls' objects in another thread cost, without building or storing
 =================  ==================================================================================
+
+Beside each row, the garbage collector's passes per measured round (young / middle / old
+generation, ``gc.get_stats``): the pending calls outlive their call and trigger collections that
+the calls alone do not.
 
 ``soap_operations.py`` gives the journal's share of the six calls (journal on minus off);
 ``event_store.py`` gives the writer's cost per entry in a tight loop (its code warm, one batch
@@ -52,7 +58,14 @@ from provider.db.session import Database
 from provider.domain import JournalEntry, PendingEntry
 from provider.journal.writer import JournalWriter
 
-OFF, ON, HERE, DROPS = "journal off", "journal on", "entry built here", "writer drops"
+GENERATIONS = ("young", "middle", "old")
+OFF, ON, HERE, BUILDS, DROPS = (
+    "journal off",
+    "journal on",
+    "entry built here",
+    "writer builds",
+    "writer drops",
+)
 
 
 def _build_here(writer: JournalWriter) -> None:
@@ -71,6 +84,11 @@ def _build_here(writer: JournalWriter) -> None:
 
     writer.record = build_now  # type: ignore[method-assign]
     writer._take_rows = take_rows  # type: ignore[method-assign]
+
+
+def _store_nothing(writer: JournalWriter) -> None:
+    """The writer thread builds every entry and its row as the service's does, and stores none."""
+    writer._write = len  # type: ignore[method-assign]  # "written": the rows it was given
 
 
 def _drop_all(writer: JournalWriter) -> None:
@@ -98,9 +116,11 @@ def measure(rounds: int, calls: int, group: str) -> dict[str, dict[str, float]]:
             OFF: build_ours(url, fast_path=True, journal=False),
             ON: build_ours(url, fast_path=True),
             HERE: build_ours(url, fast_path=True),
+            BUILDS: build_ours(url, fast_path=True),
             DROPS: build_ours(url, fast_path=True),
         }
         _build_here(cast(JournalWriter, apps[HERE].journal))
+        _store_nothing(cast(JournalWriter, apps[BUILDS].journal))
         _drop_all(cast(JournalWriter, apps[DROPS].journal))
         callers: dict[str, list[Callable[[], bytes]]] = {
             name: [wsgi_caller(app, op) for op in GROUPS[group]] for name, app in apps.items()
@@ -140,15 +160,21 @@ def _check_stored(url: str, expected: int) -> None:
 
 
 def _round(callers: list[Callable[[], bytes]], calls: int) -> dict[str, float]:
+    """Per round of ``callers``: CPU microseconds, and the collector's passes in the whole measurement."""
+    passes = [generation["collections"] for generation in gc.get_stats()]
     process, thread = time.process_time(), time.thread_time()
     for _ in range(calls):
         for call in callers:
             call()
     process, thread = time.process_time() - process, time.thread_time() - thread
+    passes = [
+        generation["collections"] - before for generation, before in zip(gc.get_stats(), passes, strict=True)
+    ]
     return {
         "request thread": thread / calls * 1e6,
         "other threads": max(0.0, process - thread) / calls * 1e6,
         "process": process / calls * 1e6,
+        **{f"gc {name}": float(count) for name, count in zip(GENERATIONS, passes, strict=True)},
     }
 
 
@@ -172,13 +198,18 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"CPU time per round of the {group.split(',', maxsplit=1)[0]} calls, us (best of {args.rounds} rounds)"
     )
-    print(f"  {'':<20}{'request thread':>16}{'other threads':>16}{'process':>10}{'journal':>10}")
+    print(
+        f"  {'':<20}{'request thread':>16}{'other threads':>16}{'process':>10}{'journal':>10}"
+        f"{'gc passes (young/middle/old)':>31}"
+    )
     for name, figures in best.items():
         extra = figures["process"] - base
+        passes = "/".join(f"{figures[f'gc {generation}']:.0f}" for generation in GENERATIONS)
         print(
             f"  {name:<20}{figures['request thread']:>16.0f}{figures['other threads']:>16.0f}"
-            f"{figures['process']:>10.0f}{extra:>10.0f}"
+            f"{figures['process']:>10.0f}{extra:>10.0f}{passes:>31}"
         )
+    print(f"  (gc passes: in the whole measured round of {args.calls} rounds of the calls)")
     return 0
 
 
