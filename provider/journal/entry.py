@@ -73,7 +73,8 @@ def _treatment(name: str) -> int:
 
 
 def kept_variables(pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """``pairs`` without ``authPW``/``loginPassword`` and with other secret values redacted."""
+    """``pairs`` without ``authPW``/``loginPassword`` and with other secret values redacted
+    (``pairs`` itself, not a copy, when it is a tuple that holds neither)."""
     kept: list[tuple[str, str]] = []
     whole = True
     for pair in pairs:
