@@ -20,7 +20,7 @@ from provider.db.journal import CallJournalRecord
 from provider.db.migrate import upgrade
 from provider.db.session import Database
 from provider.domain import CallRequest, Decision, Identity, JournalEntry, Operation
-from provider.journal.entry import is_secret_name, journal_entry, kept_variables
+from provider.journal.entry import PendingCall, is_secret_name, kept_variables
 from provider.journal.writer import BATCH_SIZE, MAX_CHUNK, JournalInsert, JournalWriter
 from provider.settings import Secret, Settings
 from provider.variables import InputVariables
@@ -68,18 +68,9 @@ def test_entry_without_identity_names_the_first_user_variable(
     """No identity: the first of loginUsername, username, emailFrom, email (any case) with a
     value other than blanks, trimmed and cut to 320 characters; the secrets never kept."""
     request = CallRequest(Operation.NOTIFY_EVENT_FIRED, InputVariables(pairs))
-    entry = journal_entry(
-        at=datetime.now(UTC),
-        operation="NotifyEventFired",
-        transport_outcome="ok",
-        fault=None,
-        permission_denied=False,
-        request=request,
-        result=None,
-        request_id="r",
-        client=None,
-        duration_ms=1.0,
-    )
+    entry = PendingCall(
+        time.time(), "NotifyEventFired", "ok", None, False, request, None, "r", None, 0.001
+    ).build()
     assert entry.username == username
     assert entry.variables == tuple(pair for pair in pairs if pair[0] != "authPW")
 
