@@ -252,8 +252,7 @@ class Outbox:
             expires_at = statements.stored_time(event.received_at + self._window)
             driver.execute(_SQLITE_OPEN_WINDOW, (event.fingerprint, event_id, expires_at))
             if notifications:
-                rows = statements.deliveries_of(event_id, event.received_at, notifications, params)
-                driver.executemany(statements.deliveries.sql, rows)
+                statements.insert_deliveries(driver, event_id, event.received_at, notifications, params)
         return AcceptedEvent(event_id=event_id, duplicate=False, deliveries=len(notifications))
 
     def _accept_in_pipeline(
@@ -296,8 +295,9 @@ class Outbox:
                         raise _WindowTaken  # another transaction opened it first: roll back, look again
                     event_id = cast(int, row[0])
                     if notifications:
-                        rows = statements.deliveries_of(event_id, event.received_at, notifications, params)
-                        cursor.executemany(statements.deliveries.sql, rows)
+                        statements.insert_deliveries(
+                            cursor, event_id, event.received_at, notifications, params
+                        )
                         notify_on_driver(cursor)  # workers wake when this commits
             except _WindowTaken:
                 continue
@@ -458,12 +458,15 @@ class _DriverStatements:
         """The driver values of the event's insert (:attr:`event_sql`)."""
         return self._event.row(_event_row(event, rule_errors))
 
-    def deliveries_of(
+    def insert_deliveries(
         self,
+        executor: Any,
         event_id: int,
         now: datetime,
         notifications: Sequence[Notification],
         params: list[dict[str, Any]],
-    ) -> list[tuple[Any, ...]]:
-        """The driver rows of an event's pending deliveries (:attr:`deliveries`' statement)."""
-        return [self.deliveries.row(r) for r in _delivery_rows(event_id, now, notifications, params)]
+    ) -> None:
+        """Store an event's pending deliveries: one ``executemany`` of :attr:`deliveries`' statement
+        on ``executor`` (the ``sqlite3`` connection or a psycopg cursor, in the caller's transaction)."""
+        rows = [self.deliveries.row(r) for r in _delivery_rows(event_id, now, notifications, params)]
+        executor.executemany(self.deliveries.sql, rows)
